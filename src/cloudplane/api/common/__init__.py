@@ -1,0 +1,1 @@
+"""What every face shares: authentication, pagination, error rendering."""

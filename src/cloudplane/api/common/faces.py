@@ -1,0 +1,106 @@
+"""Errors rendered in the envelope of the face that owns the route.
+
+Several faces share path prefixes (`/api/v1/...`), so the face is a property of the route itself: each face's
+router uses a route class that names its error renderer, and one handler per error type asks the route.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloudplane.domain.errors import CloudplaneError, NotFound, Unauthorized, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[CloudplaneError], JSONResponse]
+
+
+def default_renderer(error: CloudplaneError) -> JSONResponse:
+    return JSONResponse(
+        {"error": error.message, "code": error.code, "details": error.details}, status_code=error.status_code
+    )
+
+
+def face_route_class(renderer: Renderer) -> type[APIRoute]:
+    return type("FaceRoute", (APIRoute,), {"render_error": staticmethod(renderer)})
+
+
+# Path prefixes whose unmatched URLs (404/405, no route) still belong to one face.
+_prefix_renderers: list[tuple[str, Renderer]] = []
+
+
+def register_prefix(prefix: str, renderer: Renderer) -> None:
+    _prefix_renderers.append((prefix, renderer))
+    _prefix_renderers.sort(key=lambda item: -len(item[0]))
+
+
+def _renderer_for(request: Request) -> Renderer:
+    route = request.scope.get("route")
+    renderer = getattr(route, "render_error", None)
+    if renderer is not None:
+        return renderer
+    path = request.url.path
+    for prefix, candidate in _prefix_renderers:
+        if path == prefix or path.startswith(prefix + "/"):
+            return candidate
+    return default_renderer
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "body")
+
+
+def validation_error(exc: RequestValidationError) -> ValidationFailed:
+    errors = [
+        {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid"), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+    return ValidationFailed(
+        f"Validation failed: {first['field']}: {first['message']}",
+        field=first["field"],
+        message=first["message"],
+        errors=errors,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain_error(request: Request, exc: CloudplaneError) -> JSONResponse:
+        return _renderer_for(request)(exc)
+
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _renderer_for(request)(validation_error(exc))
+
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            error: CloudplaneError = NotFound("No such endpoint", path=request.url.path)
+        elif exc.status_code == 401:
+            error = Unauthorized(str(exc.detail))
+        else:
+            error = CloudplaneError(str(exc.detail))
+            error.status_code = exc.status_code
+            error.code = {405: "METHOD_NOT_ALLOWED", 400: "BAD_REQUEST", 413: "PAYLOAD_TOO_LARGE"}.get(
+                exc.status_code, "HTTP_ERROR"
+            )
+        response = _renderer_for(request)(error)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _renderer_for(request)(CloudplaneError("Internal server error"))
+
+    app.add_exception_handler(CloudplaneError, on_domain_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, on_unexpected)

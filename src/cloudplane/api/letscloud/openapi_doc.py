@@ -1,0 +1,177 @@
+"""OpenAPI document served at /api/openapi.{json,yaml}: the bundled upstream LetsCloud spec,
+adapted so GPT Actions can import it as is."""
+
+import copy
+import functools
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+UPSTREAM_SPEC_FILENAME = "letscloud.openapi.yaml"
+GPT_ACTIONS_MAX_DESCRIPTION_LENGTH = 300
+
+PAGINATED_LIST_OPERATIONS = (
+    "listServers",
+    "listSSHKeys",
+    "listSnapshots",
+    "listPlans",
+    "listImages",
+    "listLocations",
+)
+# Operations that can conflict with the resource's current state but have no 409 upstream.
+STATE_CONFLICT_OPERATIONS = ("deleteServer", "createSnapshot", "deleteSnapshot")
+DUPLICATE_SSH_KEY_DESCRIPTION = "An SSH key with this fingerprint already exists"
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+ERROR_SCHEMA_REF = "#/components/schemas/Error"
+UNAUTHORIZED_RESPONSE_REF = "#/components/responses/Unauthorized"
+CONFLICT_RESPONSE_NAME = "Conflict"
+
+SERVICE_TITLE = "LetsCloud API (Cloudplane)"
+SERVICE_DESCRIPTION = (
+    "LetsCloud infrastructure served by Cloudplane: manage servers, SSH keys and snapshots, "
+    "read account details, and discover the available plans, images and locations. "
+    "Authenticate with your Cloudplane API key as a bearer token."
+)
+SECURITY_SCHEME_NAME = "ApiKeyAuth"
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "Your Cloudplane API key, sent as `Authorization: Bearer <key>`.",
+}
+
+
+def _read_upstream_spec_text() -> str:
+    try:
+        spec_file = resources.files("cloudplane.api.letscloud").joinpath(UPSTREAM_SPEC_FILENAME)
+        return spec_file.read_text(encoding="utf-8")
+    except ModuleNotFoundError:
+        # The module was loaded by file path without `cloudplane` on sys.path; the spec sits beside it.
+        return Path(__file__).with_name(UPSTREAM_SPEC_FILENAME).read_text(encoding="utf-8")
+
+
+@functools.cache
+def load_upstream_document() -> dict[str, Any]:
+    """The upstream spec exactly as bundled. Shared between callers: never mutate it."""
+    return yaml.safe_load(_read_upstream_spec_text())
+
+
+def build_openapi(public_base_url: str) -> dict[str, Any]:
+    """Return a fresh GPT Actions-ready document whose single server is `<public_base_url>/api`."""
+    document = copy.deepcopy(load_upstream_document())
+
+    document["info"]["title"] = SERVICE_TITLE
+    document["info"]["description"] = SERVICE_DESCRIPTION
+    document["servers"] = [
+        {"url": public_base_url.rstrip("/") + "/api", "description": "This Cloudplane service"}
+    ]
+    # Same scheme name, so the existing `security` requirements keep pointing at it; GPT Actions
+    # handles http bearer auth better than an apiKey header that expects a "Bearer " prefix.
+    document["components"]["securitySchemes"] = {SECURITY_SCHEME_NAME: copy.deepcopy(SECURITY_SCHEME)}
+    document["components"]["responses"][CONFLICT_RESPONSE_NAME] = _conflict_response(
+        "Conflict with the resource's current state"
+    )
+
+    operations = _operations_by_id(document)
+    for operation_id in PAGINATED_LIST_OPERATIONS:
+        _add_pagination(operations[operation_id])
+    for operation in operations.values():
+        responses = operation["responses"]
+        responses.setdefault("401", {"$ref": UNAUTHORIZED_RESPONSE_REF})
+        conflict = responses.get("409")
+        # Upstream documents some 409s with a description only; give them the usual Error body.
+        if conflict is not None and "$ref" not in conflict and "content" not in conflict:
+            responses["409"] = _conflict_response(conflict["description"])
+    for operation_id in STATE_CONFLICT_OPERATIONS:
+        operations[operation_id]["responses"].setdefault(
+            "409", {"$ref": f"#/components/responses/{CONFLICT_RESPONSE_NAME}"}
+        )
+    operations["createSSHKey"]["responses"].setdefault(
+        "409", _conflict_response(DUPLICATE_SSH_KEY_DESCRIPTION)
+    )
+
+    _check_description_lengths(document)
+    return document
+
+
+def _operations_by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        operation["operationId"]: operation
+        for path_item in document["paths"].values()
+        for method, operation in path_item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def _conflict_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": ERROR_SCHEMA_REF},
+                "example": {"error": description, "code": "CONFLICT"},
+            }
+        },
+    }
+
+
+def _pagination_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "page",
+            "in": "query",
+            "required": False,
+            "description": "Page number to return, starting at 1.",
+            "schema": {"type": "integer", "minimum": 1, "default": 1},
+        },
+        {
+            "name": "per_page",
+            "in": "query",
+            "required": False,
+            "description": "Number of items per page, from 1 to 100.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+    ]
+
+
+def _add_pagination(operation: dict[str, Any]) -> None:
+    operation.setdefault("parameters", []).extend(_pagination_parameters())
+    list_schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    # setdefault keeps the descriptions listServers already has upstream.
+    list_schema["properties"].setdefault(
+        "page", {"type": "integer", "description": "Current page number"}
+    )
+    list_schema["properties"].setdefault(
+        "per_page", {"type": "integer", "description": "Number of items per page"}
+    )
+
+
+def _check_description_lengths(document: dict[str, Any]) -> None:
+    # GPT Actions refuses the whole import when any description exceeds the limit.
+    too_long = [
+        location
+        for location, description in _string_descriptions(document)
+        if len(description) > GPT_ACTIONS_MAX_DESCRIPTION_LENGTH
+    ]
+    if too_long:
+        raise ValueError(
+            f"descriptions longer than {GPT_ACTIONS_MAX_DESCRIPTION_LENGTH} characters: {too_long}"
+        )
+
+
+def _string_descriptions(node: Any, location: str = "#") -> Iterator[tuple[str, str]]:
+    # Schema properties may be *named* "description" (e.g. Snapshot); their values are dicts, not text.
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child_location = f"{location}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if key == "description" and isinstance(value, str):
+                yield child_location, value
+            else:
+                yield from _string_descriptions(value, child_location)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _string_descriptions(item, f"{location}/{index}")

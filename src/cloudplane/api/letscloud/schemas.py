@@ -1,0 +1,232 @@
+"""LetsCloud wire schemas: requests forbid unknown fields, responses are allowlists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudplane.db.tables import Image, Location, Plan, Server, Snapshot, SSHKey
+from cloudplane.domain.states import ServerStatus, TaskState
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerCreate(Request):
+    label: str = Field(min_length=1, max_length=255)
+    plan_slug: str = Field(min_length=1, max_length=64)
+    image_slug: str = Field(min_length=1, max_length=64)
+    location_slug: str = Field(min_length=1, max_length=64)
+    hostname: str | None = Field(default=None, max_length=253)
+    password: str | None = Field(default=None, max_length=128)
+    ssh_keys: list[int] = Field(default_factory=list, max_length=50)
+
+
+class SSHKeyCreate(Request):
+    title: str = Field(min_length=1, max_length=200)
+    key: str = Field(min_length=1, max_length=16384)
+
+
+class SnapshotCreate(Request):
+    label: str = Field(min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class PlanOut(BaseModel):
+    slug: str
+    name: str
+    ram: int
+    cpu: int
+    disk: int
+    price: float
+    available: bool
+
+    @classmethod
+    def of(cls, p: Plan) -> PlanOut:
+        return cls(
+            slug=p.slug, name=p.name, ram=p.ram_mb, cpu=p.cpu, disk=p.disk_gb, price=float(p.price_monthly),
+            available=p.available,
+        )
+
+
+class ImageOut(BaseModel):
+    slug: str
+    name: str
+    distribution: str
+    version: str
+    architecture: Literal["x86_64", "arm64"]
+    available: bool
+
+    @classmethod
+    def of(cls, i: Image) -> ImageOut:
+        return cls(
+            slug=i.slug, name=i.name, distribution=i.distribution, version=i.version,
+            architecture=i.architecture, available=i.available,  # type: ignore[arg-type]
+        )
+
+
+class LocationOut(BaseModel):
+    slug: str
+    name: str
+    country: str
+    region: str
+    available: bool
+
+    @classmethod
+    def of(cls, loc: Location) -> LocationOut:
+        return cls(slug=loc.slug, name=loc.name, country=loc.country, region=loc.region, available=loc.available)
+
+
+class SSHKeyOut(BaseModel):
+    id: int
+    title: str
+    fingerprint: str
+    public_key: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, k: SSHKey) -> SSHKeyOut:
+        return cls(id=k.id, title=k.title, fingerprint=k.fingerprint, public_key=k.public_key, created_at=k.created_at)
+
+
+WireSnapshotStatus = Literal["creating", "available", "error", "deleting"]
+
+
+class SnapshotOut(BaseModel):
+    id: int
+    label: str
+    description: str | None
+    size: int | None
+    status: WireSnapshotStatus
+    server_id: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: Snapshot) -> SnapshotOut:
+        return cls(
+            id=s.id, label=s.label, description=s.description, size=s.size_gb,
+            status=s.status if s.status != "deleted" else "deleting",  # type: ignore[arg-type]
+            server_id=s.server_id, created_at=s.created_at,
+        )
+
+
+WireServerStatus = Literal["running", "stopped", "starting", "stopping", "rebooting", "error"]
+
+# The document's status enum has no "creating" or "deleting"; show the nearest state it knows, and the exact
+# one in `task_state`.
+_TASK_TO_WIRE = {
+    TaskState.STARTING: "starting",
+    TaskState.STOPPING: "stopping",
+    TaskState.REBOOTING: "rebooting",
+    TaskState.DELETING: "stopping",
+}
+_STATUS_TO_WIRE = {
+    ServerStatus.CREATING: "starting",
+    ServerStatus.RUNNING: "running",
+    ServerStatus.STOPPED: "stopped",
+    ServerStatus.ERROR: "error",
+    ServerStatus.DELETED: "stopped",
+}
+
+
+def wire_status(status: str, task_state: str | None) -> str:
+    if task_state in _TASK_TO_WIRE:
+        return _TASK_TO_WIRE[task_state]  # type: ignore[index]
+    return _STATUS_TO_WIRE[status]  # type: ignore[index]
+
+
+class ServerOut(BaseModel):
+    id: int
+    label: str
+    hostname: str
+    status: WireServerStatus
+    task_state: str | None = Field(description="What the server is busy with right now, if anything")
+    ip_address: str | None
+    private_ip: str | None
+    plan: PlanOut
+    image: ImageOut
+    location: LocationOut
+    created_at: datetime
+    updated_at: datetime
+    ssh_keys: list[SSHKeyOut]
+    snapshots: list[SnapshotOut]
+
+    @classmethod
+    def of(cls, server: Server, plan: Plan, image: Image, location: Location) -> ServerOut:
+        return cls(
+            id=server.id,
+            label=server.label,
+            hostname=server.hostname,
+            status=wire_status(server.status, server.task_state),  # type: ignore[arg-type]
+            task_state=server.task_state if server.status != ServerStatus.CREATING else "creating",
+            ip_address=server.ipv4,
+            private_ip=server.private_ipv4,
+            plan=PlanOut.of(plan),
+            image=ImageOut.of(image),
+            location=LocationOut.of(location),
+            created_at=server.created_at,
+            updated_at=server.updated_at,
+            ssh_keys=[SSHKeyOut.of(k) for k in server.ssh_keys],
+            snapshots=[SnapshotOut.of(s) for s in server.snapshots],
+        )
+
+
+class ServerCreated(ServerOut):
+    root_password: str | None = Field(
+        default=None, description="The generated root password; shown only in this reply"
+    )
+
+
+class ServerList(BaseModel):
+    servers: list[ServerOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class SSHKeyList(BaseModel):
+    ssh_keys: list[SSHKeyOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class PlanList(BaseModel):
+    plans: list[PlanOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class ImageList(BaseModel):
+    images: list[ImageOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class LocationList(BaseModel):
+    locations: list[LocationOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class AccountOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    company: str | None
+    balance: float
+    currency: str
+    created_at: datetime

@@ -1,0 +1,109 @@
+"""The ASGI application: every face mounted on one Core, plus health and the API documents."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy import text
+
+from cloudplane import __version__
+from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
+from cloudplane.api.letscloud.openapi_doc import build_openapi
+from cloudplane.api.letscloud.routes import router as letscloud_router
+from cloudplane.config import Settings, get_settings
+from cloudplane.core import Core
+from cloudplane.db.migrate import upgrade
+from cloudplane.services.accounts import bootstrap_admin_key
+from cloudplane.services.catalog import seed_catalog
+from cloudplane.workflows import engine
+
+log = logging.getLogger(__name__)
+
+
+def prepare(core: Core) -> str | None:
+    """Migrate, seed the catalog, and on an empty database return a one-time admin API key."""
+    upgrade(core.settings.database_url)
+    seed_catalog(core.db)
+    return bootstrap_admin_key(core.db)
+
+
+def start(settings: Settings) -> Core:
+    """Everything a serving process needs, in order: database, catalog, workflow engine (with recovery)."""
+    core = Core.build(settings)
+    bootstrap_key = prepare(core)
+    if bootstrap_key:
+        print(
+            "\nCloudplane: first start on an empty database. An admin (admin@localhost) was created with this API key,"
+            " shown only once:\n\n    " + bootstrap_key + "\n\nUse it as `Authorization: Bearer <key>`.\n",
+            flush=True,
+        )
+    engine.configure(core)
+    engine.launch()
+    return core
+
+
+def create_app(core: Core | None = None) -> FastAPI:
+    """With a Core, the caller owns start-up and shutdown (tests); without one the app starts itself."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if core is not None:
+            app.state.core = core
+            yield
+            return
+        app.state.core = start(get_settings())
+        try:
+            yield
+        finally:
+            engine.shutdown()
+            app.state.core.db.dispose()
+
+    app = FastAPI(
+        title="Cloudplane",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    if core is not None:
+        app.state.core = core
+    install_error_handlers(app)
+    register_prefix("/api", default_renderer)
+    app.include_router(letscloud_router, prefix="/api", tags=["LetsCloud"])
+
+    @app.get("/health", include_in_schema=False)
+    def health(request: Request) -> JSONResponse:
+        try:
+            with request.app.state.core.db.read() as s:
+                s.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - health reports, never raises
+            log.exception("health check: database unreachable")
+            return JSONResponse({"status": "unhealthy", "service": "cloudplane", "version": __version__}, 503)
+        return JSONResponse({"status": "healthy", "service": "cloudplane", "version": __version__})
+
+    def letscloud_document(request: Request) -> dict:
+        settings = request.app.state.core.settings
+        base = settings.public_base_url or str(request.base_url)
+        return build_openapi(base)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def letscloud_openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(letscloud_document(request))
+
+    @app.get("/api/openapi.yaml", include_in_schema=False)
+    def letscloud_openapi_yaml(request: Request) -> Response:
+        body = yaml.safe_dump(letscloud_document(request), sort_keys=False, allow_unicode=True)
+        return Response(body, media_type="application/yaml")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def letscloud_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/openapi.json", title="LetsCloud API (Cloudplane)")
+
+    return app

@@ -1,0 +1,108 @@
+"""The `cloudplane` command: serve the API, migrate the database, manage users and API keys."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+
+from cloudplane.config import get_settings
+
+app = typer.Typer(help="Cloudplane: a self-hosted cloud control plane.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+admin_app = typer.Typer(help="Users and API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 0,
+) -> None:
+    """Run the API with its workflow engine.  Example: cloudplane serve --host 0.0.0.0 --port 8080"""
+    import uvicorn
+
+    if host:
+        os.environ["CLOUDPLANE_HOST"] = host
+    if port:
+        os.environ["CLOUDPLANE_PORT"] = str(port)
+    get_settings.cache_clear()
+    settings = get_settings()
+    from cloudplane.app import create_app
+
+    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations.  Example: cloudplane db upgrade"""
+    from cloudplane.db.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    typer.echo("database is up to date")
+
+
+def _core():  # type: ignore[no-untyped-def]
+    from cloudplane.app import prepare
+    from cloudplane.core import Core
+
+    core = Core.build(get_settings())
+    prepare(core)
+    return core
+
+
+@admin_app.command("create-user")
+def create_user(
+    email: Annotated[str, typer.Option(help="Sign-in email")],
+    name: Annotated[str, typer.Option(help="Display name")] = "",
+    admin: Annotated[bool, typer.Option("--admin", help="Give the user the admin role")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create a user (with an account of its own) and an API key for them.
+    Example: cloudplane admin create-user --email ops@example.com --admin"""
+    from cloudplane.domain.errors import CloudplaneError
+    from cloudplane.services.accounts import create_api_key
+    from cloudplane.services.accounts import create_user as make_user
+
+    core = _core()
+    try:
+        user = make_user(core.db, email=email, name=name or email.split("@")[0], role="admin" if admin else "user")
+    except CloudplaneError as e:
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
+    _, key = create_api_key(core.db, user_id=user.id, name="cli")
+    _print_key(user.email, user.role, key, as_json)
+
+
+@admin_app.command("create-key")
+def create_key(
+    email: Annotated[str, typer.Option(help="Email of an existing user")],
+    name: Annotated[str, typer.Option(help="A name to recognise the key by")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create another API key for an existing user.  Example: cloudplane admin create-key --email ops@example.com"""
+    from cloudplane.domain.errors import CloudplaneError
+    from cloudplane.services.accounts import create_api_key, find_user
+
+    core = _core()
+    try:
+        user = find_user(core.db, email)
+    except CloudplaneError as e:
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
+    _, key = create_api_key(core.db, user_id=user.id, name=name)
+    _print_key(user.email, user.role, key, as_json)
+
+
+def _print_key(email: str, role: str, key: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"email": email, "role": role, "api_key": key}))
+    else:
+        typer.echo(f"user: {email} ({role})\napi key (shown once): {key}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,55 @@
+"""Typed settings, read from CLOUDPLANE_* environment variables when first asked for."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLOUDPLANE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///cloudplane.sqlite",
+        description="SQLAlchemy URL of the application database (SQLite file or PostgreSQL).",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_base_url: str = Field(
+        default="",
+        description="URL clients reach this service at; used in the OpenAPI `servers` entry.",
+    )
+    # The simulator's delays are multiplied by this: 1.0 feels like a real cloud, 0 is instant (tests).
+    simulator_time_scale: float = 1.0
+    simulator_seed: int = 42
+    simulator_error_rate: float = 0.0
+    simulator_latency_ms: float = 0.0
+    # Probability that a create makes the machine yet answers with an error (a classic cloud failure).
+    simulator_ghost_create_rate: float = 0.0
+    default_provider: str = "simulator"
+    max_page_size: int = 100
+    log_level: str = "WARNING"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def workflow_database_url(self) -> str:
+        """DBOS's own tables: a sibling SQLite file (one writer per file), or the same PostgreSQL database."""
+        if not self.is_sqlite:
+            return self.database_url
+        path = self.database_url.split("///", 1)[1]
+        p = Path(path)
+        return f"sqlite:///{p.with_name(p.stem + '-workflows' + (p.suffix or '.sqlite'))}"
+
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,23 @@
+"""The process-wide set of collaborators every service and workflow works with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloudplane.config import Settings
+from cloudplane.db.engine import Database
+from cloudplane.providers.registry import ProviderRegistry, build_registry
+from cloudplane.services.catalog import Catalog
+
+
+@dataclass
+class Core:
+    settings: Settings
+    db: Database
+    catalog: Catalog
+    providers: ProviderRegistry
+
+    @classmethod
+    def build(cls, settings: Settings) -> Core:
+        db = Database(settings.database_url)
+        return cls(settings=settings, db=db, catalog=Catalog(db), providers=build_registry(settings, db))

@@ -1,0 +1,1 @@
+"""Domain rules without I/O: errors, states, value objects."""

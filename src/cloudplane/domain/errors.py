@@ -1,0 +1,75 @@
+"""One error hierarchy for the whole core; each face renders it in its own envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CloudplaneError(Exception):
+    """A failure the caller can act on: a stable `code`, an HTTP status and a message with details."""
+
+    code = "INTERNAL_ERROR"
+    status_code = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(CloudplaneError):
+    code = "BAD_REQUEST"
+    status_code = 400
+
+
+class Unauthorized(CloudplaneError):
+    code = "UNAUTHORIZED"
+    status_code = 401
+
+
+class Forbidden(CloudplaneError):
+    code = "FORBIDDEN"
+    status_code = 403
+
+
+class NotFound(CloudplaneError):
+    code = "NOT_FOUND"
+    status_code = 404
+
+
+class Conflict(CloudplaneError):
+    code = "CONFLICT"
+    status_code = 409
+
+
+class InvalidState(Conflict):
+    """The action is not allowed from the object's current state."""
+
+    code = "INVALID_STATE"
+
+
+class ValidationFailed(CloudplaneError):
+    code = "VALIDATION_ERROR"
+    status_code = 422
+
+
+class ProviderError(CloudplaneError):
+    """A compute provider failed; `retryable` says whether trying again may help."""
+
+    code = "PROVIDER_ERROR"
+    status_code = 502
+
+    def __init__(self, message: str, retryable: bool = True, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retryable = retryable
+
+
+def _restore_error(cls: type[CloudplaneError], state: dict[str, Any]) -> CloudplaneError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state["message"])
+    error.__dict__.update(state)
+    return error
+
+
+# Workflow steps record their exceptions by pickling; keep details and flags such as `retryable` intact.
+CloudplaneError.__reduce__ = lambda self: (_restore_error, (type(self), dict(self.__dict__)))  # type: ignore[method-assign,assignment]

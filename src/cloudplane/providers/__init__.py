@@ -1,0 +1,1 @@
+"""Compute providers behind one small async interface; see base.py for the contract."""

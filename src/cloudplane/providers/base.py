@@ -1,0 +1,130 @@
+"""The provider contract: a few async calls taking and returning dataclasses, capabilities declared up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class MachineState(StrEnum):
+    """Provider-neutral machine states; each provider maps its own states onto these in one table."""
+
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STARTING = "starting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    REBOOTING = "rebooting"
+    RESTORING = "restoring"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+TRANSITIONAL_STATES = frozenset(
+    {MachineState.PROVISIONING, MachineState.STARTING, MachineState.STOPPING, MachineState.REBOOTING,
+     MachineState.RESTORING}
+)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    # Derived from the Operation id: a retried create with the same token returns the machine already made.
+    token: str
+    name: str
+    hostname: str
+    cpu: int
+    ram_mb: int
+    disk_gb: int
+    image: str
+    location: str
+    ssh_public_keys: tuple[str, ...] = ()
+    root_password_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    ref: str
+    state: MachineState
+    hostname: str
+    public_ipv4: str | None = None
+    private_ipv4: str | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    ref: str
+    machine_ref: str
+    size_gb: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    cpu_percent: float
+    memory_used_mb: int
+    disk_read_bytes: int
+    disk_write_bytes: int
+    net_rx_bytes: int
+    net_tx_bytes: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do; anything missing is listed in `unsupported` with the reason."""
+
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    def supports(self, operation: str) -> bool:
+        return operation not in self.unsupported
+
+
+class Provider(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def create(self, request: CreateRequest) -> Machine:
+        """Make a machine. Idempotent on `request.token`: a retry returns the existing machine, never a second.
+        May return before the machine runs (state PROVISIONING); poll `get`. On a failure part way the provider
+        removes what it made, except when the failure is only in the reply (then the retry finds it)."""
+        ...
+
+    async def get(self, ref: str) -> Machine | None:
+        """The machine's current state, or None if the provider has no such machine."""
+        ...
+
+    async def find_by_token(self, token: str) -> Machine | None:
+        """The machine a create with this token made, if any; used to clean up after a failed create."""
+        ...
+
+    async def list(self) -> list[Machine]:
+        """Every machine this provider holds for Cloudplane (for reconciliation)."""
+        ...
+
+    async def start(self, ref: str) -> None:
+        """Idempotent: starting a running machine is a no-op."""
+        ...
+
+    async def stop(self, ref: str) -> None:
+        """Idempotent: stopping a stopped machine is a no-op."""
+        ...
+
+    async def reboot(self, ref: str) -> None: ...
+
+    async def delete(self, ref: str) -> None:
+        """Idempotent: deleting an unknown machine succeeds. Deletes the machine's snapshots with it."""
+        ...
+
+    async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
+        """Idempotent on `token`, like create."""
+        ...
+
+    async def delete_snapshot(self, snapshot_ref: str) -> None:
+        """Idempotent: an unknown snapshot is already gone."""
+        ...
+
+    async def restore(self, ref: str, snapshot_ref: str) -> None:
+        """Roll the (stopped) machine's disk back to the snapshot; the machine stays stopped."""
+        ...
+
+    async def metrics(self, ref: str) -> Metrics: ...

@@ -1,0 +1,348 @@
+"""The simulator: a cloud that runs inside Cloudplane, with realistic timings, seeded faults and durable state.
+
+Its inventory lives in tables of its own (`sim_*`) so that, like a real cloud, it outlives a crash of the
+control plane: the crash test checks that no machine is doubled there. Timings are real-cloud-like seconds
+multiplied by `time_scale` (0 in tests). With the same seed the same faults hit the same calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from cloudplane.db.engine import Database
+from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.providers.base import (
+    TRANSITIONAL_STATES,
+    Capabilities,
+    CreateRequest,
+    Machine,
+    MachineState,
+    Metrics,
+    SnapshotInfo,
+)
+
+metadata = MetaData()
+
+sim_machines = Table(
+    "sim_machines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token", String(100), unique=True, nullable=False),
+    Column("hostname", String(253), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("target_state", String(20)),
+    Column("ready_at", DateTime(timezone=True)),
+    Column("cpu", Integer, nullable=False),
+    Column("ram_mb", Integer, nullable=False),
+    Column("disk_gb", Integer, nullable=False),
+    Column("image", String(64), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("ssh_keys", Text, nullable=False, default=""),
+    Column("disk_generation", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+sim_snapshots = Table(
+    "sim_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token", String(100), unique=True, nullable=False),
+    Column("machine_id", Integer, nullable=False),
+    Column("size_gb", Integer, nullable=False),
+    Column("disk_generation", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Seconds a real cloud takes for each transition, before scaling.
+TIMINGS = {
+    MachineState.PROVISIONING: 6.0,
+    MachineState.STARTING: 3.0,
+    MachineState.STOPPING: 2.0,
+    MachineState.REBOOTING: 4.0,
+    MachineState.RESTORING: 3.0,
+    "snapshot": 2.0,
+}
+PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range: never routed
+PRIVATE_NET = ipaddress.IPv4Network("10.0.0.0/8")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+@dataclass
+class SimulatorConfig:
+    time_scale: float = 1.0
+    seed: int = 42
+    error_rate: float = 0.0
+    latency_ms: float = 0.0
+    ghost_create_rate: float = 0.0
+
+
+class SimulatorProvider:
+    """An in-process cloud. Named for what it is: nothing here touches real compute."""
+
+    name = "simulator"
+    capabilities = Capabilities()
+
+    def __init__(self, db: Database, config: SimulatorConfig | None = None) -> None:
+        self._db = db
+        self.config = config or SimulatorConfig()
+        self._rng = random.Random(self.config.seed)
+        self._rng_lock = threading.Lock()
+        metadata.create_all(db.write_engine)
+
+    def _roll(self) -> float:
+        with self._rng_lock:
+            return self._rng.random()
+
+    async def _call(self, operation: str) -> None:
+        """Latency and injected faults, the same for every call."""
+        if self.config.latency_ms:
+            await asyncio.sleep(self.config.latency_ms / 1000 * (0.5 + self._roll()))
+        if self.config.error_rate and self._roll() < self.config.error_rate:
+            raise ProviderError(f"Simulated provider error during {operation}", retryable=True)
+
+    def _delay(self, what: str | MachineState) -> timedelta:
+        return timedelta(seconds=TIMINGS[what] * self.config.time_scale)
+
+    @staticmethod
+    def _machine(row) -> Machine:  # type: ignore[no-untyped-def]
+        offset = row.id
+        return Machine(
+            ref=f"sim-{row.id}",
+            state=MachineState(row.state),
+            hostname=row.hostname,
+            public_ipv4=str(PUBLIC_NET[offset]),
+            private_ipv4=str(PRIVATE_NET[offset]),
+            token=row.token,
+        )
+
+    @staticmethod
+    def _id(ref: str) -> int:
+        if not ref.startswith("sim-") or not ref[4:].isdigit():
+            raise NotFound(f"No simulated machine {ref}", ref=ref)
+        return int(ref[4:])
+
+    def _settle(self, row):  # type: ignore[no-untyped-def]
+        """Finish a transition whose time has come; the clock, not a background task, drives the simulator."""
+        if row is None or MachineState(row.state) not in TRANSITIONAL_STATES:
+            return row
+        ready_at = _aware(row.ready_at)
+        if ready_at is not None and ready_at > _now():
+            return row
+        with self._db.write() as s:
+            s.execute(
+                update(sim_machines)
+                .where(sim_machines.c.id == row.id, sim_machines.c.state == row.state)
+                .values(state=row.target_state, target_state=None, ready_at=None)
+            )
+            return s.execute(select(sim_machines).where(sim_machines.c.id == row.id)).first()
+
+    def _row(self, ref: str):  # type: ignore[no-untyped-def]
+        with self._db.read() as s:
+            row = s.execute(select(sim_machines).where(sim_machines.c.id == self._id(ref))).first()
+        return self._settle(row)
+
+    def _require(self, ref: str):  # type: ignore[no-untyped-def]
+        row = self._row(ref)
+        if row is None:
+            raise NotFound(f"No simulated machine {ref}", ref=ref)
+        return row
+
+    def _transition(self, ref: str, via: MachineState, to: MachineState, *, allowed: set[MachineState]) -> None:
+        row = self._require(ref)
+        state = MachineState(row.state)
+        if state in (via, to):
+            return  # already on its way or there: the call is idempotent
+        if state not in allowed:
+            raise ProviderError(f"Cannot go to {to} from {state}", retryable=state in TRANSITIONAL_STATES)
+        with self._db.write() as s:
+            s.execute(
+                update(sim_machines)
+                .where(sim_machines.c.id == row.id)
+                .values(state=via, target_state=to, ready_at=_now() + self._delay(via))
+            )
+
+    async def create(self, request: CreateRequest) -> Machine:
+        await self._call("create")
+        existing = await self.find_by_token(request.token)
+        if existing is not None:
+            return existing
+        try:
+            with self._db.write() as s:
+                s.execute(
+                    insert(sim_machines).values(
+                        token=request.token,
+                        hostname=request.hostname,
+                        state=MachineState.PROVISIONING,
+                        target_state=MachineState.RUNNING,
+                        ready_at=_now() + self._delay(MachineState.PROVISIONING),
+                        cpu=request.cpu,
+                        ram_mb=request.ram_mb,
+                        disk_gb=request.disk_gb,
+                        image=request.image,
+                        location=request.location,
+                        ssh_keys="\n".join(request.ssh_public_keys),
+                        created_at=_now(),
+                    )
+                )
+        except IntegrityError:
+            pass  # a concurrent retry with the same token won; return its machine
+        machine = await self.find_by_token(request.token)
+        assert machine is not None
+        if self.config.ghost_create_rate and self._roll() < self.config.ghost_create_rate:
+            raise ProviderError("Simulated timeout: the create may or may not have happened", retryable=True)
+        return machine
+
+    async def find_by_token(self, token: str) -> Machine | None:
+        with self._db.read() as s:
+            row = s.execute(select(sim_machines).where(sim_machines.c.token == token)).first()
+        row = self._settle(row)
+        return None if row is None else self._machine(row)
+
+    async def get(self, ref: str) -> Machine | None:
+        await self._call("get")
+        try:
+            row = self._row(ref)
+        except NotFound:
+            return None
+        return None if row is None else self._machine(row)
+
+    async def list(self) -> list[Machine]:
+        await self._call("list")
+        with self._db.read() as s:
+            rows = s.execute(select(sim_machines).order_by(sim_machines.c.id)).all()
+        return [self._machine(self._settle(r)) for r in rows]
+
+    async def start(self, ref: str) -> None:
+        await self._call("start")
+        self._transition(ref, MachineState.STARTING, MachineState.RUNNING, allowed={MachineState.STOPPED})
+
+    async def stop(self, ref: str) -> None:
+        await self._call("stop")
+        self._transition(ref, MachineState.STOPPING, MachineState.STOPPED, allowed={MachineState.RUNNING})
+
+    async def reboot(self, ref: str) -> None:
+        await self._call("reboot")
+        row = self._require(ref)
+        if MachineState(row.state) == MachineState.REBOOTING:
+            return
+        if MachineState(row.state) != MachineState.RUNNING:
+            raise ProviderError(f"Cannot reboot a machine that is {row.state}", retryable=False)
+        with self._db.write() as s:
+            s.execute(
+                update(sim_machines)
+                .where(sim_machines.c.id == row.id)
+                .values(
+                    state=MachineState.REBOOTING,
+                    target_state=MachineState.RUNNING,
+                    ready_at=_now() + self._delay(MachineState.REBOOTING),
+                )
+            )
+
+    async def delete(self, ref: str) -> None:
+        await self._call("delete")
+        machine_id = self._id(ref)
+        with self._db.write() as s:
+            s.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
+            s.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
+
+    async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
+        await self._call("snapshot")
+        row = self._require(ref)
+        with self._db.read() as s:
+            snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
+        if snap is None:
+            await asyncio.sleep(self._delay("snapshot").total_seconds())
+            size = max(1, row.disk_gb // 10 + row.disk_generation)
+            try:
+                with self._db.write() as s:
+                    s.execute(
+                        insert(sim_snapshots).values(
+                            token=token,
+                            machine_id=row.id,
+                            size_gb=size,
+                            disk_generation=row.disk_generation,
+                            created_at=_now(),
+                        )
+                    )
+            except IntegrityError:
+                pass
+            with self._db.read() as s:
+                snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
+        return SnapshotInfo(ref=f"simsnap-{snap.id}", machine_ref=ref, size_gb=snap.size_gb)
+
+    @staticmethod
+    def _snapshot_id(snapshot_ref: str) -> int:
+        if not snapshot_ref.startswith("simsnap-") or not snapshot_ref[8:].isdigit():
+            raise NotFound(f"No simulated snapshot {snapshot_ref}", ref=snapshot_ref)
+        return int(snapshot_ref[8:])
+
+    async def delete_snapshot(self, snapshot_ref: str) -> None:
+        await self._call("delete_snapshot")
+        with self._db.write() as s:
+            s.execute(delete(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref)))
+
+    async def restore(self, ref: str, snapshot_ref: str) -> None:
+        await self._call("restore")
+        row = self._require(ref)
+        with self._db.read() as s:
+            snap = s.execute(
+                select(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref))
+            ).first()
+        if snap is None or snap.machine_id != row.id:
+            raise ProviderError(f"Snapshot {snapshot_ref} does not belong to {ref}", retryable=False)
+        if MachineState(row.state) not in (MachineState.STOPPED, MachineState.RESTORING):
+            raise ProviderError(f"Cannot restore a machine that is {row.state}", retryable=False)
+        with self._db.write() as s:
+            s.execute(
+                update(sim_machines)
+                .where(sim_machines.c.id == row.id)
+                .values(
+                    state=MachineState.RESTORING,
+                    target_state=MachineState.STOPPED,
+                    ready_at=_now() + self._delay(MachineState.RESTORING),
+                    disk_generation=snap.disk_generation,
+                )
+            )
+
+    async def metrics(self, ref: str) -> Metrics:
+        await self._call("metrics")
+        row = self._require(ref)
+        running = MachineState(row.state) == MachineState.RUNNING
+        # Deterministic per machine and minute, so repeated reads in one minute agree.
+        rng = random.Random(f"{self.config.seed}-{row.id}-{_now():%Y%m%d%H%M}")
+        uptime_s = max(0.0, (_now() - _aware(row.created_at)).total_seconds())
+        return Metrics(
+            cpu_percent=round(rng.uniform(2, 60), 1) if running else 0.0,
+            memory_used_mb=int(row.ram_mb * rng.uniform(0.2, 0.8)) if running else 0,
+            disk_read_bytes=int(uptime_s * 2048),
+            disk_write_bytes=int(uptime_s * 1024),
+            net_rx_bytes=int(uptime_s * 4096),
+            net_tx_bytes=int(uptime_s * 1536),
+        )

@@ -1,0 +1,111 @@
+"""Accounts, users and API keys: creation, the first-start bootstrap key, and resolving a bearer key."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+
+from cloudplane.db.engine import Database
+from cloudplane.db.tables import Account, ApiKey, User, utcnow
+from cloudplane.domain.errors import Conflict, NotFound, Unauthorized
+
+API_KEY_PREFIX = "cp_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: every service call is scoped by `account_id`."""
+
+    account_id: int
+    user_id: int
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_api_key(key: str) -> str:
+    # API keys carry 256 bits of randomness, so a fast hash is enough (unlike passwords).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_user(db: Database, *, email: str, name: str, role: str = "user", company: str | None = None) -> User:
+    """Create a user with an account of its own."""
+    email = email.strip().lower()
+    with db.write() as s:
+        if s.scalar(select(User.id).where(User.email == email)) is not None:
+            raise Conflict(f"A user with email {email} already exists.", field="email")
+        account = Account(name=name, email=email, company=company)
+        s.add(account)
+        s.flush()
+        user = User(account_id=account.id, email=email, name=name, role=role)
+        s.add(user)
+        s.flush()
+        return user
+
+
+def create_api_key(db: Database, *, user_id: int, name: str = "default") -> tuple[ApiKey, str]:
+    """Make a key for a user; the plain key is returned once and only its hash is stored."""
+    plain = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.write() as s:
+        if s.get(User, user_id) is None:
+            raise NotFound("User not found", user_id=user_id)
+        key = ApiKey(user_id=user_id, name=name, prefix=plain[:10], key_hash=hash_api_key(plain))
+        s.add(key)
+        s.flush()
+        return key, plain
+
+
+def find_user(db: Database, email: str) -> User:
+    with db.read() as s:
+        user = s.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise NotFound(f"No user with email {email}", email=email)
+    return user
+
+
+def bootstrap_admin_key(db: Database) -> str | None:
+    """On an empty database make an admin and return a one-time API key for them; otherwise None."""
+    with db.read() as s:
+        if s.scalar(select(func.count()).select_from(User)):
+            return None
+    try:
+        user = create_user(db, email="admin@localhost", name="Administrator", role="admin")
+    except Conflict:  # another process bootstrapped first
+        return None
+    _, plain = create_api_key(db, user_id=user.id, name="bootstrap")
+    return plain
+
+
+def authenticate_api_key(db: Database, key: str) -> Principal:
+    if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
+        raise Unauthorized("Invalid API key")
+    digest = hash_api_key(key)
+    with db.read() as s:
+        row = s.execute(
+            select(ApiKey.id, ApiKey.last_used_at, User.id, User.account_id, User.role)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+        ).first()
+    if row is None:
+        raise Unauthorized("Invalid API key")
+    key_id, last_used, user_id, account_id, role = row
+    now = utcnow()
+    # Record use at most once a minute, so reads do not turn into writes on every request.
+    if last_used is None or (now - last_used).total_seconds() > 60:
+        with db.write() as s:
+            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    return Principal(account_id=account_id, user_id=user_id, role=role)
+
+
+def get_account(db: Database, principal: Principal) -> tuple[Account, User]:
+    with db.read() as s:
+        account = s.get(Account, principal.account_id)
+        user = s.get(User, principal.user_id)
+    if account is None or user is None:
+        raise NotFound("Account not found")
+    return account, user

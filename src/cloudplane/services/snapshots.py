@@ -1,0 +1,113 @@
+"""Snapshots of a server: create, list, delete and restore, each a durable operation."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cloudplane.core import Core
+from cloudplane.db.tables import Snapshot
+from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
+from cloudplane.domain.states import ACTIONS, SnapshotStatus
+from cloudplane.services import operations
+from cloudplane.services.accounts import Principal
+from cloudplane.services.servers import Page, claim, get_server, load_server
+
+
+def _live(principal: Principal, server_id: int):  # type: ignore[no-untyped-def]
+    return (
+        Snapshot.account_id == principal.account_id,
+        Snapshot.server_id == server_id,
+        Snapshot.deleted_at.is_(None),
+    )
+
+
+def _load(session: Session, principal: Principal, server_id: int, snapshot_id: int) -> Snapshot:
+    load_server(session, principal, server_id)
+    snap = session.scalar(select(Snapshot).where(Snapshot.id == snapshot_id, *_live(principal, server_id)))
+    if snap is None:
+        raise NotFound("Snapshot not found", server_id=server_id, snapshot_id=snapshot_id)
+    return snap
+
+
+def list_snapshots(core: Core, principal: Principal, server_id: int, *, page: int, per_page: int) -> Page:
+    with core.db.read() as s:
+        load_server(s, principal, server_id)
+        total = s.scalar(select(func.count()).select_from(Snapshot).where(*_live(principal, server_id))) or 0
+        items = s.scalars(
+            select(Snapshot)
+            .where(*_live(principal, server_id))
+            .order_by(Snapshot.id)
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        ).all()
+    return Page(items=items, total=total, page=page, per_page=per_page)
+
+
+def get_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> Snapshot:
+    with core.db.read() as s:
+        return _load(s, principal, server_id, snapshot_id)
+
+
+def create_snapshot(
+    core: Core, principal: Principal, server_id: int, *, label: str, description: str | None = None
+) -> Snapshot:
+    label = label.strip()
+    if not label:
+        raise ValidationFailed("Label must not be empty", field="label")
+    with core.db.write() as s:
+        claim(s, principal, server_id, ACTIONS["snapshot"])
+        snap = Snapshot(
+            account_id=principal.account_id,
+            server_id=server_id,
+            label=label,
+            description=description,
+            status=SnapshotStatus.CREATING,
+        )
+        s.add(snap)
+        s.flush()
+        op = operations.new_operation(
+            s, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
+        )
+    operations.launch(op.id)
+    return get_snapshot(core, principal, server_id, snap.id)
+
+
+def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> None:
+    with core.db.write() as s:
+        snap = _load(s, principal, server_id, snapshot_id)
+        result = s.execute(
+            update(Snapshot)
+            .where(
+                Snapshot.id == snapshot_id,
+                Snapshot.status.in_([SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]),
+            )
+            .values(status=SnapshotStatus.DELETING)
+        )
+        if result.rowcount != 1:
+            raise InvalidState(
+                f"Snapshot is {snap.status}; only an available or failed snapshot can be deleted.",
+                snapshot_id=snapshot_id,
+                status=snap.status,
+            )
+        op = operations.new_operation(
+            s, account_id=principal.account_id, kind="delete_snapshot", server_id=server_id, snapshot_id=snapshot_id
+        )
+    operations.launch(op.id)
+
+
+def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int):  # type: ignore[no-untyped-def]
+    with core.db.write() as s:
+        snap = _load(s, principal, server_id, snapshot_id)
+        if snap.status != SnapshotStatus.AVAILABLE:
+            raise InvalidState(
+                f"Snapshot is {snap.status}; only an available snapshot can be restored.",
+                snapshot_id=snapshot_id,
+                status=snap.status,
+            )
+        claim(s, principal, server_id, ACTIONS["restore"])
+        op = operations.new_operation(
+            s, account_id=principal.account_id, kind="restore", server_id=server_id, snapshot_id=snapshot_id
+        )
+    operations.launch(op.id)
+    return get_server(core, principal, server_id)

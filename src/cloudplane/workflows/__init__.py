@@ -1,0 +1,1 @@
+"""Durable workflows (DBOS): every long action survives a crash of the process running it."""

@@ -11,7 +11,7 @@ class CloudplaneError(Exception):
     code = "INTERNAL_ERROR"
     status_code = 500
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, /, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -59,7 +59,7 @@ class ProviderError(CloudplaneError):
     code = "PROVIDER_ERROR"
     status_code = 502
 
-    def __init__(self, message: str, retryable: bool = True, **details: Any) -> None:
+    def __init__(self, message: str, /, retryable: bool = True, **details: Any) -> None:
         super().__init__(message, **details)
         self.retryable = retryable
 

@@ -101,6 +101,8 @@ class SimulatorConfig:
     error_rate: float = 0.0
     latency_ms: float = 0.0
     ghost_create_rate: float = 0.0
+    # Probability that a new machine fails to boot and ends in the error state.
+    boot_failure_rate: float = 0.0
 
 
 class SimulatorProvider:
@@ -193,6 +195,7 @@ class SimulatorProvider:
         existing = await self.find_by_token(request.token)
         if existing is not None:
             return existing
+        boots = not (self.config.boot_failure_rate and self._roll() < self.config.boot_failure_rate)
         try:
             with self._db.write() as s:
                 s.execute(
@@ -200,7 +203,7 @@ class SimulatorProvider:
                         token=request.token,
                         hostname=request.hostname,
                         state=MachineState.PROVISIONING,
-                        target_state=MachineState.RUNNING,
+                        target_state=MachineState.RUNNING if boots else MachineState.ERROR,
                         ready_at=_now() + self._delay(MachineState.PROVISIONING),
                         cpu=request.cpu,
                         ram_mb=request.ram_mb,

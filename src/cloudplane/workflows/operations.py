@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbos import DBOS
+from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import select, update
 
 from cloudplane.db.tables import Operation, Server, SSHKey, ServerSSHKey, Snapshot, utcnow
@@ -241,9 +242,16 @@ HANDLERS: dict[str, Callable[[OperationView], Awaitable[None]]] = {
 }
 
 
+def describe(error: BaseException) -> str:
+    """The message a user should see; for exhausted retries, the last underlying error."""
+    if isinstance(error, DBOSMaxStepRetriesExceeded) and error.errors:
+        return f"{describe(error.errors[-1])} (gave up after {error.max_retries} attempts)"
+    return getattr(error, "message", None) or str(error) or type(error).__name__
+
+
 async def fail(op: OperationView, error: BaseException) -> None:
     """End the operation in a clear error state; a failed create removes whatever the provider made."""
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    message = describe(error)
     server_values: dict[str, Any] | None = {"task_state": None}
     snapshot_values = None
     if op.kind == "create":

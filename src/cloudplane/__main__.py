@@ -1,0 +1,5 @@
+"""`python -m cloudplane` runs the CLI."""
+
+from cloudplane.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""Shared fixtures: one Core and workflow engine per session (DBOS is a process singleton), a fresh database,
+and accounts made per test so tests stay independent without restarting the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from cloudplane.config import Settings
+from cloudplane.core import Core
+from cloudplane.services.accounts import Principal, create_api_key, create_user
+
+PG_URL = os.environ.get("CLOUDPLANE_DATABASE_URL", "")
+
+
+def reset_postgres(url: str) -> None:
+    """Start from empty schemas so every run sees a freshly migrated database."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS dbos CASCADE"))
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if PG_URL.startswith("postgresql"):
+        reset_postgres(PG_URL)
+        return PG_URL
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'cloudplane.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def core(database_url: str) -> Any:
+    from cloudplane.app import prepare
+    from cloudplane.workflows import engine
+
+    settings = Settings(database_url=database_url, simulator_time_scale=0.0, public_base_url="https://cloud.test")
+    core = Core.build(settings)
+    prepare(core)
+    engine.configure(core)
+    engine.launch()
+    yield core
+    engine.shutdown()
+    core.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(core: Core) -> Any:
+    from cloudplane.app import create_app
+
+    return create_app(core)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+_emails = itertools.count()
+
+
+@dataclass
+class Tenant:
+    principal: Principal
+    api_key: str
+    email: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@pytest.fixture
+def make_tenant(core: Core) -> Callable[[], Tenant]:
+    def make(role: str = "user") -> Tenant:
+        email = f"user{next(_emails)}-{time.monotonic_ns()}@example.com"
+        user = create_user(core.db, email=email, name="Test User", role=role)
+        _, key = create_api_key(core.db, user_id=user.id)
+        return Tenant(Principal(user.account_id, user.id, role), key, email)
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[[], Tenant]) -> Tenant:
+    return make_tenant()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], predicate: Callable[[Any], bool], timeout: float = 30.0
+) -> Any:
+    """Poll `probe` until `predicate` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await probe()
+        if predicate(value):
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not reached in {timeout}s; last value: {value!r}")
+
+
+SERVER_BODY = {
+    "label": "My Web Server",
+    "plan_slug": "basic-1gb",
+    "image_slug": "ubuntu-22-04",
+    "location_slug": "nyc1",
+    "hostname": "webserver-01",
+}
+
+
+@pytest.fixture
+def create_running_server(client: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def create(tenant: Tenant, **overrides: Any) -> dict[str, Any]:
+        r = await client.post("/api/servers", json={**SERVER_BODY, **overrides}, headers=tenant.headers)
+        assert r.status_code == 201, r.text
+        server_id = r.json()["id"]
+
+        async def get() -> dict[str, Any]:
+            return (await client.get(f"/api/servers/{server_id}", headers=tenant.headers)).json()
+
+        return await eventually(get, lambda s: s["status"] == "running" and s["task_state"] is None)
+
+    return create
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,119 @@
+"""A real Cloudplane process on a free port, with its own database, that a test can SIGKILL and restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+PG_URL = os.environ.get("CLOUDPLANE_DATABASE_URL", "")
+KEY_PATTERN = re.compile(r"cp_[A-Za-z0-9_-]+")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.port = free_port()
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self.api_key: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudplane", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("service exited:\n" + "".join(self.output[-50:]))
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("service did not become healthy:\n" + "".join(self.output[-50:]))
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.output.append(line)
+            if self.api_key is None and (m := KEY_PATTERN.search(line)):
+                self.api_key = m.group(0)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def e2e_database_url(tmp_path: Path) -> Iterator[str]:
+    if not PG_URL.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'e2e.sqlite'}"
+        return
+    name = f"cloudplane_e2e_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path, e2e_database_url: str) -> Iterator:
+    started: list[ServiceProcess] = []
+
+    def make(**settings: str) -> ServiceProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPLANE_")}
+        env["CLOUDPLANE_DATABASE_URL"] = e2e_database_url
+        env.update({f"CLOUDPLANE_{k.upper()}": v for k, v in settings.items()})
+        service = ServiceProcess(tmp_path, env)
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        service.stop()

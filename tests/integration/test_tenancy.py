@@ -1,0 +1,88 @@
+"""Tenancy across the route table: another account's ids are 404 on every route, and nothing changes."""
+
+from __future__ import annotations
+
+from fastapi import routing
+
+from tests.conftest import SERVER_BODY, eventually
+
+# (method, path template) -> how an intruder calls it with the owner's ids; every /api route taking an id or a
+# body that names ids must be here, so a new route without a tenancy check fails this test.
+INTRUSIONS = {
+    ("GET", "/api/servers/{server_id}"): lambda ids: ("GET", f"/api/servers/{ids['server']}", None),
+    ("DELETE", "/api/servers/{server_id}"): lambda ids: ("DELETE", f"/api/servers/{ids['server']}", None),
+    ("POST", "/api/servers/{server_id}/start"): lambda ids: ("POST", f"/api/servers/{ids['stopped']}/start", None),
+    ("POST", "/api/servers/{server_id}/stop"): lambda ids: ("POST", f"/api/servers/{ids['server']}/stop", None),
+    ("POST", "/api/servers/{server_id}/reboot"): lambda ids: ("POST", f"/api/servers/{ids['server']}/reboot", None),
+    ("GET", "/api/ssh-keys/{key_id}"): lambda ids: ("GET", f"/api/ssh-keys/{ids['key']}", None),
+    ("DELETE", "/api/ssh-keys/{key_id}"): lambda ids: ("DELETE", f"/api/ssh-keys/{ids['key']}", None),
+    ("GET", "/api/servers/{server_id}/snapshots"): lambda ids: ("GET", f"/api/servers/{ids['server']}/snapshots", None),
+    ("POST", "/api/servers/{server_id}/snapshots"): lambda ids: (
+        "POST", f"/api/servers/{ids['server']}/snapshots", {"label": "mine now"}),
+    ("GET", "/api/servers/{server_id}/snapshots/{snapshot_id}"): lambda ids: (
+        "GET", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}", None),
+    ("DELETE", "/api/servers/{server_id}/snapshots/{snapshot_id}"): lambda ids: (
+        "DELETE", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}", None),
+    ("POST", "/api/servers/{server_id}/snapshots/{snapshot_id}/restore"): lambda ids: (
+        "POST", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}/restore", None),
+    ("POST", "/api/servers"): lambda ids: ("POST", "/api/servers", {**SERVER_BODY, "ssh_keys": [ids["key"]]}),
+}
+# Routes that take no id and list only the caller's own objects (checked below for emptiness).
+ID_FREE = {
+    ("GET", "/api/servers"), ("GET", "/api/ssh-keys"), ("POST", "/api/ssh-keys"), ("GET", "/api/plans"),
+    ("GET", "/api/images"), ("GET", "/api/locations"), ("GET", "/api/account"),
+}
+
+
+# Documents about the API, public by design.
+PUBLIC = {("GET", "/api/openapi.json"), ("GET", "/api/openapi.yaml"), ("GET", "/api/docs")}
+
+
+def api_routes(app) -> set[tuple[str, str]]:
+    return {
+        (method, ctx.path)
+        for ctx in routing.iter_route_contexts(app.routes)
+        if ctx.path.startswith("/api/")
+        for method in ctx.methods or ()
+    }
+
+
+def test_every_route_is_covered(app) -> None:
+    assert api_routes(app) == set(INTRUSIONS) | ID_FREE | PUBLIC
+
+
+async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
+    from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
+
+    owner, intruder = make_tenant(), make_tenant()
+    key = (await client.post("/api/ssh-keys", json={"title": "k", "key": ed25519_public_key()}, headers=owner.headers)).json()
+    server = await create_running_server(owner)
+    stopped = await create_running_server(owner, label="stopped one")
+    await client.post(f"/api/servers/{stopped['id']}/stop", headers=owner.headers)
+
+    async def get(url):
+        return (await client.get(url, headers=owner.headers)).json()
+
+    await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["status"] == "stopped" and not s["task_state"])
+    snap = (await client.post(f"/api/servers/{stopped['id']}/snapshots", json={"label": "s"}, headers=owner.headers)).json()
+    snap_url = f"/api/servers/{stopped['id']}/snapshots/{snap['id']}"
+    await eventually(lambda: get(snap_url), lambda s: s["status"] == "available")
+    await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["task_state"] is None)
+
+    ids = {"server": server["id"], "stopped": stopped["id"], "key": key["id"], "snapshot": snap["id"]}
+    before = [await get(f"/api/servers/{server['id']}"), await get(f"/api/servers/{stopped['id']}"),
+              await get(f"/api/ssh-keys/{key['id']}"), await get(snap_url)]
+
+    for (method, template), make in INTRUSIONS.items():
+        verb, url, body = make(ids)
+        r = await client.request(verb, url, json=body, headers=intruder.headers)
+        assert r.status_code == 404, (method, template, r.status_code, r.text)
+        assert r.json()["code"] == "NOT_FOUND"
+
+    after = [await get(f"/api/servers/{server['id']}"), await get(f"/api/servers/{stopped['id']}"),
+             await get(f"/api/ssh-keys/{key['id']}"), await get(snap_url)]
+    assert after == before
+    for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys")):
+        assert (await client.get(url, headers=intruder.headers)).json()[field] == []
+    account = (await client.get("/api/account", headers=intruder.headers)).json()
+    assert account["email"] == intruder.email

@@ -319,14 +319,14 @@ def create_servers(port: int, key: str) -> tuple[list[int], tuple[int, str, byte
     return ids, created
 
 
-def start_profiler(pid: int, out: str, seconds: float) -> subprocess.Popen | None:
+def start_profiler(pid: int, out: str, seconds: float, gil_only: bool) -> subprocess.Popen | None:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         print("warning: py-spy not found (pip install py-spy); not profiling", file=sys.stderr)
         return None
     fmt = {".svg": "flamegraph", ".txt": "raw"}.get(Path(out).suffix, "speedscope")
     argv = [spy, "record", "--pid", str(pid), "--output", out, "--format", fmt, "--duration", str(int(seconds + 0.999)),
-            "--rate", "200", "--nonblocking"]
+            "--rate", "200", "--nonblocking"] + (["--gil"] if gil_only else [])
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -337,6 +337,9 @@ def main() -> int:
     ap.add_argument("--profile", choices=ENDPOINTS, help="record the service with py-spy while this endpoint runs")
     ap.add_argument("--profile-out", default="/tmp/cloudplane-profile.speedscope.json",
                     help="py-spy output; .svg gives a flame graph, .txt collapsed stacks, else speedscope JSON")
+    # One worker is bound by the GIL: sampling only its holder shows where the CPU goes, rather than the
+    # threads queued for the GIL or for a SQLite lock.
+    ap.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
     ap.add_argument("--serve-bare", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -403,7 +406,8 @@ def main() -> int:
             for target, port in (("cloudplane", svc_port), ("bare", bare_port)):
                 spy = None
                 if args.profile == name and target == "cloudplane":
-                    spy = start_profiler(service.proc.pid, args.profile_out, WARMUP_S + args.duration)
+                    spy = start_profiler(service.proc.pid, args.profile_out, WARMUP_S + args.duration,
+                                         args.profile_gil)
                 res = run_load(port, raw_request(method, path, port, key, body if method == "POST" else b""),
                                expect, concurrency=args.concurrency, duration=args.duration)
                 if spy is not None:

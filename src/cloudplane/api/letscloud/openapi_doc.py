@@ -93,6 +93,23 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
     operations["createSSHKey"]["responses"].setdefault(
         "409", _conflict_response(DUPLICATE_SSH_KEY_DESCRIPTION)
     )
+    # Naming an SSH key id the caller does not own is a 404, like any other object of another account.
+    operations["createServer"]["responses"].setdefault("404", {"$ref": "#/components/responses/NotFound"})
+    # Malformed ids and query parameters are rejected by validation on every operation.
+    for operation in operations.values():
+        operation["responses"].setdefault("422", {"$ref": "#/components/responses/ValidationError"})
+    server_properties = document["components"]["schemas"]["Server"]["properties"]
+    server_properties["task_state"] = {
+        "type": "string",
+        "nullable": True,
+        "description": "What the server is busy with (creating, starting, stopping, rebooting, snapshotting, "
+        "restoring, deleting), or null",
+    }
+    server_properties["root_password"] = {
+        "type": "string",
+        "nullable": True,
+        "description": "The generated root password; only in the createServer reply, only when none was given",
+    }
 
     _check_description_lengths(document)
     return document

@@ -183,11 +183,15 @@ class SimulatorProvider:
             return  # already on its way or there: the call is idempotent
         if state not in allowed:
             raise ProviderError(f"Cannot go to {to} from {state}", retryable=state in TRANSITIONAL_STATES)
+        self._begin(row.id, via, to)
+
+    def _begin(self, machine_id: int, via: MachineState, to: MachineState, **changes: object) -> None:
+        """Enter `via` now; `_settle` moves the machine on to `to` once the transition's time has passed."""
         with self._db.write() as s:
             s.execute(
                 update(sim_machines)
-                .where(sim_machines.c.id == row.id)
-                .values(state=via, target_state=to, ready_at=_now() + self._delay(via))
+                .where(sim_machines.c.id == machine_id)
+                .values(state=via, target_state=to, ready_at=_now() + self._delay(via), **changes)
             )
 
     async def create(self, request: CreateRequest) -> Machine:
@@ -257,16 +261,7 @@ class SimulatorProvider:
             return
         if MachineState(row.state) != MachineState.RUNNING:
             raise ProviderError(f"Cannot reboot a machine that is {row.state}", retryable=False)
-        with self._db.write() as s:
-            s.execute(
-                update(sim_machines)
-                .where(sim_machines.c.id == row.id)
-                .values(
-                    state=MachineState.REBOOTING,
-                    target_state=MachineState.RUNNING,
-                    ready_at=_now() + self._delay(MachineState.REBOOTING),
-                )
-            )
+        self._begin(row.id, MachineState.REBOOTING, MachineState.RUNNING)
 
     async def delete(self, ref: str) -> None:
         await self._call("delete")
@@ -322,17 +317,7 @@ class SimulatorProvider:
             raise ProviderError(f"Snapshot {snapshot_ref} does not belong to {ref}", retryable=False)
         if MachineState(row.state) not in (MachineState.STOPPED, MachineState.RESTORING):
             raise ProviderError(f"Cannot restore a machine that is {row.state}", retryable=False)
-        with self._db.write() as s:
-            s.execute(
-                update(sim_machines)
-                .where(sim_machines.c.id == row.id)
-                .values(
-                    state=MachineState.RESTORING,
-                    target_state=MachineState.STOPPED,
-                    ready_at=_now() + self._delay(MachineState.RESTORING),
-                    disk_generation=snap.disk_generation,
-                )
-            )
+        self._begin(row.id, MachineState.RESTORING, MachineState.STOPPED, disk_generation=snap.disk_generation)
 
     async def metrics(self, ref: str) -> Metrics:
         await self._call("metrics")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +34,6 @@ class StartupError(RuntimeError):
     pass
 
 
-
-
 def serve_bare(responses_file: str, port: int) -> None:
     """The bare app's process (`--serve-bare FILE --port N`): the recorded responses, replayed from memory."""
     import uvicorn
@@ -46,7 +44,7 @@ def serve_bare(responses_file: str, port: int) -> None:
 
     recorded = json.loads(Path(responses_file).read_text())
 
-    def replay(name: str) -> Callable[[Request], object]:
+    def replay(name: str) -> Callable[[Request], Awaitable[Response]]:
         r = recorded[name]
         body, status, media_type = base64.b64decode(r["body"]), r["status"], r["content_type"]
 
@@ -60,7 +58,7 @@ def serve_bare(responses_file: str, port: int) -> None:
     list_, create = replay("listServers"), replay("createServer")
 
     async def servers(request: Request) -> Response:
-        return await (create if request.method == "POST" else list_)(request)  # type: ignore[misc]
+        return await (create if request.method == "POST" else list_)(request)
 
     app = Starlette(
         routes=[
@@ -71,8 +69,6 @@ def serve_bare(responses_file: str, port: int) -> None:
     )
     # The same settings `cloudplane serve` passes to uvicorn.run.
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
-
-
 
 
 def free_port() -> int:
@@ -295,8 +291,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-
-
 def create_servers(port: int, key: str) -> tuple[list[int], tuple[int, str, bytes]]:
     ids, created = [], None
     for _ in range(SERVER_COUNT):
@@ -392,7 +386,11 @@ def main() -> int:
         bare = Child("bare", [sys.executable, os.path.abspath(__file__), "--serve-bare", str(responses_file),
                               "--port", str(bare_port)], cwd=tmp, env=env)
         children.append(bare)
-        wait_healthy(bare, bare_port)
+        try:
+            wait_healthy(bare, bare_port)
+        except StartupError as e:
+            print(f"error: the bare app failed to start: {e}", file=sys.stderr)
+            return 1
         for name, (method, path, _) in paths.items():
             got = request(bare_port, method, path, key=key, body=CREATE_BODY if method == "POST" else None)
             if got != recorded[name]:
@@ -444,4 +442,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the children are already stopped by main's finally
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

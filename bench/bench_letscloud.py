@@ -122,8 +122,9 @@ class Child:
                 self.proc.wait(5)
 
 
-def request(port: int, method: str, path: str, *, key: str = "", body: dict | None = None,
-            timeout: float = 10) -> tuple[int, str, bytes]:
+def request(
+    port: int, method: str, path: str, *, key: str = "", body: dict | None = None, timeout: float = 10
+) -> tuple[int, str, bytes]:
     # http.client rather than urllib: no proxy environment variables can divert loopback traffic.
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
@@ -319,8 +320,21 @@ def start_profiler(pid: int, out: str, seconds: float, gil_only: bool) -> subpro
         print("warning: py-spy not found (pip install py-spy); not profiling", file=sys.stderr)
         return None
     fmt = {".svg": "flamegraph", ".txt": "raw"}.get(Path(out).suffix, "speedscope")
-    argv = [spy, "record", "--pid", str(pid), "--output", out, "--format", fmt, "--duration", str(int(seconds + 0.999)),
-            "--rate", "200", "--nonblocking"] + (["--gil"] if gil_only else [])
+    argv = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--output",
+        out,
+        "--format",
+        fmt,
+        "--duration",
+        str(int(seconds + 0.999)),
+        "--rate",
+        "200",
+        "--nonblocking",
+    ] + (["--gil"] if gil_only else [])
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -329,8 +343,11 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per endpoint and target")
     ap.add_argument("--concurrency", type=int, default=16, help="concurrent keep-alive clients")
     ap.add_argument("--profile", choices=ENDPOINTS, help="record the service with py-spy while this endpoint runs")
-    ap.add_argument("--profile-out", default="/tmp/cloudplane-profile.speedscope.json",
-                    help="py-spy output; .svg gives a flame graph, .txt collapsed stacks, else speedscope JSON")
+    ap.add_argument(
+        "--profile-out",
+        default="/tmp/cloudplane-profile.speedscope.json",
+        help="py-spy output; .svg gives a flame graph, .txt collapsed stacks, else speedscope JSON",
+    )
     # One worker is bound by the GIL: sampling only its holder shows where the CPU goes, rather than the
     # threads queued for the GIL or for a SQLite lock.
     ap.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
@@ -351,8 +368,9 @@ def main() -> int:
             "CLOUDPLANE_SIMULATOR_TIME_SCALE": "0",
         }
         svc_port = free_port()
-        service = Child("cloudplane", service_argv() + ["serve", "--host", HOST, "--port", str(svc_port)],
-                        cwd=tmp, env=env)
+        service = Child(
+            "cloudplane", service_argv() + ["serve", "--host", HOST, "--port", str(svc_port)], cwd=tmp, env=env
+        )
         children.append(service)
         try:
             wait_healthy(service, svc_port)
@@ -377,14 +395,22 @@ def main() -> int:
             if recorded[name][0] != expect:
                 raise RuntimeError(f"{name} answered {recorded[name][0]}: {recorded[name][2][:300]!r}")
         responses_file = Path(tmp, "responses.json")
-        responses_file.write_text(json.dumps({
-            name: {"status": s, "content_type": ct, "body": base64.b64encode(b).decode()}
-            for name, (s, ct, b) in recorded.items()
-        }))
+        responses_file.write_text(
+            json.dumps(
+                {
+                    name: {"status": s, "content_type": ct, "body": base64.b64encode(b).decode()}
+                    for name, (s, ct, b) in recorded.items()
+                }
+            )
+        )
 
         bare_port = free_port()
-        bare = Child("bare", [sys.executable, os.path.abspath(__file__), "--serve-bare", str(responses_file),
-                              "--port", str(bare_port)], cwd=tmp, env=env)
+        bare = Child(
+            "bare",
+            [sys.executable, os.path.abspath(__file__), "--serve-bare", str(responses_file), "--port", str(bare_port)],
+            cwd=tmp,
+            env=env,
+        )
         children.append(bare)
         try:
             wait_healthy(bare, bare_port)
@@ -404,23 +430,42 @@ def main() -> int:
             for target, port in (("cloudplane", svc_port), ("bare", bare_port)):
                 spy = None
                 if args.profile == name and target == "cloudplane":
-                    spy = start_profiler(service.proc.pid, args.profile_out, WARMUP_S + args.duration,
-                                         args.profile_gil)
-                res = run_load(port, raw_request(method, path, port, key, body if method == "POST" else b""),
-                               expect, concurrency=args.concurrency, duration=args.duration)
+                    spy = start_profiler(service.proc.pid, args.profile_out, WARMUP_S + args.duration, args.profile_gil)
+                res = run_load(
+                    port,
+                    raw_request(method, path, port, key, body if method == "POST" else b""),
+                    expect,
+                    concurrency=args.concurrency,
+                    duration=args.duration,
+                )
                 if spy is not None:
                     _, err = spy.communicate(timeout=60)
-                    print(f"profile of {name}: {args.profile_out}" if spy.returncode == 0
-                          else f"warning: py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+                    print(
+                        f"profile of {name}: {args.profile_out}"
+                        if spy.returncode == 0
+                        else f"warning: py-spy failed: {err.decode(errors='replace')[-500:]}",
+                        file=sys.stderr,
+                    )
                 lat = sorted(res.latencies)
-                rows.append((name, target, len(lat) / args.duration, percentile(lat, 0.50) * 1e3,
-                             percentile(lat, 0.99) * 1e3, res.errors, res.first_error))
+                rows.append(
+                    (
+                        name,
+                        target,
+                        len(lat) / args.duration,
+                        percentile(lat, 0.50) * 1e3,
+                        percentile(lat, 0.99) * 1e3,
+                        res.errors,
+                        res.first_error,
+                    )
+                )
 
         cpus = len(os.sched_getaffinity(0))
         print(f"\nmachine: nproc={cpus}, python {sys.version.split()[0]}, {sys.platform}")
-        print(f"settings: duration={args.duration:g}s (after {WARMUP_S:g}s warm-up), concurrency={args.concurrency}, "
-              f"{SERVER_COUNT} running servers, SQLite, time scale 0, uvicorn 1 worker log_level=warning "
-              f"access_log=off, client: raw HTTP/1.1 keep-alive asyncio in one process\n")
+        print(
+            f"settings: duration={args.duration:g}s (after {WARMUP_S:g}s warm-up), concurrency={args.concurrency}, "
+            f"{SERVER_COUNT} running servers, SQLite, time scale 0, uvicorn 1 worker log_level=warning "
+            f"access_log=off, client: raw HTTP/1.1 keep-alive asyncio in one process\n"
+        )
         print(f"{'endpoint':<14}{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for name, target, rps, p50, p99, errors, _ in rows:
             print(f"{name:<14}{target:<12}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}{errors:>8}")

@@ -57,6 +57,12 @@ def core(database_url: str) -> Any:
 
 
 @pytest.fixture(scope="session")
+def sim_db(core: Core) -> Any:
+    """The simulator's own store (a separate SQLite file, or the same PostgreSQL database)."""
+    return core.providers.get("simulator").db
+
+
+@pytest.fixture(scope="session")
 def app(core: Core) -> Any:
     from cloudplane.app import create_app
 

@@ -37,14 +37,23 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    @property
-    def workflow_database_url(self) -> str:
-        """DBOS's own tables: a sibling SQLite file (one writer per file), or the same PostgreSQL database."""
+    def _sibling_url(self, suffix: str) -> str:
+        """A sibling SQLite file (SQLite has one writer per file, so separate stores do not queue behind each
+        other), or the same PostgreSQL database."""
         if not self.is_sqlite:
             return self.database_url
-        path = self.database_url.split("///", 1)[1]
-        p = Path(path)
-        return f"sqlite:///{p.with_name(p.stem + '-workflows' + (p.suffix or '.sqlite'))}"
+        p = Path(self.database_url.split("///", 1)[1])
+        return f"sqlite:///{p.with_name(p.stem + suffix + (p.suffix or '.sqlite'))}"
+
+    @property
+    def workflow_database_url(self) -> str:
+        """Where DBOS keeps workflow checkpoints."""
+        return self._sibling_url("-workflows")
+
+    @property
+    def simulator_database_url(self) -> str:
+        """The simulator's inventory: the state of a separate (simulated) cloud, so kept apart from ours."""
+        return self._sibling_url("-simulator")
 
     def base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")

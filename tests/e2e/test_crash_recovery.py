@@ -9,6 +9,7 @@ import time
 import httpx
 from sqlalchemy import create_engine, func, select
 
+from cloudplane.config import Settings
 from cloudplane.db.tables import Operation, Server, Snapshot
 from cloudplane.providers.simulator import sim_machines, sim_snapshots
 
@@ -73,15 +74,21 @@ def test_sigkill_mid_workflow_then_restart_reaches_intended_states(service_facto
             assert r.status_code == 200 and r.json()["status"] == "available", r.text
     service.stop()
 
-    engine = create_engine(service.env["CLOUDPLANE_DATABASE_URL"])
+    settings = Settings(database_url=service.env["CLOUDPLANE_DATABASE_URL"])
+    engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         live = conn.scalar(select(func.count()).select_from(Server).where(Server.deleted_at.is_(None)))
-        machines = conn.execute(select(sim_machines.c.token)).scalars().all()
         refs = conn.execute(select(Server.provider_ref).where(Server.deleted_at.is_(None))).scalars().all()
-        unfinished = conn.scalar(select(func.count()).select_from(Operation).where(Operation.status.in_(["pending", "running"])))
+        unfinished = conn.scalar(
+            select(func.count()).select_from(Operation).where(Operation.status.in_(["pending", "running"]))
+        )
         live_snaps = conn.scalar(select(func.count()).select_from(Snapshot).where(Snapshot.deleted_at.is_(None)))
-        sim_snaps = conn.scalar(select(func.count()).select_from(sim_snapshots))
     engine.dispose()
+    sim_engine = create_engine(settings.simulator_database_url)
+    with sim_engine.connect() as conn:
+        machines = conn.execute(select(sim_machines.c.token)).scalars().all()
+        sim_snaps = conn.scalar(select(func.count()).select_from(sim_snapshots))
+    sim_engine.dispose()
     assert len(machines) == len(set(machines)) == live, "provider inventory must equal the live servers, no doubles"
     assert None not in refs and len(set(refs)) == len(refs) == live
     assert unfinished == 0

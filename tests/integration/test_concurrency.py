@@ -36,6 +36,8 @@ async def test_concurrent_deletes_make_one_operation(client, tenant, core, creat
     assert all(r.status_code in (204, 409, 404) for r in responses)
     with core.db.read() as s:
         deletes = s.scalar(
-            select(func.count()).select_from(Operation).where(Operation.server_id == server["id"], Operation.kind == "delete")
+            select(func.count())
+            .select_from(Operation)
+            .where(Operation.server_id == server["id"], Operation.kind == "delete")
         )
     assert deletes == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 from sqlalchemy import select
 
 from cloudplane.db.tables import Server
@@ -30,21 +29,25 @@ async def test_create_returns_at_once_in_a_transitional_state_then_runs(client, 
 
 
 async def test_a_given_password_is_never_echoed(client, tenant) -> None:
-    r = await client.post("/api/servers", json={**SERVER_BODY, "password": "SecurePassword123!"}, headers=tenant.headers)
+    r = await client.post(
+        "/api/servers", json={**SERVER_BODY, "password": "SecurePassword123!"}, headers=tenant.headers
+    )
     assert r.status_code == 201
     assert r.json()["root_password"] is None
     assert "SecurePassword123!" not in r.text
 
 
-async def test_chosen_ssh_keys_are_installed_on_the_machine(client, tenant, core, create_running_server) -> None:
+async def test_chosen_ssh_keys_are_installed_on_the_machine(client, tenant, sim_db, create_running_server) -> None:
     from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
 
     public = ed25519_public_key()
     key = (await client.post("/api/ssh-keys", json={"title": "laptop", "key": public}, headers=tenant.headers)).json()
     server = await create_running_server(tenant, ssh_keys=[key["id"]])
     assert [k["id"] for k in server["ssh_keys"]] == [key["id"]]
-    with core.db.read() as s:
-        installed = s.execute(select(sim_machines.c.ssh_keys).where(sim_machines.c.hostname == "webserver-01")).scalars().all()
+    with sim_db.read() as s:
+        installed = (
+            s.execute(select(sim_machines.c.ssh_keys).where(sim_machines.c.hostname == "webserver-01")).scalars().all()
+        )
     assert any(public.split()[1] in keys for keys in installed)
 
 
@@ -87,7 +90,9 @@ async def test_stop_start_reboot_follow_the_state_table(client, tenant, create_r
     await eventually(get, lambda s: s["status"] == "running" and s["task_state"] is None)
 
 
-async def test_delete_answers_204_and_the_server_disappears_everywhere(client, tenant, core, create_running_server) -> None:
+async def test_delete_answers_204_and_the_server_disappears_everywhere(
+    client, tenant, core, sim_db, create_running_server
+) -> None:
     server = await create_running_server(tenant)
     url = f"/api/servers/{server['id']}"
     r = await client.delete(url, headers=tenant.headers)
@@ -103,6 +108,7 @@ async def test_delete_answers_204_and_the_server_disappears_everywhere(client, t
     assert server["id"] not in [s["id"] for s in listed["servers"]]
     with core.db.read() as s:
         ref = s.scalar(select(Server.provider_ref).where(Server.id == server["id"]))
+    with sim_db.read() as s:
         left = s.execute(select(sim_machines.c.id).where(sim_machines.c.id == int(ref.removeprefix("sim-")))).all()
     assert left == []
 
@@ -128,12 +134,19 @@ async def test_bad_bodies_are_422_in_the_face_envelope(client, tenant) -> None:
         assert r.status_code == 422, (body, r.text)
         payload = r.json()
         assert payload["code"] == "VALIDATION_ERROR" and payload["details"]["field"] == field, payload
-    r = await client.post("/api/servers", content=b"{not json", headers={**tenant.headers, "Content-Type": "application/json"})
+    r = await client.post(
+        "/api/servers", content=b"{not json", headers={**tenant.headers, "Content-Type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR"
 
 
 async def test_missing_or_bad_api_key_is_401(client) -> None:
-    for headers in ({}, {"Authorization": "Bearer cp_nope"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer cp_nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+    ):
         r = await client.get("/api/servers", headers=headers)
         assert r.status_code == 401
         assert r.json()["code"] == "UNAUTHORIZED" and set(r.json()) == {"error", "code", "details"}

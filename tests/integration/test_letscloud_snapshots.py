@@ -8,11 +8,14 @@ from cloudplane.providers.simulator import sim_snapshots
 from tests.conftest import eventually
 
 
-async def test_snapshot_lifecycle(client, tenant, core, create_running_server) -> None:
+async def test_snapshot_lifecycle(client, tenant, core, sim_db, create_running_server) -> None:
     server = await create_running_server(tenant)
     base = f"/api/servers/{server['id']}"
-    r = await client.post(f"{base}/snapshots", json={"label": "Backup before update", "description": "pre-upgrade"},
-                          headers=tenant.headers)
+    r = await client.post(
+        f"{base}/snapshots",
+        json={"label": "Backup before update", "description": "pre-upgrade"},
+        headers=tenant.headers,
+    )
     assert r.status_code == 201, r.text
     snap = r.json()
     assert snap["status"] == "creating" and snap["server_id"] == server["id"] and snap["description"] == "pre-upgrade"
@@ -48,7 +51,9 @@ async def test_snapshot_lifecycle(client, tenant, core, create_running_server) -
 
     await eventually(get_snap_status, lambda code: code == 404)
     with core.db.read() as s:
-        assert s.execute(select(sim_snapshots).where(sim_snapshots.c.token.isnot(None))).all() is not None
+        token = _op_token(s, snap["id"])
+    with sim_db.read() as s:
+        assert s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).all() == []
     assert (await client.get(f"{base}/snapshots", headers=tenant.headers)).json()["total"] == 0
 
 
@@ -60,7 +65,7 @@ async def test_snapshot_of_another_servers_snapshot_id_is_404(client, tenant, cr
     assert r.status_code == 404
 
 
-async def test_deleting_a_server_deletes_its_snapshots(client, tenant, core, create_running_server) -> None:
+async def test_deleting_a_server_deletes_its_snapshots(client, tenant, core, sim_db, create_running_server) -> None:
     server = await create_running_server(tenant)
     base = f"/api/servers/{server['id']}"
     snap = (await client.post(f"{base}/snapshots", json={"label": "x"}, headers=tenant.headers)).json()
@@ -80,10 +85,14 @@ async def test_deleting_a_server_deletes_its_snapshots(client, tenant, core, cre
 
         row = s.get(Snapshot, snap["id"])
         assert row.status == "deleted" and row.deleted_at is not None
-        assert s.execute(select(sim_snapshots).where(sim_snapshots.c.token == _op_token(s, snap["id"]))).all() == []
+        token = _op_token(s, snap["id"])
+    with sim_db.read() as s:
+        assert s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).all() == []
 
 
 def _op_token(session, snapshot_id: int) -> str:
     from cloudplane.db.tables import Operation
 
-    return session.scalar(select(Operation.id).where(Operation.snapshot_id == snapshot_id, Operation.kind == "snapshot"))
+    return session.scalar(
+        select(Operation.id).where(Operation.snapshot_id == snapshot_id, Operation.kind == "snapshot")
+    )

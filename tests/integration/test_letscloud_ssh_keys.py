@@ -39,7 +39,9 @@ async def test_create_get_list_delete(client, tenant) -> None:
 
 async def test_the_same_key_twice_is_409_even_with_another_comment(client, tenant) -> None:
     public = ed25519_public_key("a@b")
-    assert (await client.post("/api/ssh-keys", json={"title": "one", "key": public}, headers=tenant.headers)).status_code == 201
+    assert (
+        await client.post("/api/ssh-keys", json={"title": "one", "key": public}, headers=tenant.headers)
+    ).status_code == 201
     again = public.rsplit(" ", 1)[0] + " other@host"
     r = await client.post("/api/ssh-keys", json={"title": "two", "key": again}, headers=tenant.headers)
     assert r.status_code == 409 and r.json()["details"]["field"] == "key"
@@ -53,9 +55,11 @@ async def test_another_account_may_hold_the_same_key(client, make_tenant) -> Non
 
 
 async def test_weak_private_and_garbage_keys_are_422(client, tenant) -> None:
-    private = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
+    private = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
     cases = {
         "rsa 1024": rsa_public_key(1024),
         "private": private,

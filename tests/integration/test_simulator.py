@@ -22,8 +22,15 @@ def db(tmp_path):
 
 def request(token: str | None = None) -> CreateRequest:
     return CreateRequest(
-        token=token or str(uuid.uuid4()), name="n", hostname="h", cpu=1, ram_mb=1024, disk_gb=25,
-        image="ubuntu-22-04", location="nyc1", ssh_public_keys=("ssh-ed25519 AAAA k",),
+        token=token or str(uuid.uuid4()),
+        name="n",
+        hostname="h",
+        cpu=1,
+        ram_mb=1024,
+        disk_gb=25,
+        image="ubuntu-22-04",
+        location="nyc1",
+        ssh_public_keys=("ssh-ed25519 AAAA k",),
     )
 
 

@@ -18,19 +18,36 @@ INTRUSIONS = {
     ("DELETE", "/api/ssh-keys/{key_id}"): lambda ids: ("DELETE", f"/api/ssh-keys/{ids['key']}", None),
     ("GET", "/api/servers/{server_id}/snapshots"): lambda ids: ("GET", f"/api/servers/{ids['server']}/snapshots", None),
     ("POST", "/api/servers/{server_id}/snapshots"): lambda ids: (
-        "POST", f"/api/servers/{ids['server']}/snapshots", {"label": "mine now"}),
+        "POST",
+        f"/api/servers/{ids['server']}/snapshots",
+        {"label": "mine now"},
+    ),
     ("GET", "/api/servers/{server_id}/snapshots/{snapshot_id}"): lambda ids: (
-        "GET", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}", None),
+        "GET",
+        f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}",
+        None,
+    ),
     ("DELETE", "/api/servers/{server_id}/snapshots/{snapshot_id}"): lambda ids: (
-        "DELETE", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}", None),
+        "DELETE",
+        f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}",
+        None,
+    ),
     ("POST", "/api/servers/{server_id}/snapshots/{snapshot_id}/restore"): lambda ids: (
-        "POST", f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}/restore", None),
+        "POST",
+        f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}/restore",
+        None,
+    ),
     ("POST", "/api/servers"): lambda ids: ("POST", "/api/servers", {**SERVER_BODY, "ssh_keys": [ids["key"]]}),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
-    ("GET", "/api/servers"), ("GET", "/api/ssh-keys"), ("POST", "/api/ssh-keys"), ("GET", "/api/plans"),
-    ("GET", "/api/images"), ("GET", "/api/locations"), ("GET", "/api/account"),
+    ("GET", "/api/servers"),
+    ("GET", "/api/ssh-keys"),
+    ("POST", "/api/ssh-keys"),
+    ("GET", "/api/plans"),
+    ("GET", "/api/images"),
+    ("GET", "/api/locations"),
+    ("GET", "/api/account"),
 }
 
 
@@ -55,7 +72,9 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
     from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
 
     owner, intruder = make_tenant(), make_tenant()
-    key = (await client.post("/api/ssh-keys", json={"title": "k", "key": ed25519_public_key()}, headers=owner.headers)).json()
+    key = (
+        await client.post("/api/ssh-keys", json={"title": "k", "key": ed25519_public_key()}, headers=owner.headers)
+    ).json()
     server = await create_running_server(owner)
     stopped = await create_running_server(owner, label="stopped one")
     await client.post(f"/api/servers/{stopped['id']}/stop", headers=owner.headers)
@@ -63,15 +82,23 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
     async def get(url):
         return (await client.get(url, headers=owner.headers)).json()
 
-    await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["status"] == "stopped" and not s["task_state"])
-    snap = (await client.post(f"/api/servers/{stopped['id']}/snapshots", json={"label": "s"}, headers=owner.headers)).json()
+    await eventually(
+        lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["status"] == "stopped" and not s["task_state"]
+    )
+    snap = (
+        await client.post(f"/api/servers/{stopped['id']}/snapshots", json={"label": "s"}, headers=owner.headers)
+    ).json()
     snap_url = f"/api/servers/{stopped['id']}/snapshots/{snap['id']}"
     await eventually(lambda: get(snap_url), lambda s: s["status"] == "available")
     await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["task_state"] is None)
 
     ids = {"server": server["id"], "stopped": stopped["id"], "key": key["id"], "snapshot": snap["id"]}
-    before = [await get(f"/api/servers/{server['id']}"), await get(f"/api/servers/{stopped['id']}"),
-              await get(f"/api/ssh-keys/{key['id']}"), await get(snap_url)]
+    before = [
+        await get(f"/api/servers/{server['id']}"),
+        await get(f"/api/servers/{stopped['id']}"),
+        await get(f"/api/ssh-keys/{key['id']}"),
+        await get(snap_url),
+    ]
 
     for (method, template), make in INTRUSIONS.items():
         verb, url, body = make(ids)
@@ -79,8 +106,12 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         assert r.status_code == 404, (method, template, r.status_code, r.text)
         assert r.json()["code"] == "NOT_FOUND"
 
-    after = [await get(f"/api/servers/{server['id']}"), await get(f"/api/servers/{stopped['id']}"),
-             await get(f"/api/ssh-keys/{key['id']}"), await get(snap_url)]
+    after = [
+        await get(f"/api/servers/{server['id']}"),
+        await get(f"/api/servers/{stopped['id']}"),
+        await get(f"/api/ssh-keys/{key['id']}"),
+        await get(snap_url),
+    ]
     assert after == before
     for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys")):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []

@@ -126,7 +126,9 @@ def test_keeps_upstream_schemas_and_status_codes(document):
         served = served_schemas[name]
         # Only additions: every upstream property keeps its exact definition.
         assert {k: served["properties"][k] for k in schema["properties"]} == schema["properties"], name
-    assert set(served_schemas["Server"]["properties"]) - set(upstream["components"]["schemas"]["Server"]["properties"]) == {
+    assert set(served_schemas["Server"]["properties"]) - set(
+        upstream["components"]["schemas"]["Server"]["properties"]
+    ) == {
         "task_state",
         "root_password",
     }
@@ -136,9 +138,7 @@ def test_keeps_upstream_schemas_and_status_codes(document):
 
 
 def test_single_server_is_this_service(document):
-    assert document["servers"] == [
-        {"url": "https://cloud.example.com/api", "description": "This Cloudplane service"}
-    ]
+    assert document["servers"] == [{"url": "https://cloud.example.com/api", "description": "This Cloudplane service"}]
 
 
 def test_trailing_slash_in_base_url_is_ignored():
@@ -153,9 +153,7 @@ def test_title_and_version(document):
 def test_every_description_fits_gpt_actions_limit(document):
     descriptions = list(string_descriptions(document))
     assert descriptions
-    assert all(len(description) <= 300 for description in descriptions), [
-        d for d in descriptions if len(d) > 300
-    ]
+    assert all(len(description) <= 300 for description in descriptions), [d for d in descriptions if len(d) > 300]
 
 
 def test_security_is_bearer_under_the_upstream_scheme_name(document):

@@ -48,8 +48,10 @@ def sha256_fingerprint(blob: bytes) -> str:
 
 
 def ed25519_raw() -> bytes:
-    return ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    return (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
 
 
@@ -64,9 +66,7 @@ def ed25519_blob() -> bytes:
 
 def ecdsa_blob(curve_name: str = "nistp256", point: bytes | None = None) -> bytes:
     point = ec_point(curve_name) if point is None else point
-    return (
-        wire_string(f"ecdsa-sha2-{curve_name}") + wire_string(curve_name) + wire_string(point)
-    )
+    return wire_string(f"ecdsa-sha2-{curve_name}") + wire_string(curve_name) + wire_string(point)
 
 
 def rsa_blob(n: int, e: int = 65537) -> bytes:
@@ -79,10 +79,7 @@ def sk_ed25519_blob(application: bytes = b"ssh:") -> bytes:
 
 def sk_ecdsa_blob(application: bytes = b"ssh:") -> bytes:
     return (
-        wire_string(SK_ECDSA)
-        + wire_string("nistp256")
-        + wire_string(ec_point("nistp256"))
-        + wire_string(application)
+        wire_string(SK_ECDSA) + wire_string("nistp256") + wire_string(ec_point("nistp256")) + wire_string(application)
     )
 
 
@@ -108,9 +105,7 @@ def reject(text: str) -> str:
 
 
 def ssh_keygen_fingerprint(pub_path: Path) -> tuple[int, str]:
-    out = subprocess.run(
-        [SSH_KEYGEN, "-lf", str(pub_path)], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([SSH_KEYGEN, "-lf", str(pub_path)], check=True, capture_output=True, text=True).stdout
     bits, fingerprint = out.split()[:2]
     return int(bits), fingerprint
 
@@ -304,9 +299,7 @@ def test_blank_lines_around_the_key_are_not_extra_keys():
     assert parse_public_key(f"\n\n{line}\r\n   \r\n").normalized == line
 
 
-@pytest.mark.parametrize(
-    "second", ["ssh-ed25519 AAAA", "ssh-dss AAAA", "ssh-rsa-cert-v01@openssh.com AAAA"]
-)
+@pytest.mark.parametrize("second", ["ssh-ed25519 AAAA", "ssh-dss AAAA", "ssh-rsa-cert-v01@openssh.com AAAA"])
 def test_rejects_second_key_type_on_the_same_line(second):
     assert "more than one key" in reject(f"{ed25519_line()} {second}")
 
@@ -387,16 +380,12 @@ def rsa_blob_with_raw_modulus(raw: bytes) -> bytes:
         ("ssh-ed25519", wire_string("ssh-ed25519") + b"\xff" * 4 + b"\1" * 32, "cut off"),
         (
             "ecdsa-sha2-nistp256",
-            wire_string("ecdsa-sha2-nistp256")
-            + wire_string("nistp384")
-            + wire_string(ec_point("nistp384")),
+            wire_string("ecdsa-sha2-nistp256") + wire_string("nistp384") + wire_string(ec_point("nistp384")),
             "nistp384",
         ),
         (
             "ecdsa-sha2-nistp384",
-            ecdsa_blob(
-                "nistp384", ec_point("nistp384", serialization.PublicFormat.CompressedPoint)
-            ),
+            ecdsa_blob("nistp384", ec_point("nistp384", serialization.PublicFormat.CompressedPoint)),
             "uncompressed",
         ),
         (

@@ -170,14 +170,6 @@ class Server(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    ssh_keys: Mapped[list[SSHKey]] = relationship(secondary="server_ssh_keys", lazy="raise", viewonly=True)
-    snapshots: Mapped[list[Snapshot]] = relationship(
-        lazy="raise",
-        viewonly=True,
-        primaryjoin="and_(Snapshot.server_id == Server.id, Snapshot.deleted_at.is_(None))",
-        order_by="Snapshot.id",
-    )
-
 
 class Snapshot(Base):
     __tablename__ = "snapshots"

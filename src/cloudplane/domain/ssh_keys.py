@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -44,8 +44,7 @@ class ParsedKey:
 
 def _corrupt(detail: str) -> SSHKeyError:
     return SSHKeyError(
-        f"The key data is truncated or corrupted ({detail}). "
-        "Copy the whole line from your .pub file again."
+        f"The key data is truncated or corrupted ({detail}). Copy the whole line from your .pub file again."
     )
 
 
@@ -86,8 +85,7 @@ class _Reader:
     def finish(self) -> None:
         if self._pos != len(self._data):
             raise SSHKeyError(
-                "The key data has unexpected extra bytes after the key. "
-                "Copy the whole line from your .pub file again."
+                "The key data has unexpected extra bytes after the key. Copy the whole line from your .pub file again."
             )
 
 
@@ -146,9 +144,7 @@ _READERS: dict[str, Callable[[_Reader], int]] = {
     "ecdsa-sha2-nistp384": partial(_read_ecdsa, curve_name="nistp384"),
     "ecdsa-sha2-nistp521": partial(_read_ecdsa, curve_name="nistp521"),
     "sk-ssh-ed25519@openssh.com": partial(_security_key, _read_ed25519),
-    "sk-ecdsa-sha2-nistp256@openssh.com": partial(
-        _security_key, partial(_read_ecdsa, curve_name="nistp256")
-    ),
+    "sk-ecdsa-sha2-nistp256@openssh.com": partial(_security_key, partial(_read_ecdsa, curve_name="nistp256")),
     "ssh-rsa": _read_rsa,
 }
 
@@ -165,20 +161,14 @@ def _check_text(text: str) -> str:
             "Paste the public key from the matching .pub file instead (e.g. ~/.ssh/id_ed25519.pub)."
         )
     if len(text) > MAX_INPUT_BYTES or len(text.encode("utf-8", "replace")) > MAX_INPUT_BYTES:
-        raise SSHKeyError(
-            "The key text is larger than 16 KiB. "
-            "Paste a single public key line from your .pub file."
-        )
+        raise SSHKeyError("The key text is larger than 16 KiB. Paste a single public key line from your .pub file.")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise SSHKeyError(
-            "No SSH public key was given. Paste the contents of your .pub file "
-            "(e.g. ~/.ssh/id_ed25519.pub)."
+            "No SSH public key was given. Paste the contents of your .pub file (e.g. ~/.ssh/id_ed25519.pub)."
         )
     if len(lines) > 1:
-        raise SSHKeyError(
-            f"Found {len(lines)} lines; expected exactly one public key. Add one key at a time."
-        )
+        raise SSHKeyError(f"Found {len(lines)} lines; expected exactly one public key. Add one key at a time.")
     return lines[0]
 
 
@@ -186,17 +176,15 @@ def _unsupported_type(tokens: list[str]) -> SSHKeyError:
     key_type = tokens[0]
     if key_type == "ssh-dss":
         return SSHKeyError(
-            "DSA (ssh-dss) keys are insecure and not accepted. "
-            "Generate a new key with `ssh-keygen -t ed25519`."
+            "DSA (ssh-dss) keys are insecure and not accepted. Generate a new key with `ssh-keygen -t ed25519`."
         )
     if key_type.endswith(_CERT_SUFFIX):
         return SSHKeyError(
-            "SSH certificates are not accepted. Paste the plain public key (.pub), "
-            "not the -cert.pub file."
+            "SSH certificates are not accepted. Paste the plain public key (.pub), not the -cert.pub file."
         )
     if any(_is_type_token(token) for token in tokens[1:]):
         return SSHKeyError(
-            "The key starts with authorized_keys options (such as command=\"...\" or no-pty), "
+            'The key starts with authorized_keys options (such as command="..." or no-pty), '
             "which are not allowed here. Remove them and paste only the key itself."
         )
     return SSHKeyError(f"Unsupported key type {key_type[:40]!r}. Use {_ACCEPTED_TYPES_HINT}.")
@@ -223,14 +211,10 @@ def parse_public_key(text: str) -> ParsedKey:
     if key_type not in _READERS:
         raise _unsupported_type(tokens)
     if len(tokens) < 2:
-        raise SSHKeyError(
-            f"The key data after {key_type!r} is missing. Paste the whole line from your .pub file."
-        )
+        raise SSHKeyError(f"The key data after {key_type!r} is missing. Paste the whole line from your .pub file.")
     comment_tokens = tokens[2:]
     if any(_is_type_token(token) for token in comment_tokens):
-        raise SSHKeyError(
-            "Found more than one key on the line; expected exactly one. Add one key at a time."
-        )
+        raise SSHKeyError("Found more than one key on the line; expected exactly one. Add one key at a time.")
 
     blob = _decode_base64(tokens[1])
     reader = _Reader(blob)

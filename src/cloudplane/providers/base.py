@@ -22,8 +22,13 @@ class MachineState(StrEnum):
 
 
 TRANSITIONAL_STATES = frozenset(
-    {MachineState.PROVISIONING, MachineState.STARTING, MachineState.STOPPING, MachineState.REBOOTING,
-     MachineState.RESTORING}
+    {
+        MachineState.PROVISIONING,
+        MachineState.STARTING,
+        MachineState.STOPPING,
+        MachineState.REBOOTING,
+        MachineState.RESTORING,
+    }
 )
 
 

@@ -25,7 +25,7 @@ class ProviderRegistry:
 
 def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
     simulator = SimulatorProvider(
-        db,
+        db if db.url == settings.simulator_database_url else Database(settings.simulator_database_url),
         SimulatorConfig(
             time_scale=settings.simulator_time_scale,
             seed=settings.simulator_seed,

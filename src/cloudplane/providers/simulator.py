@@ -112,7 +112,7 @@ class SimulatorProvider:
     capabilities = Capabilities()
 
     def __init__(self, db: Database, config: SimulatorConfig | None = None) -> None:
-        self._db = db
+        self.db = db
         self.config = config or SimulatorConfig()
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
@@ -157,7 +157,7 @@ class SimulatorProvider:
         ready_at = _aware(row.ready_at)
         if ready_at is not None and ready_at > _now():
             return row
-        with self._db.write() as s:
+        with self.db.write() as s:
             s.execute(
                 update(sim_machines)
                 .where(sim_machines.c.id == row.id, sim_machines.c.state == row.state)
@@ -166,7 +166,7 @@ class SimulatorProvider:
             return s.execute(select(sim_machines).where(sim_machines.c.id == row.id)).first()
 
     def _row(self, ref: str):  # type: ignore[no-untyped-def]
-        with self._db.read() as s:
+        with self.db.read() as s:
             row = s.execute(select(sim_machines).where(sim_machines.c.id == self._id(ref))).first()
         return self._settle(row)
 
@@ -187,7 +187,7 @@ class SimulatorProvider:
 
     def _begin(self, machine_id: int, via: MachineState, to: MachineState, **changes: object) -> None:
         """Enter `via` now; `_settle` moves the machine on to `to` once the transition's time has passed."""
-        with self._db.write() as s:
+        with self.db.write() as s:
             s.execute(
                 update(sim_machines)
                 .where(sim_machines.c.id == machine_id)
@@ -201,7 +201,7 @@ class SimulatorProvider:
             return existing
         boots = not (self.config.boot_failure_rate and self._roll() < self.config.boot_failure_rate)
         try:
-            with self._db.write() as s:
+            with self.db.write() as s:
                 s.execute(
                     insert(sim_machines).values(
                         token=request.token,
@@ -227,7 +227,7 @@ class SimulatorProvider:
         return machine
 
     async def find_by_token(self, token: str) -> Machine | None:
-        with self._db.read() as s:
+        with self.db.read() as s:
             row = s.execute(select(sim_machines).where(sim_machines.c.token == token)).first()
         row = self._settle(row)
         return None if row is None else self._machine(row)
@@ -242,7 +242,7 @@ class SimulatorProvider:
 
     async def list(self) -> list[Machine]:
         await self._call("list")
-        with self._db.read() as s:
+        with self.db.read() as s:
             rows = s.execute(select(sim_machines).order_by(sim_machines.c.id)).all()
         return [self._machine(self._settle(r)) for r in rows]
 
@@ -266,20 +266,20 @@ class SimulatorProvider:
     async def delete(self, ref: str) -> None:
         await self._call("delete")
         machine_id = self._id(ref)
-        with self._db.write() as s:
+        with self.db.write() as s:
             s.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
             s.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")
         row = self._require(ref)
-        with self._db.read() as s:
+        with self.db.read() as s:
             snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
         if snap is None:
             await asyncio.sleep(self._delay("snapshot").total_seconds())
             size = max(1, row.disk_gb // 10 + row.disk_generation)
             try:
-                with self._db.write() as s:
+                with self.db.write() as s:
                     s.execute(
                         insert(sim_snapshots).values(
                             token=token,
@@ -291,7 +291,7 @@ class SimulatorProvider:
                     )
             except IntegrityError:
                 pass
-            with self._db.read() as s:
+            with self.db.read() as s:
                 snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
         return SnapshotInfo(ref=f"simsnap-{snap.id}", machine_ref=ref, size_gb=snap.size_gb)
 
@@ -303,16 +303,14 @@ class SimulatorProvider:
 
     async def delete_snapshot(self, snapshot_ref: str) -> None:
         await self._call("delete_snapshot")
-        with self._db.write() as s:
+        with self.db.write() as s:
             s.execute(delete(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref)))
 
     async def restore(self, ref: str, snapshot_ref: str) -> None:
         await self._call("restore")
         row = self._require(ref)
-        with self._db.read() as s:
-            snap = s.execute(
-                select(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref))
-            ).first()
+        with self.db.read() as s:
+            snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref))).first()
         if snap is None or snap.machine_id != row.id:
             raise ProviderError(f"Snapshot {snapshot_ref} does not belong to {ref}", retryable=False)
         if MachineState(row.state) not in (MachineState.STOPPED, MachineState.RESTORING):

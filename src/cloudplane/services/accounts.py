@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, ApiKey, User, utcnow
@@ -81,25 +82,49 @@ def bootstrap_admin_key(db: Database) -> str | None:
     return plain
 
 
+# Resolving a key is on every request; a verified key is trusted for this long before it is looked up again.
+# Revoking a key in this process forgets it at once; other processes notice within the TTL.
+KEY_CACHE_TTL_S = 10.0
+_KEY_CACHE_MAX = 10_000
+_key_cache: dict[str, tuple[Principal, float, int]] = {}
+_KEY_LOOKUP = (
+    select(ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role)
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
+
+
+def forget_api_key(digest: str) -> None:
+    _key_cache.pop(digest, None)
+
+
+def cached_principal(key: str) -> Principal | None:
+    """The principal of a recently verified key, without I/O; None means ask `authenticate_api_key`."""
+    cached = _key_cache.get(hash_api_key(key))
+    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+
 def authenticate_api_key(db: Database, key: str) -> Principal:
     if not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         raise Unauthorized("Invalid API key")
+    if (principal := cached_principal(key)) is not None:
+        return principal
     digest = hash_api_key(key)
-    with db.read() as s:
-        row = s.execute(
-            select(ApiKey.id, ApiKey.last_used_at, User.id, User.account_id, User.role)
-            .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-        ).first()
+    with db.connect() as conn:
+        row = conn.execute(_KEY_LOOKUP, {"digest": digest}).first()
     if row is None:
+        forget_api_key(digest)
         raise Unauthorized("Invalid API key")
-    key_id, last_used, user_id, account_id, role = row
     now = utcnow()
     # Record use at most once a minute, so reads do not turn into writes on every request.
-    if last_used is None or (now - last_used).total_seconds() > 60:
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         with db.write() as s:
-            s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-    return Principal(account_id=account_id, user_id=user_id, role=role)
+            s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    principal = Principal(account_id=row.account_id, user_id=row.user_id, role=row.role)
+    if len(_key_cache) >= _KEY_CACHE_MAX:
+        _key_cache.clear()
+    _key_cache[digest] = (principal, time.monotonic() + KEY_CACHE_TTL_S, row.id)
+    return principal
 
 
 def get_account(db: Database, principal: Principal) -> tuple[Account, User]:

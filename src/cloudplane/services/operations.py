@@ -58,4 +58,6 @@ def get_operation(db: Database, principal: Principal, op_id: str) -> Operation:
 
 def unfinished_operation_ids(db: Database) -> list[str]:
     with db.read() as s:
-        return list(s.scalars(select(Operation.id).where(Operation.status.in_(UNFINISHED)).order_by(Operation.created_at)))
+        return list(
+            s.scalars(select(Operation.id).where(Operation.status.in_(UNFINISHED)).order_by(Operation.created_at))
+        )

@@ -11,7 +11,7 @@ from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.states import ACTIONS, SnapshotStatus
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, claim, get_server, load_server
+from cloudplane.services.servers import Page, ServerView, claim, get_server, require_server
 
 
 def _live(principal: Principal, server_id: int):  # type: ignore[no-untyped-def]
@@ -23,7 +23,7 @@ def _live(principal: Principal, server_id: int):  # type: ignore[no-untyped-def]
 
 
 def _load(session: Session, principal: Principal, server_id: int, snapshot_id: int) -> Snapshot:
-    load_server(session, principal, server_id)
+    require_server(session, principal, server_id)
     snap = session.scalar(select(Snapshot).where(Snapshot.id == snapshot_id, *_live(principal, server_id)))
     if snap is None:
         raise NotFound("Snapshot not found", server_id=server_id, snapshot_id=snapshot_id)
@@ -32,7 +32,7 @@ def _load(session: Session, principal: Principal, server_id: int, snapshot_id: i
 
 def list_snapshots(core: Core, principal: Principal, server_id: int, *, page: int, per_page: int) -> Page:
     with core.db.read() as s:
-        load_server(s, principal, server_id)
+        require_server(s, principal, server_id)
         total = s.scalar(select(func.count()).select_from(Snapshot).where(*_live(principal, server_id))) or 0
         items = s.scalars(
             select(Snapshot)
@@ -96,7 +96,7 @@ def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_i
     operations.launch(op.id)
 
 
-def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int):  # type: ignore[no-untyped-def]
+def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> ServerView:
     with core.db.write() as s:
         snap = _load(s, principal, server_id, snapshot_id)
         if snap.status != SnapshotStatus.AVAILABLE:

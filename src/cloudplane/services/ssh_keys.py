@@ -39,9 +39,7 @@ def create_key(core: Core, principal: Principal, *, title: str, public_key: str)
         parsed = parse_public_key(public_key)
     except SSHKeyError as e:
         raise ValidationFailed(str(e), field="key") from None
-    duplicate = Conflict(
-        "This SSH key is already in your account", field="key", fingerprint=parsed.fingerprint
-    )
+    duplicate = Conflict("This SSH key is already in your account", field="key", fingerprint=parsed.fingerprint)
     try:
         with core.db.write() as s:
             exists = s.scalar(

@@ -8,6 +8,7 @@ from dbos import DBOS, SetWorkflowID
 
 from cloudplane import __version__
 from cloudplane.core import Core
+from cloudplane.db.engine import workflow_engine
 
 log = logging.getLogger(__name__)
 _core: Core | None = None
@@ -24,10 +25,12 @@ def configure(core: Core) -> None:
     _core = core
     from cloudplane.workflows import operations  # noqa: F401  registers the workflows before launch
 
+    url = core.settings.workflow_database_url
     DBOS(
         config={
             "name": "cloudplane",
-            "system_database_url": core.settings.workflow_database_url,
+            "system_database_url": url,
+            "system_database_engine": workflow_engine(url),
             # A fixed version lets a restarted (or upgraded) process recover workflows a crash interrupted.
             "application_version": __version__,
             "log_level": core.settings.log_level,

@@ -17,7 +17,7 @@ from dbos import DBOS
 from dbos._error import DBOSMaxStepRetriesExceeded
 from sqlalchemy import select, update
 
-from cloudplane.db.tables import Operation, Server, SSHKey, ServerSSHKey, Snapshot, utcnow
+from cloudplane.db.tables import Operation, Server, ServerSSHKey, Snapshot, SSHKey, utcnow
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ACTIONS, ServerStatus, SnapshotStatus
 from cloudplane.providers.base import CreateRequest, Machine, MachineState
@@ -70,7 +70,11 @@ async def load_operation(op_id: str) -> OperationView:
         create_token = None
         if server is not None and op.kind == "create":
             view = core.catalog.view()
-            plan, image, location = view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id)
+            plan, image, location = (
+                view.plan(server.plan_id),
+                view.image(server.image_id),
+                view.location(server.location_id),
+            )
             keys = s.scalars(
                 select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == server.id)
             ).all()
@@ -151,7 +155,9 @@ async def wait_for(op: OperationView, ref: str, target: MachineState) -> Machine
         if machine.state == MachineState.ERROR:
             raise ProviderError(f"Machine {ref} went into an error state at the provider", retryable=False)
         if await clock() > deadline:
-            raise ProviderError(f"Timed out waiting for {ref} to be {target} (last seen {machine.state})", retryable=False)
+            raise ProviderError(
+                f"Timed out waiting for {ref} to be {target} (last seen {machine.state})", retryable=False
+            )
         await DBOS.sleep_async(interval)
 
 
@@ -178,7 +184,9 @@ def _power_action(method: str, target: ServerStatus) -> Callable[[OperationView]
         await provider_call(op.provider, method, op.provider_ref)
         await progress(op, 50)
         await wait_for(op, op.provider_ref, MACHINE_STATE_FOR[target])
-        await update_rows(op.id, {"status": "succeeded", "progress": 100}, op.server_id, {"status": target, "task_state": None})
+        await update_rows(
+            op.id, {"status": "succeeded", "progress": 100}, op.server_id, {"status": target, "task_state": None}
+        )
 
     run.__name__ = method
     return run
@@ -261,7 +269,12 @@ async def fail(op: OperationView, error: BaseException) -> None:
                 await provider_call(op.provider, "delete", made.ref)
         except Exception as cleanup_error:  # noqa: BLE001 - recorded; the reconciler removes the orphan
             message += f" (cleanup failed too: {cleanup_error})"
-        server_values = {"status": ServerStatus.ERROR, "task_state": None, "provider_ref": None, "error_message": message}
+        server_values = {
+            "status": ServerStatus.ERROR,
+            "task_state": None,
+            "provider_ref": None,
+            "error_message": message,
+        }
     elif op.kind in ("start", "stop", "reboot", "restore", "delete"):
         # Settle on what the provider really shows, or error if it cannot tell.
         machine = None
@@ -271,7 +284,8 @@ async def fail(op: OperationView, error: BaseException) -> None:
             except Exception:  # noqa: BLE001 - the provider is failing; fall back to error
                 machine = None
         status = {MachineState.RUNNING: ServerStatus.RUNNING, MachineState.STOPPED: ServerStatus.STOPPED}.get(
-            machine.state if machine else None, ServerStatus.ERROR  # type: ignore[arg-type]
+            machine.state if machine else None,
+            ServerStatus.ERROR,  # type: ignore[arg-type]
         )
         server_values = {"status": status, "task_state": None, "error_message": message}
     if op.kind in ("snapshot", "delete_snapshot"):

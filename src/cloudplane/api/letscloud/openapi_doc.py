@@ -66,9 +66,7 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
 
     document["info"]["title"] = SERVICE_TITLE
     document["info"]["description"] = SERVICE_DESCRIPTION
-    document["servers"] = [
-        {"url": public_base_url.rstrip("/") + "/api", "description": "This Cloudplane service"}
-    ]
+    document["servers"] = [{"url": public_base_url.rstrip("/") + "/api", "description": "This Cloudplane service"}]
     # Same scheme name, so the existing `security` requirements keep pointing at it; GPT Actions
     # handles http bearer auth better than an apiKey header that expects a "Bearer " prefix.
     document["components"]["securitySchemes"] = {SECURITY_SCHEME_NAME: copy.deepcopy(SECURITY_SCHEME)}
@@ -90,9 +88,7 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
         operations[operation_id]["responses"].setdefault(
             "409", {"$ref": f"#/components/responses/{CONFLICT_RESPONSE_NAME}"}
         )
-    operations["createSSHKey"]["responses"].setdefault(
-        "409", _conflict_response(DUPLICATE_SSH_KEY_DESCRIPTION)
-    )
+    operations["createSSHKey"]["responses"].setdefault("409", _conflict_response(DUPLICATE_SSH_KEY_DESCRIPTION))
     # Naming an SSH key id the caller does not own is a 404, like any other object of another account.
     operations["createServer"]["responses"].setdefault("404", {"$ref": "#/components/responses/NotFound"})
     # Malformed ids and query parameters are rejected by validation on every operation.
@@ -159,12 +155,8 @@ def _add_pagination(operation: dict[str, Any]) -> None:
     operation.setdefault("parameters", []).extend(_pagination_parameters())
     list_schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     # setdefault keeps the descriptions listServers already has upstream.
-    list_schema["properties"].setdefault(
-        "page", {"type": "integer", "description": "Current page number"}
-    )
-    list_schema["properties"].setdefault(
-        "per_page", {"type": "integer", "description": "Number of items per page"}
-    )
+    list_schema["properties"].setdefault("page", {"type": "integer", "description": "Current page number"})
+    list_schema["properties"].setdefault("per_page", {"type": "integer", "description": "Number of items per page"})
 
 
 def _check_description_lengths(document: dict[str, Any]) -> None:
@@ -175,9 +167,7 @@ def _check_description_lengths(document: dict[str, Any]) -> None:
         if len(description) > GPT_ACTIONS_MAX_DESCRIPTION_LENGTH
     ]
     if too_long:
-        raise ValueError(
-            f"descriptions longer than {GPT_ACTIONS_MAX_DESCRIPTION_LENGTH} characters: {too_long}"
-        )
+        raise ValueError(f"descriptions longer than {GPT_ACTIONS_MAX_DESCRIPTION_LENGTH} characters: {too_long}")
 
 
 def _string_descriptions(node: Any, location: str = "#") -> Iterator[tuple[str, str]]:

@@ -7,18 +7,18 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Response, status
 
-from cloudplane.api.common.deps import CoreDep, PageDep, PrincipalDep
+from cloudplane.api.common.deps import CoreDep, PageDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
 from cloudplane.core import Core
-from cloudplane.db.tables import Server
 from cloudplane.services import accounts, servers, snapshots, ssh_keys
+from cloudplane.services.servers import ServerView
 
 router = APIRouter(route_class=face_route_class(default_renderer))
 T = TypeVar("T")
 
 
-def server_out(core: Core, server: Server, model: type[w.ServerOut] = w.ServerOut) -> w.ServerOut:
+def server_out(core: Core, server: ServerView, model: type[w.ServerOut] = w.ServerOut) -> w.ServerOut:
     view = core.catalog.view()
     return model.of(server, view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id))
 
@@ -29,15 +29,22 @@ def _page(items: Sequence[T], page: PageDep) -> list[T]:
 
 
 @router.get("/servers", operation_id="listServers", response_model=w.ServerList)
-def list_servers(core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.ServerList:
-    result = servers.list_servers(core, principal, page=page.page, per_page=page.per_page)
-    return w.ServerList(
-        servers=[server_out(core, s) for s in result.items], total=result.total, page=page.page, per_page=page.per_page
+async def list_servers(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
+    result = await read(core, servers.list_servers, core, principal, page=page.page, per_page=page.per_page)
+    return reply(
+        w.ServerList(
+            servers=[server_out(core, s) for s in result.items],
+            total=result.total,
+            page=page.page,
+            per_page=page.per_page,
+        )
     )
 
 
-@router.post("/servers", operation_id="createServer", status_code=status.HTTP_201_CREATED, response_model=w.ServerCreated)
-def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
+@router.post(
+    "/servers", operation_id="createServer", status_code=status.HTTP_201_CREATED, response_model=w.ServerCreated
+)
+def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) -> Response:
     server, generated_password = servers.create_server(
         core,
         principal,
@@ -51,12 +58,12 @@ def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) 
     )
     out = server_out(core, server, w.ServerCreated)
     out.root_password = generated_password  # type: ignore[attr-defined]
-    return out
+    return reply(out, 201)
 
 
 @router.get("/servers/{server_id}", operation_id="getServer", response_model=w.ServerOut)
-def get_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
-    return server_out(core, servers.get_server(core, principal, server_id))
+async def get_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(server_out(core, await read(core, servers.get_server, core, principal, server_id)))
 
 
 @router.delete("/servers/{server_id}", operation_id="deleteServer", status_code=204, response_class=Response)
@@ -66,36 +73,41 @@ def delete_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Res
 
 
 @router.post("/servers/{server_id}/start", operation_id="startServer", response_model=w.ServerOut)
-def start_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
-    return server_out(core, servers.server_action(core, principal, server_id, "start"))
+def start_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(server_out(core, servers.server_action(core, principal, server_id, "start")))
 
 
 @router.post("/servers/{server_id}/stop", operation_id="shutdownServer", response_model=w.ServerOut)
-def shutdown_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
-    return server_out(core, servers.server_action(core, principal, server_id, "stop"))
+def shutdown_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(server_out(core, servers.server_action(core, principal, server_id, "stop")))
 
 
 @router.post("/servers/{server_id}/reboot", operation_id="rebootServer", response_model=w.ServerOut)
-def reboot_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
-    return server_out(core, servers.server_action(core, principal, server_id, "reboot"))
+def reboot_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(server_out(core, servers.server_action(core, principal, server_id, "reboot")))
 
 
 @router.get("/ssh-keys", operation_id="listSSHKeys", response_model=w.SSHKeyList)
-def list_ssh_keys(core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.SSHKeyList:
-    result = ssh_keys.list_keys(core, principal, page=page.page, per_page=page.per_page)
-    return w.SSHKeyList(
-        ssh_keys=[w.SSHKeyOut.of(k) for k in result.items], total=result.total, page=page.page, per_page=page.per_page
+async def list_ssh_keys(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
+    result = await read(core, ssh_keys.list_keys, core, principal, page=page.page, per_page=page.per_page)
+    return reply(
+        w.SSHKeyList(
+            ssh_keys=[w.SSHKeyOut.of(k) for k in result.items],
+            total=result.total,
+            page=page.page,
+            per_page=page.per_page,
+        )
     )
 
 
 @router.post("/ssh-keys", operation_id="createSSHKey", status_code=201, response_model=w.SSHKeyOut)
-def create_ssh_key(body: w.SSHKeyCreate, core: CoreDep, principal: PrincipalDep) -> w.SSHKeyOut:
-    return w.SSHKeyOut.of(ssh_keys.create_key(core, principal, title=body.title, public_key=body.key))
+def create_ssh_key(body: w.SSHKeyCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(w.SSHKeyOut.of(ssh_keys.create_key(core, principal, title=body.title, public_key=body.key)), 201)
 
 
 @router.get("/ssh-keys/{key_id}", operation_id="getSSHKey", response_model=w.SSHKeyOut)
-def get_ssh_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> w.SSHKeyOut:
-    return w.SSHKeyOut.of(ssh_keys.get_key(core, principal, key_id))
+async def get_ssh_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(w.SSHKeyOut.of(await read(core, ssh_keys.get_key, core, principal, key_id)))
 
 
 @router.delete("/ssh-keys/{key_id}", operation_id="deleteSSHKey", status_code=204, response_class=Response)
@@ -105,29 +117,37 @@ def delete_ssh_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> Respo
 
 
 @router.get("/servers/{server_id}/snapshots", operation_id="listSnapshots", response_model=w.SnapshotList)
-def list_snapshots(server_id: int, core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.SnapshotList:
-    result = snapshots.list_snapshots(core, principal, server_id, page=page.page, per_page=page.per_page)
-    return w.SnapshotList(
-        snapshots=[w.SnapshotOut.of(s) for s in result.items], total=result.total, page=page.page,
-        per_page=page.per_page,
+async def list_snapshots(server_id: int, core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
+    result = await read(
+        core, snapshots.list_snapshots, core, principal, server_id, page=page.page, per_page=page.per_page
+    )
+    return reply(
+        w.SnapshotList(
+            snapshots=[w.SnapshotOut.of(s) for s in result.items],
+            total=result.total,
+            page=page.page,
+            per_page=page.per_page,
+        )
     )
 
 
 @router.post(
     "/servers/{server_id}/snapshots", operation_id="createSnapshot", status_code=201, response_model=w.SnapshotOut
 )
-def create_snapshot(server_id: int, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> w.SnapshotOut:
+def create_snapshot(server_id: int, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> Response:
     snap = snapshots.create_snapshot(core, principal, server_id, label=body.label, description=body.description)
-    return w.SnapshotOut.of(snap)
+    return reply(w.SnapshotOut.of(snap), 201)
 
 
 @router.get("/servers/{server_id}/snapshots/{snapshot_id}", operation_id="getSnapshot", response_model=w.SnapshotOut)
-def get_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> w.SnapshotOut:
-    return w.SnapshotOut.of(snapshots.get_snapshot(core, principal, server_id, snapshot_id))
+async def get_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(w.SnapshotOut.of(await read(core, snapshots.get_snapshot, core, principal, server_id, snapshot_id)))
 
 
 @router.delete(
-    "/servers/{server_id}/snapshots/{snapshot_id}", operation_id="deleteSnapshot", status_code=204,
+    "/servers/{server_id}/snapshots/{snapshot_id}",
+    operation_id="deleteSnapshot",
+    status_code=204,
     response_class=Response,
 )
 def delete_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
@@ -138,37 +158,60 @@ def delete_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: 
 @router.post(
     "/servers/{server_id}/snapshots/{snapshot_id}/restore", operation_id="restoreSnapshot", response_model=w.ServerOut
 )
-def restore_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> w.ServerOut:
-    return server_out(core, snapshots.restore_snapshot(core, principal, server_id, snapshot_id))
+def restore_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(server_out(core, snapshots.restore_snapshot(core, principal, server_id, snapshot_id)))
 
 
 @router.get("/plans", operation_id="listPlans", response_model=w.PlanList)
-def list_plans(core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.PlanList:
+async def list_plans(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
     plans = core.catalog.view().plans
-    return w.PlanList(plans=[w.PlanOut.of(p) for p in _page(plans, page)], total=len(plans), page=page.page,
-                      per_page=page.per_page)
+    return reply(
+        w.PlanList(
+            plans=[w.PlanOut.of(p) for p in _page(plans, page)],
+            total=len(plans),
+            page=page.page,
+            per_page=page.per_page,
+        )
+    )
 
 
 @router.get("/images", operation_id="listImages", response_model=w.ImageList)
-def list_images(core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.ImageList:
+async def list_images(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
     images = core.catalog.view().images
-    return w.ImageList(images=[w.ImageOut.of(i) for i in _page(images, page)], total=len(images), page=page.page,
-                       per_page=page.per_page)
+    return reply(
+        w.ImageList(
+            images=[w.ImageOut.of(i) for i in _page(images, page)],
+            total=len(images),
+            page=page.page,
+            per_page=page.per_page,
+        )
+    )
 
 
 @router.get("/locations", operation_id="listLocations", response_model=w.LocationList)
-def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) -> w.LocationList:
+async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
     locations = core.catalog.view().locations
-    return w.LocationList(
-        locations=[w.LocationOut.of(loc) for loc in _page(locations, page)], total=len(locations), page=page.page,
-        per_page=page.per_page,
+    return reply(
+        w.LocationList(
+            locations=[w.LocationOut.of(loc) for loc in _page(locations, page)],
+            total=len(locations),
+            page=page.page,
+            per_page=page.per_page,
+        )
     )
 
 
 @router.get("/account", operation_id="getAccountInfo", response_model=w.AccountOut)
-def get_account_info(core: CoreDep, principal: PrincipalDep) -> w.AccountOut:
-    account, user = accounts.get_account(core.db, principal)
-    return w.AccountOut(
-        id=account.id, email=user.email, name=account.name, company=account.company, balance=float(account.balance),
-        currency=account.currency, created_at=account.created_at,
+async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
+    account, user = await read(core, accounts.get_account, core.db, principal)
+    return reply(
+        w.AccountOut(
+            id=account.id,
+            email=user.email,
+            name=account.name,
+            company=account.company,
+            balance=float(account.balance),
+            currency=account.currency,
+            created_at=account.created_at,
+        )
     )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudplane.db.tables import Image, Location, Plan, Server, Snapshot, SSHKey
+from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
 from cloudplane.domain.states import ServerStatus, TaskState
+from cloudplane.services.servers import ServerView
 
 
 class Request(BaseModel):
@@ -47,7 +49,12 @@ class PlanOut(BaseModel):
     @classmethod
     def of(cls, p: Plan) -> PlanOut:
         return cls(
-            slug=p.slug, name=p.name, ram=p.ram_mb, cpu=p.cpu, disk=p.disk_gb, price=float(p.price_monthly),
+            slug=p.slug,
+            name=p.name,
+            ram=p.ram_mb,
+            cpu=p.cpu,
+            disk=p.disk_gb,
+            price=float(p.price_monthly),
             available=p.available,
         )
 
@@ -63,8 +70,12 @@ class ImageOut(BaseModel):
     @classmethod
     def of(cls, i: Image) -> ImageOut:
         return cls(
-            slug=i.slug, name=i.name, distribution=i.distribution, version=i.version,
-            architecture=i.architecture, available=i.available,  # type: ignore[arg-type]
+            slug=i.slug,
+            name=i.name,
+            distribution=i.distribution,
+            version=i.version,
+            architecture=i.architecture,
+            available=i.available,  # type: ignore[arg-type]
         )
 
 
@@ -107,9 +118,13 @@ class SnapshotOut(BaseModel):
     @classmethod
     def of(cls, s: Snapshot) -> SnapshotOut:
         return cls(
-            id=s.id, label=s.label, description=s.description, size=s.size_gb,
+            id=s.id,
+            label=s.label,
+            description=s.description,
+            size=s.size_gb,
             status=s.status if s.status != "deleted" else "deleting",  # type: ignore[arg-type]
-            server_id=s.server_id, created_at=s.created_at,
+            server_id=s.server_id,
+            created_at=s.created_at,
         )
 
 
@@ -138,6 +153,17 @@ def wire_status(status: str, task_state: str | None) -> str:
     return _STATUS_TO_WIRE[status]  # type: ignore[index]
 
 
+_catalog_models: weakref.WeakKeyDictionary[Any, BaseModel] = weakref.WeakKeyDictionary()
+
+
+def _catalog_out(model: Any, row: Plan | Image | Location) -> Any:
+    """The wire model of a catalog row, made once for as long as the catalog keeps that row."""
+    out = _catalog_models.get(row)
+    if out is None:
+        out = _catalog_models[row] = model.of(row)
+    return out
+
+
 class ServerOut(BaseModel):
     id: int
     label: str
@@ -155,8 +181,10 @@ class ServerOut(BaseModel):
     snapshots: list[SnapshotOut]
 
     @classmethod
-    def of(cls, server: Server, plan: Plan, image: Image, location: Location) -> ServerOut:
-        return cls(
+    def of(cls, server: ServerView, plan: Plan, image: Image, location: Location) -> ServerOut:
+        # Built without validation: every value comes from our own rows, and this runs for each server of
+        # every list. The catalog parts are built once per catalog row.
+        return cls.model_construct(
             id=server.id,
             label=server.label,
             hostname=server.hostname,
@@ -164,9 +192,9 @@ class ServerOut(BaseModel):
             task_state=server.task_state if server.status != ServerStatus.CREATING else "creating",
             ip_address=server.ipv4,
             private_ip=server.private_ipv4,
-            plan=PlanOut.of(plan),
-            image=ImageOut.of(image),
-            location=LocationOut.of(location),
+            plan=_catalog_out(PlanOut, plan),
+            image=_catalog_out(ImageOut, image),
+            location=_catalog_out(LocationOut, location),
             created_at=server.created_at,
             updated_at=server.updated_at,
             ssh_keys=[SSHKeyOut.of(k) for k in server.ssh_keys],
@@ -175,9 +203,7 @@ class ServerOut(BaseModel):
 
 
 class ServerCreated(ServerOut):
-    root_password: str | None = Field(
-        default=None, description="The generated root password; shown only in this reply"
-    )
+    root_password: str | None = Field(default=None, description="The generated root password; shown only in this reply")
 
 
 class ServerList(BaseModel):

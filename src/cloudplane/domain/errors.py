@@ -15,6 +15,8 @@ class CloudplaneError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        # HTTP headers the reply must carry whatever the face (Retry-After, WWW-Authenticate ...).
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(CloudplaneError):
@@ -51,6 +53,15 @@ class InvalidState(Conflict):
 class ValidationFailed(CloudplaneError):
     code = "VALIDATION_ERROR"
     status_code = 422
+
+
+class RateLimited(CloudplaneError):
+    code = "RATE_LIMITED"
+    status_code = 429
+
+    def __init__(self, message: str, /, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.headers["Retry-After"] = str(retry_after_s)
 
 
 class ProviderError(CloudplaneError):

@@ -23,6 +23,7 @@ class Principal:
     account_id: int
     user_id: int
     role: str
+    tier: str = "free"
 
     @property
     def is_admin(self) -> bool:
@@ -88,8 +89,9 @@ KEY_CACHE_TTL_S = 10.0
 _KEY_CACHE_MAX = 10_000
 _key_cache: dict[str, tuple[Principal, float, int]] = {}
 _KEY_LOOKUP = (
-    select(ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role)
+    select(ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role, Account.tier)
     .join(User, User.id == ApiKey.user_id)
+    .join(Account, Account.id == User.account_id)
     .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
 )
 
@@ -120,7 +122,7 @@ def authenticate_api_key(db: Database, key: str) -> Principal:
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         with db.write() as s:
             s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
-    principal = Principal(account_id=row.account_id, user_id=row.user_id, role=row.role)
+    principal = Principal(account_id=row.account_id, user_id=row.user_id, role=row.role, tier=row.tier)
     if len(_key_cache) >= _KEY_CACHE_MAX:
         _key_cache.clear()
     _key_cache[digest] = (principal, time.monotonic() + KEY_CACHE_TTL_S, row.id)

@@ -24,14 +24,18 @@ async def get_core(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
-async def current_principal(request: Request, core: CoreDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
+async def principal_from_header(core: Core, authorization: str | None) -> Principal:
+    """Who sends this `Authorization` header; raises Unauthorized. Also used by middleware (idempotency)."""
+    scheme, _, credentials = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
-        raise Unauthorized("Missing API key: send `Authorization: Bearer <your API key>`")
+        raise Unauthorized("Missing credentials: send `Authorization: Bearer <your API key or access token>`")
     key = credentials.strip()
     # A recently verified key costs no I/O and no thread hop; a miss does its database work in the threadpool.
     return cached_principal(key) or await run_in_threadpool(authenticate_api_key, core.db, key)
+
+
+async def current_principal(request: Request, core: CoreDep) -> Principal:
+    return await principal_from_header(core, request.headers.get("authorization"))
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

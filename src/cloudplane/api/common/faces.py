@@ -42,16 +42,26 @@ def register_prefix(prefix: str, renderer: Renderer) -> None:
     _prefix_renderers.sort(key=lambda item: -len(item[0]))
 
 
-def _renderer_for(request: Request) -> Renderer:
-    route = request.scope.get("route")
-    renderer = getattr(route, "render_error", None)
-    if renderer is not None:
-        return renderer
-    path = request.url.path
+def renderer_for_path(path: str) -> Renderer:
+    """The renderer of the face owning a path prefix; for code that runs before routing (middleware)."""
     for prefix, candidate in _prefix_renderers:
         if path == prefix or path.startswith(prefix + "/"):
             return candidate
     return default_renderer
+
+
+def render_error(scope_or_request: Any, error: CloudplaneError) -> JSONResponse:
+    """Render `error` in the envelope of the face that owns the request, with any headers the error carries."""
+    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+    renderer = getattr(scope.get("route"), "render_error", None) or renderer_for_path(scope.get("path", ""))
+    response = renderer(error)
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _renderer_for(request: Request) -> Renderer:
+    return lambda error: render_error(request, error)
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:

@@ -13,9 +13,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from cloudplane import __version__
+from cloudplane.api.accounts.routes import router as accounts_router
+from cloudplane.api.cloudvps.envelope import cloudvps_renderer
+from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
+from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
 from cloudplane.db.migrate import upgrade
@@ -76,7 +80,11 @@ def create_app(core: Core | None = None) -> FastAPI:
         app.state.core = core
     install_error_handlers(app)
     register_prefix("/api", default_renderer)
+    register_prefix("/api/v1", cloudvps_renderer)
     app.include_router(letscloud_router, prefix="/api", tags=["LetsCloud"])
+    app.include_router(accounts_router, prefix="/api/v1")
+    app.include_router(cloudvps_users_router, prefix="/api/v1")
+    app.include_router(vibecaas_users_router, prefix="/api/v1")
 
     @app.get("/health", include_in_schema=False)
     def health(request: Request) -> JSONResponse:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     simulator_latency_ms: float = 0.0
     # Probability that a create makes the machine yet answers with an error (a classic cloud failure).
     simulator_ghost_create_rate: float = 0.0
+    secret_key: str | None = Field(
+        default=None,
+        description="JWT signing key; when unset one is generated on first start and kept in the database.",
+    )
+    redis_url: str | None = Field(default=None, description="Redis for rate-limit counters shared by processes.")
     default_provider: str = "simulator"
     max_page_size: int = 100
     log_level: str = "WARNING"

@@ -38,6 +38,7 @@ INTRUSIONS = {
         None,
     ),
     ("POST", "/api/servers"): lambda ids: ("POST", "/api/servers", {**SERVER_BODY, "ssh_keys": [ids["key"]]}),
+    ("DELETE", "/api/v1/api-keys/{key_id}"): lambda ids: ("DELETE", f"/api/v1/api-keys/{ids['api_key']}", None),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -51,6 +52,31 @@ ID_FREE = {
 }
 
 
+# Routes about the caller only (no ids): the caller's own profile, keys, sessions.
+ID_FREE |= {
+    ("GET", "/api/v1/api-keys"),
+    ("POST", "/api/v1/api-keys"),
+    ("GET", "/api/v1/users/profile"),
+    ("PUT", "/api/v1/users/profile"),
+    ("POST", "/api/v1/users/change-password"),
+    ("GET", "/api/v1/users/me"),
+    ("PUT", "/api/v1/users/me"),
+}
+# Sign-in routes: anonymous by nature.
+ANONYMOUS = {
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
+}
+# Admin-only: a user gets 403, whatever the id.
+ADMIN = {
+    ("GET", "/api/v1/admin/users"): ("GET", "/api/v1/admin/users", None),
+    ("PUT", "/api/v1/admin/users/{user_id}/tier"): ("PUT", "/api/v1/admin/users/user-1/tier", {"tier": "enterprise"}),
+    ("POST", "/api/v1/admin/users/{user_id}/suspend"): ("POST", "/api/v1/admin/users/user-1/suspend", None),
+    ("POST", "/api/v1/admin/users/{user_id}/activate"): ("POST", "/api/v1/admin/users/user-1/activate", None),
+}
 # Documents about the API, public by design.
 PUBLIC = {("GET", "/api/openapi.json"), ("GET", "/api/openapi.yaml"), ("GET", "/api/docs")}
 
@@ -65,7 +91,21 @@ def api_routes(app) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_covered(app) -> None:
-    assert api_routes(app) == set(INTRUSIONS) | ID_FREE | PUBLIC
+    assert api_routes(app) == set(INTRUSIONS) | ID_FREE | PUBLIC | ANONYMOUS | set(ADMIN)
+
+
+async def test_admin_routes_answer_403_to_a_user(client, make_tenant) -> None:
+    user = make_tenant()
+    for verb, url, body in ADMIN.values():
+        r = await client.request(verb, url, json=body, headers=user.headers)
+        assert r.status_code == 403, (verb, url, r.text)
+
+
+async def test_every_non_public_route_requires_credentials(client, app) -> None:
+    for method, path in api_routes(app) - PUBLIC - ANONYMOUS:
+        url = path.format(server_id=1, snapshot_id=1, key_id=1, user_id="user-1")
+        r = await client.request(method, url, json={})
+        assert r.status_code == 401, (method, path, r.status_code)
 
 
 async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
@@ -92,7 +132,14 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
     await eventually(lambda: get(snap_url), lambda s: s["status"] == "available")
     await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["task_state"] is None)
 
-    ids = {"server": server["id"], "stopped": stopped["id"], "key": key["id"], "snapshot": snap["id"]}
+    api_key = (await client.post("/api/v1/api-keys", json={"name": "mine"}, headers=owner.headers)).json()["data"]
+    ids = {
+        "server": server["id"],
+        "stopped": stopped["id"],
+        "key": key["id"],
+        "snapshot": snap["id"],
+        "api_key": api_key["id"],
+    }
     before = [
         await get(f"/api/servers/{server['id']}"),
         await get(f"/api/servers/{stopped['id']}"),
@@ -104,7 +151,8 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         verb, url, body = make(ids)
         r = await client.request(verb, url, json=body, headers=intruder.headers)
         assert r.status_code == 404, (method, template, r.status_code, r.text)
-        assert r.json()["code"] == "NOT_FOUND"
+    owner_keys = (await client.get("/api/v1/api-keys", headers=owner.headers)).json()["data"]
+    assert api_key["id"] in [k["id"] for k in owner_keys]
 
     after = [
         await get(f"/api/servers/{server['id']}"),

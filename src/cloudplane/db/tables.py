@@ -94,6 +94,16 @@ class ApiKey(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class SystemSecret(Base):
+    """Secrets the service makes for itself on first start (the JWT signing key), shared by every process."""
+
+    __tablename__ = "system_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class RefreshToken(Base):
     """One refresh token of a sign-in session (`family_id`); each use replaces it with a new one. Presenting a
     token already used revokes the whole family (RFC 6819 5.2.2.3): someone else holds a copy."""

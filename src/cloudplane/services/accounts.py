@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, ApiKey, User, utcnow
-from cloudplane.domain.errors import Conflict, NotFound, Unauthorized
+from cloudplane.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
 
 API_KEY_PREFIX = "cp_"
 
@@ -89,7 +89,9 @@ KEY_CACHE_TTL_S = 10.0
 _KEY_CACHE_MAX = 10_000
 _key_cache: dict[str, tuple[Principal, float, int]] = {}
 _KEY_LOOKUP = (
-    select(ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role, Account.tier)
+    select(
+        ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role, User.status, Account.tier
+    )
     .join(User, User.id == ApiKey.user_id)
     .join(Account, Account.id == User.account_id)
     .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
@@ -98,6 +100,12 @@ _KEY_LOOKUP = (
 
 def forget_api_key(digest: str) -> None:
     _key_cache.pop(digest, None)
+
+
+def forget_user_keys(user_id: int) -> None:
+    """Drop a user's cached keys, so a suspension or role change applies at once in this process."""
+    for digest in [d for d, (p, _, _) in _key_cache.items() if p.user_id == user_id]:
+        _key_cache.pop(digest, None)
 
 
 def cached_principal(key: str) -> Principal | None:
@@ -117,6 +125,8 @@ def authenticate_api_key(db: Database, key: str) -> Principal:
     if row is None:
         forget_api_key(digest)
         raise Unauthorized("Invalid API key")
+    if row.status != "active":
+        raise Forbidden("This account is suspended; contact support", status=row.status)
     now = utcnow()
     # Record use at most once a minute, so reads do not turn into writes on every request.
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:

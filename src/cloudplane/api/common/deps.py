@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from cloudplane.core import Core
 from cloudplane.domain.errors import Unauthorized
 from cloudplane.services.accounts import Principal, authenticate_api_key, cached_principal
+from cloudplane.services.auth import authenticate_access_token, cached_access_principal, looks_like_jwt
 
 T = TypeVar("T")
 
@@ -29,9 +30,14 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
     scheme, _, credentials = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise Unauthorized("Missing credentials: send `Authorization: Bearer <your API key or access token>`")
-    key = credentials.strip()
-    # A recently verified key costs no I/O and no thread hop; a miss does its database work in the threadpool.
-    return cached_principal(key) or await run_in_threadpool(authenticate_api_key, core.db, key)
+    token = credentials.strip()
+    # A recently verified key or token costs no I/O and no thread hop; a miss does its database work in the
+    # threadpool. Either kind of credential works on every face.
+    if looks_like_jwt(token):
+        return cached_access_principal(core.db, token) or await run_in_threadpool(
+            authenticate_access_token, core.db, token
+        )
+    return cached_principal(token) or await run_in_threadpool(authenticate_api_key, core.db, token)
 
 
 async def current_principal(request: Request, core: CoreDep) -> Principal:

@@ -16,6 +16,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
+        "system_secrets",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.String(length=512), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "idempotency_keys",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -73,3 +80,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_expires_at"))
 
     op.drop_table("idempotency_keys")
+    op.drop_table("system_secrets")

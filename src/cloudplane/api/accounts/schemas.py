@@ -1,0 +1,130 @@
+"""Wire shapes of sign-in, users and API keys, as supersets of what CloudVPS Pro and VibeCaaS document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cloudplane.db.tables import ApiKey
+from cloudplane.domain.tiers import QUOTAS
+from cloudplane.services.auth import Tokens
+from cloudplane.services.users import UserView
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterRequest(Request):
+    """CloudVPS sends name/email/password; VibeCaaS email/username/password/full_name."""
+
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+    name: str | None = Field(default=None, max_length=200)
+    full_name: str | None = Field(default=None, max_length=200)
+    username: str | None = Field(default=None, max_length=64)
+
+
+class LoginRequest(Request):
+    """CloudVPS signs in with email, VibeCaaS with username (an email works there too)."""
+
+    email: str | None = Field(default=None, max_length=320)
+    username: str | None = Field(default=None, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_login(self) -> LoginRequest:
+        if not (self.email or self.username):
+            raise ValueError("send email or username")
+        return self
+
+    @property
+    def login(self) -> str:
+        return self.email or self.username or ""
+
+
+class RefreshRequest(Request):
+    refresh_token: str | None = Field(default=None, max_length=4096)
+
+
+class ProfileUpdate(Request):
+    name: str | None = Field(default=None, max_length=200)
+    full_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    username: str | None = Field(default=None, max_length=64)
+
+
+class PasswordChange(Request):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class ApiKeyCreate(Request):
+    name: str = Field(default="api", min_length=1, max_length=200)
+
+
+class TierUpdate(Request):
+    tier: str = Field(max_length=20)
+
+
+def user_id(view_or_id: UserView | int) -> str:
+    return f"user-{view_or_id if isinstance(view_or_id, int) else view_or_id.user.id}"
+
+
+def parse_user_id(value: str) -> int:
+    digits = value.removeprefix("user-")
+    return int(digits) if digits.isdigit() and len(digits) < 19 else -1
+
+
+def user_json(view: UserView) -> dict[str, Any]:
+    """Every user field either document shows: CloudVPS (name, role, status) and VibeCaaS (username, full_name,
+    tier, quotas)."""
+    user, account = view.user, view.account
+    return {
+        "id": user_id(view),
+        "email": user.email,
+        "name": user.name,
+        "full_name": user.name,
+        "username": user.username,
+        "role": user.role,
+        "status": user.status,
+        "tier": account.tier,
+        "created_at": user.created_at.isoformat().replace("+00:00", "Z"),
+        "quotas": QUOTAS[account.tier].as_dict(),
+    }
+
+
+def token_json(tokens: Tokens, view: UserView) -> dict[str, Any]:
+    """The CloudVPS login envelope and, at the top level, the OAuth2 token fields VibeCaaS clients read."""
+    data = {
+        "token": tokens.access_token,
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": "bearer",
+        "expires_in": tokens.expires_in,
+        "user": user_json(view),
+    }
+    return {
+        "success": True,
+        "data": data,
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": "bearer",
+        "expires_in": tokens.expires_in,
+    }
+
+
+class ApiKeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyOut:
+        return cls(
+            id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at, last_used_at=key.last_used_at
+        )

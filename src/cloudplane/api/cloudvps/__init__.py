@@ -1,0 +1,1 @@
+"""The CloudVPS Pro face at /api/v1: `{"success", "data"}` envelopes, errors as `{"success": false, "error"}`."""

@@ -1,0 +1,133 @@
+"""Users: profile reads and edits, API keys of one's own, and what admins do to other users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cloudplane.db.engine import Database
+from cloudplane.db.tables import Account, ApiKey, User, utcnow
+from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cloudplane.domain.tiers import TIERS
+from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
+from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
+
+
+@dataclass(frozen=True)
+class UserView:
+    user: User
+    account: Account
+
+
+def get_user(db: Database, principal: Principal) -> UserView:
+    return view_of(db, principal.user_id)
+
+
+def view_of(db: Database, user_id: int) -> UserView:
+    with db.read() as s:
+        user = s.get(User, user_id)
+        account = s.get(Account, user.account_id) if user else None
+    if user is None or account is None:
+        raise NotFound("User not found", user_id=user_id)
+    return UserView(user, account)
+
+
+def update_profile(
+    db: Database,
+    principal: Principal,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    username: str | None = None,
+) -> UserView:
+    values: dict[str, str] = {}
+    if name is not None:
+        if not name.strip():
+            raise ValidationFailed("Name must not be empty", field="name")
+        values["name"] = name.strip()[:200]
+    if email is not None:
+        email = email.strip().lower()
+        if not EMAIL.match(email):
+            raise ValidationFailed("Email address is not valid", field="email")
+        values["email"] = email
+    if username is not None:
+        if not USERNAME.match(username):
+            raise ValidationFailed(
+                "Username must be 3-32 letters, digits, dots, dashes or underscores", field="username"
+            )
+        values["username"] = username
+    if values:
+        try:
+            with db.write() as s:
+                s.execute(update(User).where(User.id == principal.user_id).values(**values))
+                if "name" in values or "email" in values:
+                    account_values = {k: v for k, v in values.items() if k in ("name", "email")}
+                    s.execute(update(Account).where(Account.id == principal.account_id).values(**account_values))
+        except IntegrityError:
+            field = "email" if "email" in values else "username"
+            raise Conflict(f"That {field} is already taken", field=field) from None
+    return get_user(db, principal)
+
+
+def list_api_keys(db: Database, principal: Principal) -> Sequence[ApiKey]:
+    with db.read() as s:
+        return s.scalars(
+            select(ApiKey).where(ApiKey.user_id == principal.user_id, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)
+        ).all()
+
+
+def revoke_api_key(db: Database, principal: Principal, key_id: int) -> None:
+    with db.write() as s:
+        key = s.scalar(
+            select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == principal.user_id, ApiKey.revoked_at.is_(None))
+        )
+        if key is None:
+            raise NotFound("API key not found", key_id=key_id)
+        key.revoked_at = utcnow()
+        digest = key.key_hash
+    forget_api_key(digest)
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise Forbidden("This needs the admin role")
+
+
+def list_users(db: Database, principal: Principal, *, page: int, per_page: int) -> tuple[list[UserView], int]:
+    require_admin(principal)
+    with db.read() as s:
+        total = s.scalar(select(func.count()).select_from(User)) or 0
+        rows = s.execute(
+            select(User, Account)
+            .join(Account, Account.id == User.account_id)
+            .order_by(User.id)
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        ).all()
+    return [UserView(u, a) for u, a in rows], total
+
+
+def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> UserView:
+    require_admin(principal)
+    if tier not in TIERS:
+        raise ValidationFailed(f"Tier must be one of {', '.join(TIERS)}", field="tier")
+    view = view_of(db, user_id)
+    with db.write() as s:
+        s.execute(update(Account).where(Account.id == view.account.id).values(tier=tier))
+    return view_of(db, user_id)
+
+
+def set_status(db: Database, principal: Principal, user_id: int, status: str) -> UserView:
+    """Suspend or reactivate a user; a suspended user's tokens and keys stop working."""
+    require_admin(principal)
+    if user_id == principal.user_id:
+        raise Conflict("Admins cannot suspend themselves", user_id=user_id)
+    view_of(db, user_id)
+    with db.write() as s:
+        s.execute(update(User).where(User.id == user_id).values(status=status))
+    forget_user_keys(user_id)
+    forget_user_sessions(user_id)
+    return view_of(db, user_id)

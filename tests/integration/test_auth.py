@@ -1,0 +1,247 @@
+"""Sign-in for the CloudVPS and VibeCaaS faces: both request shapes, superset replies, tokens done right."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import jwt
+import pytest
+
+from cloudplane.services.auth import AUDIENCE, ISSUER, signing_key
+
+_n = itertools.count()
+
+
+def fresh_email() -> str:
+    return f"auth{next(_n)}-{time.monotonic_ns()}@example.com"
+
+
+async def register(client, **body):
+    body = {"email": fresh_email(), "password": "correct horse battery", **body}
+    r = await client.post("/api/v1/auth/register", json=body)
+    assert r.status_code == 201, r.text
+    return body, r.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_register_cloudvps_shape_answers_both_documents(client) -> None:
+    body, reply = await register(client, name="John Doe")
+    assert reply["success"] is True
+    data = reply["data"]
+    assert data["token"] == reply["access_token"] and data["expires_in"] == reply["expires_in"] == 3600
+    assert data["user"]["email"] == body["email"] and data["user"]["name"] == "John Doe"
+    assert data["user"]["role"] == "user" and data["user"]["id"].startswith("user-")
+    assert reply["token_type"] == "bearer" and reply["refresh_token"]
+    assert "password" not in str(reply) and "hash" not in str(reply)
+
+
+async def test_register_vibecaas_shape_and_login_by_username(client) -> None:
+    username = f"johndoe{next(_n)}"
+    body, reply = await register(client, username=username, full_name="John Doe")
+    assert reply["username"] == username and reply["full_name"] == "John Doe" and reply["tier"] == "free"
+    r = await client.post("/api/v1/auth/login", json={"username": username, "password": body["password"]})
+    assert r.status_code == 200 and r.json()["access_token"]
+    me = await client.get("/api/v1/users/me", headers=bearer(r.json()["access_token"]))
+    assert me.status_code == 200
+    assert me.json()["username"] == username and set(me.json()["quotas"]) == {
+        "max_apps",
+        "max_cpu",
+        "max_memory",
+        "max_storage",
+        "gpu_enabled",
+    }
+
+
+async def test_oauth2_password_form(client) -> None:
+    body, _ = await register(client)
+    r = await client.post("/api/v1/auth/token", data={"username": body["email"], "password": body["password"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["token_type"] == "bearer" and r.json()["expires_in"] == 3600
+    servers = await client.get("/api/servers", headers=bearer(r.json()["access_token"]))
+    assert servers.status_code == 200, "a JWT works on every face"
+
+
+async def test_duplicate_email_is_409_in_the_envelope(client) -> None:
+    body, _ = await register(client)
+    r = await client.post("/api/v1/auth/register", json={"email": body["email"], "password": "another password"})
+    assert r.status_code == 409
+    assert r.json()["success"] is False and r.json()["error"]["code"] == "CONFLICT"
+    assert r.json()["error"]["details"]["field"] == "email"
+
+
+async def test_weak_password_and_bad_email_are_422(client) -> None:
+    r = await client.post("/api/v1/auth/register", json={"email": fresh_email(), "password": "short"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "password"
+    r = await client.post("/api/v1/auth/register", json={"email": "not-an-email", "password": "long enough pw"})
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "email"
+    r = await client.post(
+        "/api/v1/auth/register", json={"email": fresh_email(), "password": "long enough pw", "role": "admin"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "role"
+
+
+async def test_unknown_user_and_wrong_password_get_the_same_answer(client) -> None:
+    body, _ = await register(client)
+    wrong = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": "wrong password"})
+    unknown = await client.post("/api/v1/auth/login", json={"email": fresh_email(), "password": "wrong password"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json()
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(client) -> None:
+    _, reply = await register(client)
+    first_refresh = reply["refresh_token"]
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": first_refresh})
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["refresh_token"] != first_refresh
+    assert (await client.get("/api/v1/users/me", headers=bearer(second["access_token"]))).status_code == 200
+
+    reused = await client.post("/api/v1/auth/refresh", headers=bearer(first_refresh))
+    assert reused.status_code == 401 and "already used" in reused.json()["error"]["message"]
+    # The whole family is gone: the newer refresh token and its access token too.
+    assert (
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    ).status_code == 401
+    assert (await client.get("/api/v1/users/me", headers=bearer(second["access_token"]))).status_code == 401
+
+
+async def test_logout_ends_the_session(client) -> None:
+    _, reply = await register(client)
+    access = reply["access_token"]
+    r = await client.post("/api/v1/auth/logout", headers=bearer(access))
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert (await client.get("/api/v1/users/profile", headers=bearer(access))).status_code == 401
+    assert (
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": reply["refresh_token"]})
+    ).status_code == 401
+
+
+async def test_password_change_revokes_sessions(client) -> None:
+    body, reply = await register(client)
+    access = reply["access_token"]
+    r = await client.post(
+        "/api/v1/users/change-password",
+        json={"current_password": "wrong one", "new_password": "a new password"},
+        headers=bearer(access),
+    )
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "current_password"
+    r = await client.post(
+        "/api/v1/users/change-password",
+        json={"current_password": body["password"], "new_password": "a new password"},
+        headers=bearer(access),
+    )
+    assert r.status_code == 200
+    assert (await client.get("/api/v1/users/profile", headers=bearer(access))).status_code == 401
+    old = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": body["password"]})
+    new = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": "a new password"})
+    assert old.status_code == 401 and new.status_code == 200
+
+
+def _forge(core, claims: dict, key: str | None = None, algorithm: str = "HS256") -> str:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600, "typ": "access", "jti": "j", "sid": "s"}
+    return jwt.encode({**base, **claims}, key or signing_key(core.db), algorithm=algorithm)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["alg_none", "wrong_audience", "wrong_issuer", "expired", "refresh_as_access", "bad_signature", "no_typ"],
+)
+async def test_bad_tokens_are_401(client, core, case) -> None:
+    _, reply = await register(client)
+    good = jwt.decode(reply["access_token"], options={"verify_signature": False})
+    claims = {"sub": good["sub"], "sid": good["sid"], "jti": good["jti"]}
+    now = int(time.time())
+    token = {
+        "alg_none": lambda: jwt.encode({**good}, None, algorithm="none"),
+        "wrong_audience": lambda: _forge(core, {**claims, "aud": "someone-else"}),
+        "wrong_issuer": lambda: _forge(core, {**claims, "iss": "evil"}),
+        "expired": lambda: _forge(core, {**claims, "iat": now - 100, "exp": now - 1}),
+        "refresh_as_access": lambda: reply["refresh_token"],
+        "bad_signature": lambda: _forge(core, claims, key="not-the-key-but-long-enough-for-hmac"),
+        "no_typ": lambda: jwt.encode(
+            {k: v for k, v in {**good}.items() if k != "typ"}, signing_key(core.db), algorithm="HS256"
+        ),
+    }[case]()
+    r = await client.get("/api/v1/users/me", headers=bearer(token))
+    assert r.status_code == 401, (case, r.text)
+    assert (await client.get("/api/v1/users/me", headers=bearer(_forge(core, claims)))).status_code == 200
+
+
+async def test_access_token_is_not_a_refresh_token(client) -> None:
+    _, reply = await register(client)
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": reply["access_token"]})
+    assert r.status_code == 401
+
+
+async def test_api_keys_made_listed_and_revoked_through_the_api(client) -> None:
+    _, reply = await register(client)
+    headers = bearer(reply["access_token"])
+    r = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=headers)
+    assert r.status_code == 201
+    made = r.json()["data"]
+    assert made["key"].startswith("cp_") and made["name"] == "ci"
+    assert (await client.get("/api/servers", headers=bearer(made["key"]))).status_code == 200
+    listed = (await client.get("/api/v1/api-keys", headers=headers)).json()["data"]
+    assert [k["id"] for k in listed] == [made["id"]] and "key" not in listed[0] and "hash" not in str(listed)
+    assert (await client.delete(f"/api/v1/api-keys/{made['id']}", headers=headers)).status_code == 204
+    assert (await client.get("/api/servers", headers=bearer(made["key"]))).status_code == 401
+
+
+async def test_profiles_read_and_update(client) -> None:
+    _, reply = await register(client, name="Old Name")
+    headers = bearer(reply["access_token"])
+    profile = (await client.get("/api/v1/users/profile", headers=headers)).json()
+    assert profile["success"] and profile["data"]["name"] == "Old Name" and profile["data"]["status"] == "active"
+    r = await client.put("/api/v1/users/profile", json={"name": "Jane Doe"}, headers=headers)
+    assert r.json()["data"]["name"] == "Jane Doe"
+    r = await client.put("/api/v1/users/me", json={"full_name": "John Smith"}, headers=headers)
+    assert r.status_code == 200 and r.json()["full_name"] == "John Smith"
+    r = await client.put("/api/v1/users/me", json={"role": "admin"}, headers=headers)
+    assert r.status_code == 422
+    assert (await client.get("/api/v1/users/me", headers=headers)).json()["role"] == "user"
+
+
+async def test_admin_routes_are_403_to_users_and_work_for_admins(client, make_tenant) -> None:
+    user, admin = make_tenant(), make_tenant("admin")
+    assert (await client.get("/api/v1/admin/users", headers=user.headers)).status_code == 403
+    listed = await client.get("/api/v1/admin/users", headers=admin.headers)
+    assert listed.status_code == 200 and listed.json()["pagination"]["total"] >= 2
+    target = f"user-{user.principal.user_id}"
+    forbidden = await client.put(f"/api/v1/admin/users/{target}/tier", json={"tier": "pro"}, headers=user.headers)
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "FORBIDDEN"
+    r = await client.put(f"/api/v1/admin/users/{target}/tier", json={"tier": "pro"}, headers=admin.headers)
+    assert r.status_code == 200 and r.json()["data"]["tier"] == "pro"
+    assert (
+        await client.put(f"/api/v1/admin/users/{target}/tier", json={"tier": "gold"}, headers=admin.headers)
+    ).status_code == 422
+    assert (await client.post(f"/api/v1/admin/users/{target}/suspend", headers=user.headers)).status_code == 403
+    r = await client.post(f"/api/v1/admin/users/{target}/suspend", headers=admin.headers)
+    assert r.status_code == 200 and r.json()["data"]["status"] == "suspended"
+    suspended = await client.get("/api/servers", headers=user.headers)
+    assert suspended.status_code == 403 and "suspended" in suspended.json()["error"]
+    assert (await client.post(f"/api/v1/admin/users/{target}/activate", headers=admin.headers)).status_code == 200
+    assert (await client.get("/api/servers", headers=user.headers)).status_code == 200
+    assert (await client.post("/api/v1/admin/users/user-999999999/suspend", headers=admin.headers)).status_code == 404
+
+
+async def test_login_rehashes_a_password_stored_with_weaker_parameters(client, core) -> None:
+    from argon2 import PasswordHasher
+    from sqlalchemy import select, update
+
+    from cloudplane.db.tables import User
+
+    body, _ = await register(client)
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(body["password"])
+    with core.db.write() as s:
+        s.execute(update(User).where(User.email == body["email"]).values(password_hash=weak))
+    r = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": body["password"]})
+    assert r.status_code == 200
+    with core.db.read() as s:
+        stored = s.scalar(select(User.password_hash).where(User.email == body["email"]))
+    assert stored != weak and "m=19456,t=2,p=1" in stored and stored.startswith("$argon2id$")

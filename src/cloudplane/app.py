@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import yaml
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 
@@ -50,6 +52,28 @@ def start(settings: Settings) -> Core:
     engine.configure(core)
     engine.launch()
     return core
+
+
+@functools.cache
+def _v1_schema(app: FastAPI) -> dict:
+    contexts = [c for c in routing.iter_route_contexts(app.routes) if c.path.startswith("/api/v1/")]
+    return get_openapi(
+        title="Cloudplane /api/v1 (CloudVPS Pro, VibeCaaS, GPU Cloud Manager)",
+        version=__version__,
+        description="Sign-in, users and API keys shared by the /api/v1 documents.",
+        routes=contexts,
+    )
+
+
+def v1_document(app: FastAPI, base_url: str) -> dict:
+    """The OpenAPI document of every /api/v1 route, with this service's URL and bearer authentication."""
+    document = dict(_v1_schema(app))
+    document["servers"] = [{"url": base_url.rstrip("/")}]
+    components = dict(document.get("components", {}))
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    document["components"] = components
+    document["security"] = [{"bearer": []}]
+    return document
 
 
 def create_app(core: Core | None = None) -> FastAPI:
@@ -109,6 +133,16 @@ def create_app(core: Core | None = None) -> FastAPI:
     def letscloud_openapi_yaml(request: Request) -> Response:
         body = yaml.safe_dump(letscloud_document(request), sort_keys=False, allow_unicode=True)
         return Response(body, media_type="application/yaml")
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def v1_openapi(request: Request) -> JSONResponse:
+        return JSONResponse(
+            v1_document(request.app, request.app.state.core.settings.public_base_url or str(request.base_url))
+        )
+
+    @app.get("/api/v1/docs", include_in_schema=False)
+    def v1_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/api/v1/openapi.json", title="Cloudplane /api/v1")
 
     @app.get("/api/docs", include_in_schema=False)
     def letscloud_docs() -> HTMLResponse:

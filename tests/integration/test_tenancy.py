@@ -78,7 +78,13 @@ ADMIN = {
     ("POST", "/api/v1/admin/users/{user_id}/activate"): ("POST", "/api/v1/admin/users/user-1/activate", None),
 }
 # Documents about the API, public by design.
-PUBLIC = {("GET", "/api/openapi.json"), ("GET", "/api/openapi.yaml"), ("GET", "/api/docs")}
+PUBLIC = {
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/openapi.yaml"),
+    ("GET", "/api/docs"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/docs"),
+}
 
 
 def api_routes(app) -> set[tuple[str, str]]:

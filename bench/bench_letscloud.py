@@ -366,6 +366,8 @@ def main() -> int:
         env = clean_env() | {
             "CLOUDPLANE_DATABASE_URL": f"sqlite:///{tmp}/cloudplane.sqlite",
             "CLOUDPLANE_SIMULATOR_TIME_SCALE": "0",
+            # One API key drives thousands of requests a second: the free tier would refuse almost all.
+            "CLOUDPLANE_RATE_LIMITS_ENABLED": "false",
         }
         svc_port = free_port()
         service = Child(

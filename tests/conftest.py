@@ -46,7 +46,13 @@ def core(database_url: str) -> Any:
     from cloudplane.app import prepare
     from cloudplane.workflows import engine
 
-    settings = Settings(database_url=database_url, simulator_time_scale=0.0, public_base_url="https://cloud.test")
+    # Rate limits are off for the shared app (tests poll fast from one account); tests of limits switch them on.
+    settings = Settings(
+        database_url=database_url,
+        simulator_time_scale=0.0,
+        public_base_url="https://cloud.test",
+        rate_limits_enabled=False,
+    )
     core = Core.build(settings)
     prepare(core)
     engine.configure(core)

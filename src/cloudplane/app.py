@@ -19,6 +19,7 @@ from cloudplane.api.accounts.routes import router as accounts_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
+from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
@@ -91,6 +92,8 @@ def create_app(core: Core | None = None) -> FastAPI:
         finally:
             engine.shutdown()
             app.state.core.db.dispose()
+            if app.state.ratelimiter is not None:
+                await app.state.ratelimiter.aclose()
 
     app = FastAPI(
         title="Cloudplane",
@@ -102,6 +105,9 @@ def create_app(core: Core | None = None) -> FastAPI:
     )
     if core is not None:
         app.state.core = core
+    settings = core.settings if core is not None else get_settings()
+    app.state.ratelimiter = RateLimiter(settings.redis_url) if settings.rate_limits_enabled else None
+    app.add_middleware(RateLimitHeadersMiddleware)
     install_error_handlers(app)
     register_prefix("/api", default_renderer)
     register_prefix("/api/v1", cloudvps_renderer)

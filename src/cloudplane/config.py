@@ -33,7 +33,12 @@ class Settings(BaseSettings):
         default=None,
         description="JWT signing key; when unset one is generated on first start and kept in the database.",
     )
-    redis_url: str | None = Field(default=None, description="Redis for rate-limit counters shared by processes.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:6379/0) all API processes share for rate limits; unset keeps counts "
+        "in process memory.",
+    )
+    rate_limits_enabled: bool = True
     default_provider: str = "simulator"
     max_page_size: int = 100
     log_level: str = "WARNING"

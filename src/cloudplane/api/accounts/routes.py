@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -12,11 +12,16 @@ from cloudplane.api.accounts import schemas as w
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer, ok
 from cloudplane.api.common.deps import CoreDep, PageDep, PrincipalDep
 from cloudplane.api.common.faces import face_route_class
+from cloudplane.api.common.ratelimit import enforce_anonymous_limit, login_attempt
 from cloudplane.domain.errors import Unauthorized
 from cloudplane.services import auth, users
 from cloudplane.services.accounts import create_api_key
 
 router = APIRouter(route_class=face_route_class(cloudvps_renderer))
+# Sign-in routes are anonymous: they count against the caller's IP address (CloudVPS: 100 per 15 minutes).
+auth_router = APIRouter(
+    route_class=face_route_class(cloudvps_renderer), dependencies=[Depends(enforce_anonymous_limit)]
+)
 
 
 def _bearer(request: Request) -> str | None:
@@ -24,7 +29,7 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-@router.post("/auth/register", status_code=201, tags=["Auth"])
+@auth_router.post("/auth/register", status_code=201, tags=["Auth"])
 def register(body: w.RegisterRequest, core: CoreDep) -> JSONResponse:
     """Create a user (with an account of its own) and sign them in."""
     user = auth.register(
@@ -35,21 +40,25 @@ def register(body: w.RegisterRequest, core: CoreDep) -> JSONResponse:
     return JSONResponse({**w.token_json(tokens, view), **w.user_json(view)}, status_code=201)
 
 
-@router.post("/auth/login", tags=["Auth"])
-def login(body: w.LoginRequest, core: CoreDep) -> JSONResponse:
+@auth_router.post("/auth/login", tags=["Auth"])
+async def login(request: Request, body: w.LoginRequest, core: CoreDep) -> JSONResponse:
     """Sign in with email (CloudVPS) or username (VibeCaaS) and password."""
-    tokens = auth.login(core.db, body.login, body.password)
-    return JSONResponse(w.token_json(tokens, users.view_of(core.db, tokens.user.id)))
+    async with login_attempt(request, body.login):
+        tokens = await run_in_threadpool(auth.login, core.db, body.login, body.password)
+    view = await run_in_threadpool(users.view_of, core.db, tokens.user.id)
+    return JSONResponse(w.token_json(tokens, view))
 
 
-@router.post("/auth/token", tags=["Auth"])
-def token(
+@auth_router.post("/auth/token", tags=["Auth"])
+async def token(
+    request: Request,
     core: CoreDep,
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> JSONResponse:
     """OAuth2 password flow (form encoded), as VibeCaaS documents it."""
-    tokens = auth.login(core.db, username, password)
+    async with login_attempt(request, username):
+        tokens = await run_in_threadpool(auth.login, core.db, username, password)
     return JSONResponse(
         {
             "access_token": tokens.access_token,
@@ -60,7 +69,7 @@ def token(
     )
 
 
-@router.post("/auth/refresh", tags=["Auth"])
+@auth_router.post("/auth/refresh", tags=["Auth"])
 def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
     """Swap a refresh token (in the body, or as the bearer token) for a new pair; the old one stops working."""
     presented = (body.refresh_token if body else None) or _bearer(request)
@@ -70,7 +79,7 @@ def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = Non
     return JSONResponse(w.token_json(tokens, users.view_of(core.db, tokens.user.id)))
 
 
-@router.post("/auth/logout", tags=["Auth"])
+@auth_router.post("/auth/logout", tags=["Auth"])
 def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
     """End this session: its access and refresh tokens stop working."""
     bearer = _bearer(request)
@@ -80,6 +89,9 @@ def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None
         refresh_token=body.refresh_token if body else None,
     )
     return ok(None, message="Signed out")
+
+
+router.include_router(auth_router)
 
 
 @router.get("/api-keys", tags=["API keys"])

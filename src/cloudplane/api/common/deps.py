@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from cloudplane.api.common.ratelimit import count_principal
 from cloudplane.core import Core
 from cloudplane.domain.errors import Unauthorized
 from cloudplane.services.accounts import Principal, authenticate_api_key, cached_principal
@@ -41,7 +42,10 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
 
 
 async def current_principal(request: Request, core: CoreDep) -> Principal:
-    return await principal_from_header(core, request.headers.get("authorization"))
+    """The authenticated caller, counted against the rate limit of their tier."""
+    principal = await principal_from_header(core, request.headers.get("authorization"))
+    await count_principal(request, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

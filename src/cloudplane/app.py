@@ -74,7 +74,21 @@ def v1_document(app: FastAPI, base_url: str) -> dict:
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     document["components"] = components
     document["security"] = [{"bearer": []}]
+    paths = {path: dict(item) for path, item in document["paths"].items()}
+    for path, security in ANONYMOUS_V1_ROUTES.items():
+        paths[path]["post"] = {**paths[path]["post"], "security": security}
+    document["paths"] = paths
     return document
+
+
+# Sign-in routes need no credentials; refresh and logout may carry a token as bearer.
+ANONYMOUS_V1_ROUTES = {
+    "/api/v1/auth/register": [],
+    "/api/v1/auth/login": [],
+    "/api/v1/auth/token": [],
+    "/api/v1/auth/refresh": [{}, {"bearer": []}],
+    "/api/v1/auth/logout": [{}, {"bearer": []}],
+}
 
 
 def create_app(core: Core | None = None) -> FastAPI:

@@ -10,17 +10,19 @@ from starlette.concurrency import run_in_threadpool
 
 from cloudplane.api.accounts import schemas as w
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer, ok
-from cloudplane.api.common.deps import CoreDep, PageDep, PrincipalDep
+from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep
 from cloudplane.api.common.faces import face_route_class
 from cloudplane.api.common.ratelimit import enforce_anonymous_limit, login_attempt
 from cloudplane.domain.errors import Unauthorized
 from cloudplane.services import auth, users
 from cloudplane.services.accounts import create_api_key
 
-router = APIRouter(route_class=face_route_class(cloudvps_renderer))
+router = APIRouter(route_class=face_route_class(cloudvps_renderer), responses=w.errors(400, 401, 403, 404, 422, 429))
 # Sign-in routes are anonymous: they count against the caller's IP address (CloudVPS: 100 per 15 minutes).
 auth_router = APIRouter(
-    route_class=face_route_class(cloudvps_renderer), dependencies=[Depends(enforce_anonymous_limit)]
+    route_class=face_route_class(cloudvps_renderer),
+    dependencies=[Depends(enforce_anonymous_limit)],
+    responses=w.errors(400, 401, 403, 409, 422, 429),
 )
 
 
@@ -53,8 +55,8 @@ async def login(request: Request, body: w.LoginRequest, core: CoreDep) -> JSONRe
 async def token(
     request: Request,
     core: CoreDep,
-    username: Annotated[str, Form(max_length=320)],
-    password: Annotated[str, Form(max_length=1024)],
+    username: Annotated[str, Form(min_length=1, max_length=320)],
+    password: Annotated[str, Form(min_length=1, max_length=1024)],
 ) -> JSONResponse:
     """OAuth2 password flow (form encoded), as VibeCaaS documents it."""
     async with login_attempt(request, username):
@@ -108,7 +110,7 @@ def create_key(core: CoreDep, principal: PrincipalDep, body: w.ApiKeyCreate | No
 
 
 @router.delete("/api-keys/{key_id}", status_code=204, response_class=Response, tags=["API keys"])
-def revoke_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def revoke_key(key_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     users.revoke_api_key(core.db, principal, key_id)
     return Response(status_code=204)
 

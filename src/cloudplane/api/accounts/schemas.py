@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloudplane.db.tables import ApiKey
 from cloudplane.domain.tiers import QUOTAS
-from cloudplane.services.auth import Tokens
+from cloudplane.services.auth import EMAIL, MAX_PASSWORD, MIN_PASSWORD, USERNAME, Tokens
 from cloudplane.services.users import UserView
 
 
@@ -17,21 +17,37 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The rules services/auth.py enforces, stated in the schema so the documents tell clients.
+EMAIL_PATTERN = EMAIL.pattern
+USERNAME_PATTERN = USERNAME.pattern
+Password = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
 class RegisterRequest(Request):
     """CloudVPS sends name/email/password; VibeCaaS email/username/password/full_name."""
 
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
-    name: str | None = Field(default=None, max_length=200)
-    full_name: str | None = Field(default=None, max_length=200)
-    username: str | None = Field(default=None, max_length=64)
+    email: str = Field(min_length=3, max_length=320, pattern=EMAIL_PATTERN)
+    password: str = Password
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    full_name: str | None = Field(default=None, min_length=1, max_length=200)
+    username: str | None = Field(default=None, pattern=USERNAME_PATTERN)
 
 
 class LoginRequest(Request):
     """CloudVPS signs in with email, VibeCaaS with username (an email works there too)."""
 
-    email: str | None = Field(default=None, max_length=320)
-    username: str | None = Field(default=None, max_length=320)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                {"required": ["username"], "properties": {"username": {"type": "string"}}},
+            ]
+        },
+    )
+
+    email: str | None = Field(default=None, min_length=1, max_length=320)
+    username: str | None = Field(default=None, min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
 
     @model_validator(mode="after")
@@ -50,15 +66,15 @@ class RefreshRequest(Request):
 
 
 class ProfileUpdate(Request):
-    name: str | None = Field(default=None, max_length=200)
-    full_name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    username: str | None = Field(default=None, max_length=64)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S")
+    full_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"\S")
+    email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
+    username: str | None = Field(default=None, pattern=USERNAME_PATTERN)
 
 
 class PasswordChange(Request):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Password
 
 
 class ApiKeyCreate(Request):
@@ -67,6 +83,33 @@ class ApiKeyCreate(Request):
 
 class TierUpdate(Request):
     tier: str = Field(max_length=20)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorEnvelope(BaseModel):
+    success: bool = False
+    error: ErrorBody
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    401: "Missing, invalid or expired credentials",
+    403: "Not allowed (the admin role is needed, or the account is suspended)",
+    404: "No such object in your account",
+    409: "Conflicts with what exists (already registered, taken)",
+    422: "The request breaks a rule: `error.details.field` names the field",
+    429: "Too many requests; retry after `Retry-After` seconds",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error replies for the OpenAPI document, all in the envelope the routes render."""
+    return {code: {"model": ErrorEnvelope, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def user_id(view_or_id: UserView | int) -> str:

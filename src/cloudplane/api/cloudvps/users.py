@@ -11,7 +11,11 @@ from cloudplane.api.common.deps import CoreDep, PrincipalDep
 from cloudplane.api.common.faces import face_route_class
 from cloudplane.services import auth, users
 
-router = APIRouter(route_class=face_route_class(cloudvps_renderer), tags=["CloudVPS users"])
+router = APIRouter(
+    route_class=face_route_class(cloudvps_renderer),
+    tags=["CloudVPS users"],
+    responses=w.errors(400, 401, 403, 409, 422, 429),
+)
 
 
 def profile_json(view: users.UserView) -> dict:

@@ -10,11 +10,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from cloudplane.domain.errors import CloudplaneError, NotFound, Unauthorized, ValidationFailed
 
@@ -83,6 +84,17 @@ def validation_error(exc: RequestValidationError) -> ValidationFailed:
     )
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    return sorted(
+        {
+            method
+            for ctx in routing.iter_route_contexts(app.routes)
+            if compile_path(ctx.path)[0].match(path)
+            for method in ctx.methods or ()
+        }
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: CloudplaneError) -> JSONResponse:
         return _renderer_for(request)(exc)
@@ -104,6 +116,9 @@ def install_error_handlers(app: FastAPI) -> None:
         response = _renderer_for(request)(error)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; list them all.
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return response
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -107,8 +107,30 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
         "description": "The generated root password; only in the createServer reply, only when none was given",
     }
 
+    _state_served_limits(document, operations)
     _check_description_lengths(document)
     return document
+
+
+def _state_served_limits(document: dict[str, Any], operations: dict[str, dict[str, Any]]) -> None:
+    """Say in the document what the service enforces, so clients (and fuzzers) learn the rules from it."""
+    schemas = document["components"]["schemas"]
+    # Unset until known: a server's addresses while it is created, a snapshot's size while it is taken.
+    for schema, names in NULLABLE_PROPERTIES.items():
+        for name in names:
+            schemas[schema]["properties"][name]["nullable"] = True
+    for operation in operations.values():
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "path":
+                parameter["schema"].update(format="int64", minimum=1, maximum=MAX_ID)
+        if "requestBody" in operation:
+            # A body that is not JSON at all is a 400; one that breaks the schema, a 422.
+            operation["responses"].setdefault("400", {"$ref": "#/components/responses/BadRequest"})
+    for operation_id, limits in BODY_LIMITS.items():
+        body = operations[operation_id]["requestBody"]["content"]["application/json"]["schema"]
+        body["additionalProperties"] = False
+        for name, constraints in limits.items():
+            body["properties"][name].update(constraints)
 
 
 def _operations_by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -132,6 +154,39 @@ def _conflict_response(description: str) -> dict[str, Any]:
     }
 
 
+MAX_ID = 2**63 - 1
+# RFC 1123 labels of 1-63 letters, digits and inner hyphens (services/servers.py checks the same).
+HOSTNAME_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$"
+MAX_PAGE = 1_000_000
+# Labels and titles are stripped; one made only of whitespace is empty.
+NOT_BLANK = r"\S"
+NULLABLE_PROPERTIES = {
+    "Server": ("ip_address", "private_ip"),
+    "Snapshot": ("description", "size"),
+    "Account": ("company",),
+}
+# The limits of the request models in schemas.py (kept here as data: this module is also loaded on its own).
+BODY_LIMITS: dict[str, dict[str, dict[str, Any]]] = {
+    "createServer": {
+        "label": {"minLength": 1, "maxLength": 255, "pattern": NOT_BLANK},
+        "plan_slug": {"minLength": 1, "maxLength": 64},
+        "image_slug": {"minLength": 1, "maxLength": 64},
+        "location_slug": {"minLength": 1, "maxLength": 64},
+        "hostname": {"maxLength": 253, "nullable": True, "pattern": HOSTNAME_PATTERN},
+        "password": {"minLength": 8, "maxLength": 128, "nullable": True},
+        "ssh_keys": {"maxItems": 50, "items": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID}},
+    },
+    "createSSHKey": {
+        "title": {"minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+        "key": {"minLength": 1, "maxLength": 16384},
+    },
+    "createSnapshot": {
+        "label": {"minLength": 1, "maxLength": 255, "pattern": NOT_BLANK},
+        "description": {"maxLength": 2000, "nullable": True},
+    },
+}
+
+
 def _pagination_parameters() -> list[dict[str, Any]]:
     return [
         {
@@ -139,7 +194,7 @@ def _pagination_parameters() -> list[dict[str, Any]]:
             "in": "query",
             "required": False,
             "description": "Page number to return, starting at 1.",
-            "schema": {"type": "integer", "minimum": 1, "default": 1},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
         },
         {
             "name": "per_page",

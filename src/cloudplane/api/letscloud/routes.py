@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Response, status
 
-from cloudplane.api.common.deps import CoreDep, PageDep, PrincipalDep, read, reply
+from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
 from cloudplane.core import Core
@@ -62,28 +62,28 @@ def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) 
 
 
 @router.get("/servers/{server_id}", operation_id="getServer", response_model=w.ServerOut)
-async def get_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+async def get_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(server_out(core, await read(core, servers.get_server, core, principal, server_id)))
 
 
 @router.delete("/servers/{server_id}", operation_id="deleteServer", status_code=204, response_class=Response)
-def delete_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def delete_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     servers.server_action(core, principal, server_id, "delete")
     return Response(status_code=204)
 
 
 @router.post("/servers/{server_id}/start", operation_id="startServer", response_model=w.ServerOut)
-def start_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def start_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(server_out(core, servers.server_action(core, principal, server_id, "start")))
 
 
 @router.post("/servers/{server_id}/stop", operation_id="shutdownServer", response_model=w.ServerOut)
-def shutdown_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def shutdown_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(server_out(core, servers.server_action(core, principal, server_id, "stop")))
 
 
 @router.post("/servers/{server_id}/reboot", operation_id="rebootServer", response_model=w.ServerOut)
-def reboot_server(server_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def reboot_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(server_out(core, servers.server_action(core, principal, server_id, "reboot")))
 
 
@@ -106,18 +106,18 @@ def create_ssh_key(body: w.SSHKeyCreate, core: CoreDep, principal: PrincipalDep)
 
 
 @router.get("/ssh-keys/{key_id}", operation_id="getSSHKey", response_model=w.SSHKeyOut)
-async def get_ssh_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+async def get_ssh_key(key_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(w.SSHKeyOut.of(await read(core, ssh_keys.get_key, core, principal, key_id)))
 
 
 @router.delete("/ssh-keys/{key_id}", operation_id="deleteSSHKey", status_code=204, response_class=Response)
-def delete_ssh_key(key_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def delete_ssh_key(key_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     ssh_keys.delete_key(core, principal, key_id)
     return Response(status_code=204)
 
 
 @router.get("/servers/{server_id}/snapshots", operation_id="listSnapshots", response_model=w.SnapshotList)
-async def list_snapshots(server_id: int, core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
+async def list_snapshots(server_id: Id, core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
     result = await read(
         core, snapshots.list_snapshots, core, principal, server_id, page=page.page, per_page=page.per_page
     )
@@ -134,13 +134,13 @@ async def list_snapshots(server_id: int, core: CoreDep, principal: PrincipalDep,
 @router.post(
     "/servers/{server_id}/snapshots", operation_id="createSnapshot", status_code=201, response_model=w.SnapshotOut
 )
-def create_snapshot(server_id: int, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+def create_snapshot(server_id: Id, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> Response:
     snap = snapshots.create_snapshot(core, principal, server_id, label=body.label, description=body.description)
     return reply(w.SnapshotOut.of(snap), 201)
 
 
 @router.get("/servers/{server_id}/snapshots/{snapshot_id}", operation_id="getSnapshot", response_model=w.SnapshotOut)
-async def get_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+async def get_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(w.SnapshotOut.of(await read(core, snapshots.get_snapshot, core, principal, server_id, snapshot_id)))
 
 
@@ -150,7 +150,7 @@ async def get_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principa
     status_code=204,
     response_class=Response,
 )
-def delete_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def delete_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     snapshots.delete_snapshot(core, principal, server_id, snapshot_id)
     return Response(status_code=204)
 
@@ -158,7 +158,7 @@ def delete_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: 
 @router.post(
     "/servers/{server_id}/snapshots/{snapshot_id}/restore", operation_id="restoreSnapshot", response_model=w.ServerOut
 )
-def restore_snapshot(server_id: int, snapshot_id: int, core: CoreDep, principal: PrincipalDep) -> Response:
+def restore_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
     return reply(server_out(core, snapshots.restore_snapshot(core, principal, server_id, snapshot_id)))
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import weakref
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloudplane.api.common.deps import MAX_ID
 from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
 from cloudplane.domain.states import ServerStatus, TaskState
 from cloudplane.services.servers import ServerView
@@ -23,8 +24,8 @@ class ServerCreate(Request):
     image_slug: str = Field(min_length=1, max_length=64)
     location_slug: str = Field(min_length=1, max_length=64)
     hostname: str | None = Field(default=None, max_length=253)
-    password: str | None = Field(default=None, max_length=128)
-    ssh_keys: list[int] = Field(default_factory=list, max_length=50)
+    password: str | None = Field(default=None, min_length=8, max_length=128)
+    ssh_keys: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default_factory=list, max_length=50)
 
 
 class SSHKeyCreate(Request):

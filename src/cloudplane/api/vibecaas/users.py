@@ -11,7 +11,11 @@ from cloudplane.api.common.faces import face_route_class
 from cloudplane.api.vibecaas.envelope import vibecaas_renderer
 from cloudplane.services import users
 
-router = APIRouter(route_class=face_route_class(vibecaas_renderer), tags=["VibeCaaS users"])
+router = APIRouter(
+    route_class=face_route_class(vibecaas_renderer),
+    tags=["VibeCaaS users"],
+    responses=w.errors(400, 401, 403, 409, 422, 429),
+)
 
 
 @router.get("/users/me")

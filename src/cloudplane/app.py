@@ -18,7 +18,9 @@ from cloudplane import __version__
 from cloudplane.api.accounts.routes import router as accounts_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
+from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
+from cloudplane.api.common.idempotency import IdempotencyMiddleware
 from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
@@ -122,6 +124,9 @@ def create_app(core: Core | None = None) -> FastAPI:
     settings = core.settings if core is not None else get_settings()
     app.state.ratelimiter = RateLimiter(settings.redis_url) if settings.rate_limits_enabled else None
     app.add_middleware(RateLimitHeadersMiddleware)
+    # The last added is outermost: the body limit must wrap idempotency, which reads the whole body.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
     install_error_handlers(app)
     register_prefix("/api", default_renderer)
     register_prefix("/api/v1", cloudvps_renderer)

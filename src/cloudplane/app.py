@@ -122,7 +122,11 @@ def create_app(core: Core | None = None) -> FastAPI:
     if core is not None:
         app.state.core = core
     settings = core.settings if core is not None else get_settings()
-    app.state.ratelimiter = RateLimiter(settings.redis_url) if settings.rate_limits_enabled else None
+    app.state.ratelimiter = (
+        RateLimiter(settings.redis_url, key_prefix=settings.rate_limit_key_prefix)
+        if settings.rate_limits_enabled
+        else None
+    )
     app.add_middleware(RateLimitHeadersMiddleware)
     # The last added is outermost: the body limit must wrap idempotency, which reads the whole body.
     app.add_middleware(IdempotencyMiddleware)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
         "in process memory.",
     )
     rate_limits_enabled: bool = True
+    # Namespace of the counters in Redis, so several Cloudplane deployments (or test runs) can share one Redis.
+    rate_limit_key_prefix: str = "cloudplane-ratelimit"
     default_provider: str = "simulator"
     max_page_size: int = 100
     log_level: str = "WARNING"

@@ -3,6 +3,7 @@ limit. Redis must be reachable (it runs here and in CI); an unreachable Redis fa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import redis
 
@@ -158,3 +160,23 @@ async def test_reset_clears_only_this_limiters_prefix(key_prefix: str, redis_lim
     finally:
         await neighbour.reset()
         await neighbour.aclose()
+
+
+def test_two_api_processes_together_admit_no_more_than_the_limit(service_factory) -> None:
+    """QUALITY.md: with Redis configured, API processes share one count per account."""
+
+    settings = {"redis_url": REDIS_URL, "rate_limit_key_prefix": f"cp-e2e-{uuid.uuid4().hex}"}
+    first = service_factory(**settings)
+    first.start()
+    second = service_factory(**settings)
+    second.start()
+    headers = {"Authorization": f"Bearer {first.api_key}"}
+
+    async def hammer() -> list[int]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            replies = await asyncio.gather(*(client.get(f"{(first, second)[i % 2].url}/api/plans") for i in range(100)))
+        return [r.status_code for r in replies]
+
+    codes = asyncio.run(hammer())
+    assert codes.count(200) == 60, codes  # the free tier: 60 a minute, across both processes
+    assert codes.count(429) == 40

@@ -22,6 +22,7 @@ from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
 from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from cloudplane.api.gpumgr.routes import router as gpumgr_router
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
@@ -138,6 +139,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(cloudvps_users_router, prefix="/api/v1")
     app.include_router(vibecaas_users_router, prefix="/api/v1")
+    app.include_router(gpumgr_router, prefix="/api/v1")
 
     @app.get("/health", include_in_schema=False)
     def health(request: Request) -> JSONResponse:

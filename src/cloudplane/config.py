@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     # Namespace of the counters in Redis, so several Cloudplane deployments (or test runs) can share one Redis.
     rate_limit_key_prefix: str = "cloudplane-ratelimit"
+    vastai_api_key: str | None = Field(
+        default=None, description="Vast.ai API key; unset, a simulated marketplace serves as vast_ai."
+    )
     default_provider: str = "simulator"
     max_page_size: int = 100
     log_level: str = "WARNING"

@@ -58,7 +58,7 @@ def fuzz_config(base_url: str, *, mode: str = "all", max_examples: int = EXAMPLE
                             "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
                         }
                     },
-                }
+                },
             ],
         }
     )

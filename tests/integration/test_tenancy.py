@@ -39,6 +39,18 @@ INTRUSIONS = {
     ),
     ("POST", "/api/servers"): lambda ids: ("POST", "/api/servers", {**SERVER_BODY, "ssh_keys": [ids["key"]]}),
     ("DELETE", "/api/v1/api-keys/{key_id}"): lambda ids: ("DELETE", f"/api/v1/api-keys/{ids['api_key']}", None),
+    ("GET", "/api/v1/instances/{instance_id}"): lambda ids: ("GET", f"/api/v1/instances/{ids['gpu']}", None),
+    ("DELETE", "/api/v1/instances/{instance_id}"): lambda ids: ("DELETE", f"/api/v1/instances/{ids['gpu']}", None),
+    ("POST", "/api/v1/instances/{instance_id}/start"): lambda ids: (
+        "POST",
+        f"/api/v1/instances/{ids['gpu']}/start",
+        None,
+    ),
+    ("POST", "/api/v1/instances/{instance_id}/stop"): lambda ids: (
+        "POST",
+        f"/api/v1/instances/{ids['gpu']}/stop",
+        None,
+    ),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -54,6 +66,11 @@ ID_FREE = {
 
 # Routes about the caller only (no ids): the caller's own profile, keys, sessions.
 ID_FREE |= {
+    ("GET", "/api/v1/providers"),
+    ("GET", "/api/v1/gpu-models"),
+    ("GET", "/api/v1/offers/search"),
+    ("GET", "/api/v1/instances"),
+    ("POST", "/api/v1/instances"),
     ("GET", "/api/v1/api-keys"),
     ("POST", "/api/v1/api-keys"),
     ("GET", "/api/v1/users/profile"),
@@ -109,7 +126,7 @@ async def test_admin_routes_answer_403_to_a_user(client, make_tenant) -> None:
 
 async def test_every_non_public_route_requires_credentials(client, app) -> None:
     for method, path in api_routes(app) - PUBLIC - ANONYMOUS:
-        url = path.format(server_id=1, snapshot_id=1, key_id=1, user_id="user-1")
+        url = path.format(server_id=1, snapshot_id=1, key_id=1, user_id="user-1", instance_id="vast_1")
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
 
@@ -139,18 +156,28 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
     await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["task_state"] is None)
 
     api_key = (await client.post("/api/v1/api-keys", json={"name": "mine"}, headers=owner.headers)).json()["data"]
+    offers = (await client.get("/api/v1/offers/search", params={"available": True}, headers=owner.headers)).json()
+    rented = await client.post(
+        "/api/v1/instances",
+        json={"provider": "vast_ai", "offer_id": offers["data"][-1]["provider_id"], "image": "ubuntu", "label": "gpu"},
+        headers=owner.headers,
+    )
+    gpu = rented.json()["data"]["id"]
+    await eventually(lambda: get(f"/api/v1/instances/{gpu}"), lambda i: i["data"]["status"] == "running")
     ids = {
         "server": server["id"],
         "stopped": stopped["id"],
         "key": key["id"],
         "snapshot": snap["id"],
         "api_key": api_key["id"],
+        "gpu": gpu,
     }
     before = [
         await get(f"/api/servers/{server['id']}"),
         await get(f"/api/servers/{stopped['id']}"),
         await get(f"/api/ssh-keys/{key['id']}"),
         await get(snap_url),
+        await get(f"/api/v1/instances/{gpu}"),
     ]
 
     for (method, template), make in INTRUSIONS.items():
@@ -165,6 +192,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         await get(f"/api/servers/{stopped['id']}"),
         await get(f"/api/ssh-keys/{key['id']}"),
         await get(snap_url),
+        await get(f"/api/v1/instances/{gpu}"),
     ]
     assert after == before
     for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys")):

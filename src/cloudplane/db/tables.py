@@ -209,15 +209,26 @@ class Server(Base):
     task_state: Mapped[str | None] = mapped_column(String(20))
     provider: Mapped[str] = mapped_column(String(50))
     provider_ref: Mapped[str | None] = mapped_column(String(200))
-    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    # A catalog server has a plan, image and location; a GPU instance rented from a marketplace has none.
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"))
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
     ipv4: Mapped[str | None] = mapped_column(String(45))
     private_ipv4: Mapped[str | None] = mapped_column(String(45))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # GPU instances: what was rented, where, at what price, and the provider's own details (ssh host, image...).
+    gpu_model: Mapped[str | None] = mapped_column(String(100))
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    ram_gb: Mapped[float | None] = mapped_column(Numeric(10, 2))
+    storage_gb: Mapped[float | None] = mapped_column(Numeric(10, 2))
+    price_per_hour: Mapped[float | None] = mapped_column(Numeric(10, 4))
+    region: Mapped[str | None] = mapped_column(String(100))
+    offer_id: Mapped[str | None] = mapped_column(String(100))
+    provider_data: Mapped[str | None] = mapped_column(Text)
 
 
 class Snapshot(Base):

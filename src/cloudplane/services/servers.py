@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, select, update
@@ -42,15 +43,24 @@ class ServerView:
     task_state: str | None
     provider: str
     provider_ref: str | None
-    plan_id: int
-    image_id: int
-    location_id: int
+    plan_id: int | None
+    image_id: int | None
+    location_id: int | None
     ipv4: str | None
     private_ipv4: str | None
     error_message: str | None
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    gpu_model: str | None
+    gpu_count: int | None
+    cpu_count: int | None
+    ram_gb: Decimal | None
+    storage_gb: Decimal | None
+    price_per_hour: Decimal | None
+    region: str | None
+    offer_id: str | None
+    provider_data: str | None
     ssh_keys: tuple[Row[Any], ...]
     snapshots: tuple[Row[Any], ...]
 
@@ -230,10 +240,26 @@ def claim(session: Session, principal: Principal, server_id: int, action: Action
     )
 
 
+def require_capability(core: Core, session: Session, principal: Principal, server_id: int, operation: str) -> None:
+    """Refuse, before anything changes, an action the server's provider cannot do (a rented GPU instance has no
+    snapshots), saying why."""
+    provider = session.scalar(select(Server.provider).where(*_owned(principal.account_id, server_id)))
+    if provider is None:
+        raise NotFound("Server not found", server_id=server_id)
+    capabilities = core.providers.get(provider).capabilities
+    if not capabilities.supports(operation):
+        raise InvalidState(
+            f"{provider} servers cannot {operation}: {capabilities.unsupported[operation]}",
+            server_id=server_id,
+            provider=provider,
+        )
+
+
 def server_action(core: Core, principal: Principal, server_id: int, action_name: str) -> ServerView:
     """start, stop, reboot or delete: claim the server, record the operation, start its workflow."""
     action = ACTIONS[action_name]
     with core.db.write() as s:
+        require_capability(core, s, principal, server_id, action.name)
         claim(s, principal, server_id, action)
         op = operations.new_operation(s, account_id=principal.account_id, kind=action.name, server_id=server_id)
     operations.launch(op.id)

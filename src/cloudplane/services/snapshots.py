@@ -11,7 +11,7 @@ from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.states import ACTIONS, SnapshotStatus
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, ServerView, claim, get_server, require_server
+from cloudplane.services.servers import Page, ServerView, claim, get_server, require_capability, require_server
 
 
 def _live(principal: Principal, server_id: int):  # type: ignore[no-untyped-def]
@@ -56,6 +56,7 @@ def create_snapshot(
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     with core.db.write() as s:
+        require_capability(core, s, principal, server_id, "snapshot")
         claim(s, principal, server_id, ACTIONS["snapshot"])
         snap = Snapshot(
             account_id=principal.account_id,

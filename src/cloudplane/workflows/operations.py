@@ -21,6 +21,7 @@ from cloudplane.db.tables import Operation, Server, ServerSSHKey, Snapshot, SSHK
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ACTIONS, ServerStatus, SnapshotStatus
 from cloudplane.providers.base import CreateRequest, Machine, MachineState
+from cloudplane.providers.marketplace import Instance, RentRequest
 from cloudplane.workflows.engine import current_core
 
 # A machine still not in its target state after this long (scaled like the simulator) fails the operation.
@@ -39,6 +40,7 @@ class OperationView:
     provider_ref: str | None = None
     snapshot_ref: str | None = None
     create_request: CreateRequest | None = None
+    rent_request: RentRequest | None = None
     create_token: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -51,6 +53,12 @@ def _retryable(error: BaseException) -> bool:
 async def provider_call(provider: str, method: str, *args: Any) -> Any:
     """Every call the workflows make to a provider; safe to retry because provider calls are idempotent."""
     return await getattr(current_core().providers.get(provider), method)(*args)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=6, interval_seconds=0.2, backoff_rate=2.0, should_retry=_retryable)
+async def market_call(provider: str, method: str, *args: Any) -> Any:
+    """Calls to a GPU marketplace (renting); idempotent like every provider call."""
+    return await getattr(current_core().providers.market(provider), method)(*args)
 
 
 @DBOS.step()
@@ -67,6 +75,7 @@ async def load_operation(op_id: str) -> OperationView:
         server = s.get(Server, op.server_id) if op.server_id else None
         snap = s.get(Snapshot, op.snapshot_id) if op.snapshot_id else None
         create_request = None
+        rent_request = None
         create_token = None
         if server is not None and op.kind == "create":
             view = core.catalog.view()
@@ -91,6 +100,16 @@ async def load_operation(op_id: str) -> OperationView:
                 ssh_public_keys=tuple(keys),
                 root_password_hash=params.get("root_password_hash"),
             )
+        elif server is not None and op.kind == "rent":
+            params = json.loads(op.params or "{}")
+            rent_request = RentRequest(
+                token=op.id,
+                offer_id=params["offer_id"],
+                image=params["image"],
+                label=params["label"],
+                onstart_script=params.get("onstart_script"),
+                ssh_key=params.get("ssh_key"),
+            )
         elif server is not None and server.provider_ref is None:
             create_token = s.scalar(
                 select(Operation.id).where(Operation.server_id == server.id, Operation.kind == "create")
@@ -105,6 +124,7 @@ async def load_operation(op_id: str) -> OperationView:
             provider_ref=server.provider_ref if server else None,
             snapshot_ref=snap.provider_ref if snap else None,
             create_request=create_request,
+            rent_request=rent_request,
             create_token=create_token,
         )
 
@@ -179,6 +199,50 @@ async def create(op: OperationView) -> None:
     )
 
 
+def instance_details(instance: Instance) -> dict[str, Any]:
+    """The server columns a rented instance fills in."""
+    return {
+        "gpu_model": instance.gpu_model or None,
+        "gpu_count": instance.gpu_count or None,
+        "cpu_count": instance.cpu_count or None,
+        "ram_gb": instance.ram_gb or None,
+        "storage_gb": instance.storage_gb or None,
+        "price_per_hour": instance.price_per_hour or None,
+        "region": instance.region or None,
+        "ipv4": instance.public_ipaddr,
+        "provider_data": json.dumps(
+            {
+                "machine_id": instance.machine_id,
+                "image": instance.image,
+                "onstart_script": instance.onstart_script,
+                "ssh_host": instance.ssh_host,
+                "ssh_port": instance.ssh_port,
+                "public_ipaddr": instance.public_ipaddr,
+                "status_detail": instance.status_detail,
+            }
+        ),
+    }
+
+
+async def rent(op: OperationView) -> None:
+    assert op.rent_request is not None
+    instance = await market_call(op.provider, "rent", op.rent_request)
+    await update_rows(
+        op.id,
+        {"status": "running", "progress": 30},
+        op.server_id,
+        {"provider_ref": instance.instance_id, **instance_details(instance)},
+    )
+    await wait_for(op, instance.instance_id, MachineState.RUNNING)
+    instance = await market_call(op.provider, "get_instance", instance.instance_id)
+    await update_rows(
+        op.id,
+        {"status": "succeeded", "progress": 100},
+        op.server_id,
+        {"status": ServerStatus.RUNNING, "task_state": None, **instance_details(instance)},
+    )
+
+
 def _power_action(method: str, target: ServerStatus) -> Callable[[OperationView], Awaitable[None]]:
     async def run(op: OperationView) -> None:
         await provider_call(op.provider, method, op.provider_ref)
@@ -240,6 +304,7 @@ async def restore(op: OperationView) -> None:
 
 HANDLERS: dict[str, Callable[[OperationView], Awaitable[None]]] = {
     "create": create,
+    "rent": rent,
     "start": _power_action("start", ACTIONS["start"].ends_in),  # type: ignore[arg-type]
     "stop": _power_action("stop", ACTIONS["stop"].ends_in),  # type: ignore[arg-type]
     "reboot": _power_action("reboot", ACTIONS["reboot"].ends_in),  # type: ignore[arg-type]
@@ -262,7 +327,7 @@ async def fail(op: OperationView, error: BaseException) -> None:
     message = describe(error)
     server_values: dict[str, Any] | None = {"task_state": None}
     snapshot_values = None
-    if op.kind == "create":
+    if op.kind in ("create", "rent"):
         try:
             made = await provider_call(op.provider, "find_by_token", op.id)
             if made is not None:

@@ -19,8 +19,7 @@ T = TypeVar("T")
 
 
 def server_out(core: Core, server: ServerView, model: type[w.ServerOut] = w.ServerOut) -> w.ServerOut:
-    view = core.catalog.view()
-    return model.of(server, view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id))
+    return model.of(server, core.catalog.view())
 
 
 def _page(items: Sequence[T], page: PageDep) -> list[T]:

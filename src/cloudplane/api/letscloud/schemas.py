@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import weakref
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -11,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloudplane.api.common.deps import MAX_ID
 from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
 from cloudplane.domain.states import ServerStatus, TaskState
+from cloudplane.services.catalog import CatalogView
 from cloudplane.services.servers import ServerView
 
 
@@ -154,6 +157,37 @@ def wire_status(status: str, task_state: str | None) -> str:
     return _STATUS_TO_WIRE[status]  # type: ignore[index]
 
 
+def _rented_specs(server: ServerView) -> tuple[PlanOut, ImageOut, LocationOut]:
+    """A GPU instance rented from a marketplace has no catalog plan, image or location: describe what was rented
+    in the same shapes, so LetsCloud clients see it like any server."""
+    details = json.loads(server.provider_data or "{}")
+    gpu = f"{server.gpu_count or 1}x {server.gpu_model or 'GPU'}"
+    image_ref = str(details.get("image") or "unknown")
+    name, _, tag = image_ref.partition(":")
+    region = server.region or "unknown"
+    return (
+        PlanOut(
+            slug=re.sub(r"[^a-z0-9]+", "-", f"gpu-{gpu}".lower()).strip("-"),
+            name=f"{gpu} ({server.provider})",
+            ram=int((server.ram_gb or 0) * 1024),
+            cpu=server.cpu_count or 0,
+            disk=int(server.storage_gb or 0),
+            price=round(float(server.price_per_hour or 0) * HOURS_PER_MONTH, 2),
+            available=False,
+        ),
+        ImageOut(
+            slug=image_ref,
+            name=image_ref,
+            distribution=name,
+            version=tag or "latest",
+            architecture="x86_64",
+            available=False,
+        ),
+        LocationOut(slug=region.lower(), name=region, country="", region=region, available=False),
+    )
+
+
+HOURS_PER_MONTH = 730
 _catalog_models: weakref.WeakKeyDictionary[Any, BaseModel] = weakref.WeakKeyDictionary()
 
 
@@ -182,9 +216,15 @@ class ServerOut(BaseModel):
     snapshots: list[SnapshotOut]
 
     @classmethod
-    def of(cls, server: ServerView, plan: Plan, image: Image, location: Location) -> ServerOut:
+    def of(cls, server: ServerView, catalog: CatalogView) -> ServerOut:
         # Built without validation: every value comes from our own rows, and this runs for each server of
         # every list. The catalog parts are built once per catalog row.
+        if server.plan_id is None:
+            plan, image, location = _rented_specs(server)
+        else:
+            plan = _catalog_out(PlanOut, catalog.plan(server.plan_id))
+            image = _catalog_out(ImageOut, catalog.image(server.image_id))  # type: ignore[arg-type]
+            location = _catalog_out(LocationOut, catalog.location(server.location_id))  # type: ignore[arg-type]
         return cls.model_construct(
             id=server.id,
             label=server.label,
@@ -193,9 +233,9 @@ class ServerOut(BaseModel):
             task_state=server.task_state if server.status != ServerStatus.CREATING else "creating",
             ip_address=server.ipv4,
             private_ip=server.private_ipv4,
-            plan=_catalog_out(PlanOut, plan),
-            image=_catalog_out(ImageOut, image),
-            location=_catalog_out(LocationOut, location),
+            plan=plan,
+            image=image,
+            location=location,
             created_at=server.created_at,
             updated_at=server.updated_at,
             ssh_keys=[SSHKeyOut.of(k) for k in server.ssh_keys],

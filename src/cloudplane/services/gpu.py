@@ -1,0 +1,127 @@
+"""GPU instances: offers searched across marketplaces, rented as servers through a durable operation."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import bindparam, func, select
+
+from cloudplane.core import Core
+from cloudplane.db.tables import Server
+from cloudplane.domain.errors import Conflict, NotFound, ValidationFailed
+from cloudplane.domain.ssh_keys import SSHKeyError, parse_public_key
+from cloudplane.domain.states import ServerStatus
+from cloudplane.providers.market_search import SearchResult
+from cloudplane.providers.marketplace import Offer, OfferQuery
+from cloudplane.services import operations
+from cloudplane.services.accounts import Principal
+from cloudplane.services.servers import Page, ServerView, _views, get_server, hostname_from_label
+
+# Looking an offer up by id asks the provider itself, not the search cache: right before renting, a stale
+# "available" would only turn into a failed rent.
+ALL_OFFERS = OfferQuery(limit=100_000)
+
+
+async def search_offers(core: Core, query: OfferQuery, provider: str | None = None) -> SearchResult:
+    return await core.providers.market_search.search(query, provider)
+
+
+async def find_offer(core: Core, provider: str, offer_id: str) -> Offer:
+    market = core.providers.market(provider)  # an unknown provider is a 404 naming the known ones
+    for offer in await market.search_offers(ALL_OFFERS):
+        if offer.offer_id == offer_id:
+            if not offer.available:
+                raise Conflict("That offer is no longer available; search again", field="offer_id", offer_id=offer_id)
+            return offer
+    raise NotFound("Offer not found; search offers for current ids", field="offer_id", offer_id=offer_id)
+
+
+def rent(
+    core: Core,
+    principal: Principal,
+    offer: Offer,
+    *,
+    image: str,
+    label: str,
+    onstart_script: str | None = None,
+    ssh_key: str | None = None,
+) -> ServerView:
+    """Record the GPU server and its rent operation; the workflow rents the offer and waits for it to run."""
+    label = label.strip()
+    if not label:
+        raise ValidationFailed("Label must not be empty", field="label")
+    if ssh_key:
+        try:
+            ssh_key = parse_public_key(ssh_key).normalized
+        except SSHKeyError as e:
+            raise ValidationFailed(str(e), field="ssh_key") from None
+    with core.db.write() as s:
+        server = Server(
+            account_id=principal.account_id,
+            label=label,
+            hostname=hostname_from_label(label),
+            status=ServerStatus.CREATING,
+            provider=offer.provider,
+            gpu_model=offer.gpu_model,
+            gpu_count=offer.gpu_count,
+            cpu_count=offer.cpu_count,
+            ram_gb=offer.ram_gb,
+            storage_gb=offer.storage_gb,
+            price_per_hour=offer.price_per_hour,
+            region=offer.region,
+            offer_id=offer.offer_id,
+            provider_data=json.dumps(
+                {"machine_id": offer.machine_id, "image": image, "onstart_script": onstart_script, **offer.extra}
+            ),
+        )
+        s.add(server)
+        s.flush()
+        op = operations.new_operation(
+            s,
+            account_id=principal.account_id,
+            kind="rent",
+            server_id=server.id,
+            params={
+                "offer_id": offer.offer_id,
+                "image": image,
+                "label": label,
+                "onstart_script": onstart_script,
+                "ssh_key": ssh_key,
+            },
+        )
+    operations.launch(op.id)
+    return get_server(core, principal, server.id)
+
+
+_servers = Server.__table__
+_RENTED = (
+    _servers.c.account_id == bindparam("account_id"),
+    _servers.c.deleted_at.is_(None),
+    _servers.c.offer_id.isnot(None),
+)
+
+
+def list_instances(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
+    params = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
+    with core.db.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(_servers).where(*_RENTED), params).scalar_one()
+        rows = conn.execute(
+            select(_servers)
+            .where(*_RENTED)
+            .order_by(_servers.c.id)
+            .limit(bindparam("limit"))
+            .offset(bindparam("offset")),
+            params,
+        ).all()
+        return Page(items=_views(conn, rows), total=total, page=page, per_page=per_page)
+
+
+def get_instance(core: Core, principal: Principal, server_id: int) -> ServerView:
+    """A GPU instance of the caller's; their other servers are not instances."""
+    try:
+        server = get_server(core, principal, server_id)
+    except NotFound:
+        server = None
+    if server is None or server.offer_id is None:
+        raise NotFound("Instance not found", instance_id=server_id)
+    return server

@@ -140,3 +140,31 @@ async def test_a_failing_provider_does_not_break_search(client, tenant, core) ->
 async def test_bad_search_parameters_are_422(client, tenant, param) -> None:
     r = await client.get(f"{V1}/offers/search", params=param, headers=tenant.headers)
     assert r.status_code == 422 and r.json()["success"] is False
+
+
+async def test_a_rent_that_fails_after_the_provider_made_the_instance_destroys_it(client, make_tenant, core) -> None:
+    """Never two paid machines for one request: a failed rent removes what the marketplace made."""
+    tenant = make_tenant()
+    market = core.providers.market("vast_ai")
+    market.boot_failure_rate = 1.0
+    try:
+        offers = (await client.get(f"{V1}/offers/search", params={"available": True}, headers=tenant.headers)).json()
+        offer = offers["data"][3]
+        r = await client.post(
+            f"{V1}/instances",
+            json={"provider": "vast_ai", "offer_id": offer["provider_id"], "image": "ubuntu:24.04", "label": "doomed"},
+            headers=tenant.headers,
+        )
+        instance = r.json()["data"]
+
+        async def get():
+            return (await client.get(f"{V1}/instances/{instance['id']}", headers=tenant.headers)).json()["data"]
+
+        failed = await eventually(get, lambda i: i["status"] == "error")
+    finally:
+        market.boot_failure_rate = 0.0
+    assert failed["error"]
+    assert [i for i in await market.list_instances() if i.label.startswith("doomed")] == []
+    # The offer is back on the market.
+    again = await client.get(f"{V1}/offers/search", params={"available": True, "limit": 500}, headers=tenant.headers)
+    assert offer["provider_id"] in [o["provider_id"] for o in again.json()["data"]]

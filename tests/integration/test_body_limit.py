@@ -4,36 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
-from cloudplane.api.common.idempotency import IdempotencyMiddleware
 from tests.conftest import SERVER_BODY
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def guarded_app(core: Any) -> Any:
-    """The project app with the body limit (and idempotency) as app.py is to wire them, unless it already does."""
-    from cloudplane.app import create_app
-
-    app = create_app(core)
-    wired = {m.cls for m in app.user_middleware}
-    if IdempotencyMiddleware not in wired:
-        app.add_middleware(IdempotencyMiddleware)
-    if BodyLimitMiddleware not in wired:
-        app.add_middleware(BodyLimitMiddleware)
-    return app
-
-
-@pytest.fixture
-async def client(guarded_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded_app), base_url="http://testserver") as c:
-        yield c
 
 
 def server_body_of_size(size: int) -> bytes:

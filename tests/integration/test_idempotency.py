@@ -25,24 +25,10 @@ from tests.conftest import SERVER_BODY
 MIB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def guarded_app(core: Any) -> Any:
-    """The project app with idempotency and the body limit as app.py is to wire them, unless it already does."""
-    from cloudplane.app import create_app
-
-    app = create_app(core)
-    wired = {m.cls for m in app.user_middleware}
-    if IdempotencyMiddleware not in wired:
-        app.add_middleware(IdempotencyMiddleware)
-    if BodyLimitMiddleware not in wired:
-        app.add_middleware(BodyLimitMiddleware)
-    return app
-
-
-@pytest.fixture
-async def client(guarded_app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded_app), base_url="http://testserver") as c:
-        yield c
+def test_the_app_wires_the_guards_outermost_first(app: Any) -> None:
+    # The body limit must wrap idempotency (which reads the whole body); the conftest `client` goes through both.
+    order = [m.cls for m in app.user_middleware]
+    assert order.index(BodyLimitMiddleware) < order.index(IdempotencyMiddleware)
 
 
 def keyed(tenant: Any, key: str) -> dict[str, str]:

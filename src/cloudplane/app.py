@@ -84,6 +84,21 @@ def v1_document(app: FastAPI, base_url: str) -> dict:
     return document
 
 
+GPU_PATHS = ("/api/v1/providers", "/api/v1/gpu-models", "/api/v1/offers", "/api/v1/instances")
+
+
+def gpu_document(app: FastAPI, base_url: str) -> dict:
+    """The GPU Cloud Manager's own document: its routes of the /api/v1 document, under its title."""
+    document = v1_document(app, base_url)
+    document["info"] = {
+        "title": "GPU Cloud Manager API (Cloudplane)",
+        "version": __version__,
+        "description": "Search GPU offers across providers and run GPU instances.",
+    }
+    document["paths"] = {p: item for p, item in document["paths"].items() if p.startswith(GPU_PATHS)}
+    return document
+
+
 # Sign-in routes need no credentials; refresh and logout may carry a token as bearer.
 ANONYMOUS_V1_ROUTES = {
     "/api/v1/auth/register": [],
@@ -169,6 +184,12 @@ def create_app(core: Core | None = None) -> FastAPI:
     def v1_openapi(request: Request) -> JSONResponse:
         return JSONResponse(
             v1_document(request.app, request.app.state.core.settings.public_base_url or str(request.base_url))
+        )
+
+    @app.get("/api/v1/gpu/openapi.json", include_in_schema=False)
+    def gpu_openapi(request: Request) -> JSONResponse:
+        return JSONResponse(
+            gpu_document(request.app, request.app.state.core.settings.public_base_url or str(request.base_url))
         )
 
     @app.get("/api/v1/docs", include_in_schema=False)

@@ -168,3 +168,20 @@ async def test_a_rent_that_fails_after_the_provider_made_the_instance_destroys_i
     # The offer is back on the market.
     again = await client.get(f"{V1}/offers/search", params={"available": True, "limit": 500}, headers=tenant.headers)
     assert offer["provider_id"] in [o["provider_id"] for o in again.json()["data"]]
+
+
+async def test_its_own_openapi_document(client) -> None:
+    from openapi_spec_validator import validate
+
+    doc = (await client.get(f"{V1}/gpu/openapi.json")).json()
+    validate(doc)
+    assert doc["info"]["title"].startswith("GPU Cloud Manager")
+    assert set(doc["paths"]) == {
+        "/api/v1/providers",
+        "/api/v1/gpu-models",
+        "/api/v1/offers/search",
+        "/api/v1/instances",
+        "/api/v1/instances/{instance_id}",
+        "/api/v1/instances/{instance_id}/start",
+        "/api/v1/instances/{instance_id}/stop",
+    }

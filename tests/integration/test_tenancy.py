@@ -101,6 +101,7 @@ PUBLIC = {
     ("GET", "/api/docs"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/docs"),
+    ("GET", "/api/v1/gpu/openapi.json"),
 }
 
 

@@ -15,7 +15,7 @@ from cloudplane.providers.market_search import SearchResult
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, ServerView, _views, get_server, hostname_from_label
+from cloudplane.services.servers import Page, ServerView, get_server, hostname_from_label, server_views
 
 # Looking an offer up by id asks the provider itself, not the search cache: right before renting, a stale
 # "available" would only turn into a failed rent.
@@ -113,7 +113,7 @@ def list_instances(core: Core, principal: Principal, *, page: int, per_page: int
             .offset(bindparam("offset")),
             params,
         ).all()
-        return Page(items=_views(conn, rows), total=total, page=page, per_page=per_page)
+        return Page(items=server_views(conn, rows), total=total, page=page, per_page=per_page)
 
 
 def get_instance(core: Core, principal: Principal, server_id: int) -> ServerView:

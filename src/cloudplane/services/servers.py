@@ -110,7 +110,7 @@ _SNAPSHOTS_OF = (
 assert [c.name for c in _servers.c] == [f.name for f in fields(ServerView)][:-2], "ServerView must mirror servers"
 
 
-def _views(conn: Connection, rows: Sequence[Row[Any]]) -> list[ServerView]:
+def server_views(conn: Connection, rows: Sequence[Row[Any]]) -> list[ServerView]:
     if not rows:
         return []
     ids = [r.id for r in rows]
@@ -135,14 +135,14 @@ def get_server(core: Core, principal: Principal, server_id: int) -> ServerView:
         row = conn.execute(_ONE_SERVER, {"server_id": server_id, "account_id": principal.account_id}).first()
         if row is None:
             raise NotFound("Server not found", server_id=server_id)
-        return _views(conn, [row])[0]
+        return server_views(conn, [row])[0]
 
 
 def list_servers(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
     params = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
     with core.db.connect() as conn:
         total = conn.execute(_SERVER_COUNT, params).scalar_one()
-        items = _views(conn, conn.execute(_SERVER_PAGE, params).all())
+        items = server_views(conn, conn.execute(_SERVER_PAGE, params).all())
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 

@@ -1,0 +1,89 @@
+"""One `harness` per provider under test: the provider, refs it never issued, and its way to fail a create half way."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cloudplane.db.engine import Database
+from cloudplane.providers.base import Provider
+from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
+
+TEST_HOST = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt" / "testhost.xml"
+
+
+@dataclass
+class Harness:
+    provider: Provider
+    # Well-formed refs the provider never issued: the unknown-id tests must reach the lookup, not a parse error.
+    unknown_ref: str
+    unknown_snapshot_ref: str
+    # Within this context the next create fails after the provider has made something.
+    failing_create: Callable[[], contextlib.AbstractContextManager[None]]
+    # True: the provider removes what a failed create made. False: the failure is only in the reply, and a
+    # retry with the same token finds the machine (both allowed by `Provider.create`).
+    failed_create_leaves_nothing: bool
+
+
+def simulator_harness(tmp_path: Path) -> Iterator[Harness]:
+    db = Database(f"sqlite:///{tmp_path / 'simulator.sqlite'}")
+    provider = SimulatorProvider(db, SimulatorConfig(time_scale=0))
+
+    @contextlib.contextmanager
+    def failing_create() -> Iterator[None]:
+        # The simulator's create is one insert, so its only part-way failure is the lost reply after the insert.
+        provider.config.ghost_create_rate = 1.0
+        try:
+            yield
+        finally:
+            provider.config.ghost_create_rate = 0.0
+
+    yield Harness(provider, "sim-999999", "simsnap-999999", failing_create, failed_create_leaves_nothing=False)
+    db.dispose()
+
+
+def libvirt_harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    try:
+        import libvirt
+    except ImportError as error:
+        # CI installs libvirt-python; a missing binding must show as a failure, never as a silent skip.
+        pytest.fail(
+            f"libvirt-python is not importable ({error}): apt-get install libvirt-dev pkg-config, then "
+            "pip install 'libvirt-python>=9.0'",
+            pytrace=False,
+        )
+    from cloudplane.providers.libvirt import LibvirtProvider
+
+    # A fresh connection per test: the test driver keeps its host in memory per connection.
+    provider = LibvirtProvider(f"test://{TEST_HOST}")
+
+    @contextlib.contextmanager
+    def failing_create() -> Iterator[None]:
+        # The domain is defined, then starting it fails: the provider must undefine it again.
+        def refuse_to_start(self: object, *args: object) -> int:
+            raise libvirt.libvirtError("injected: the domain failed to start")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(libvirt.virDomain, "create", refuse_to_start)
+            yield
+
+    yield Harness(
+        provider,
+        "00000000-0000-4000-8000-000000000000",
+        "00000000-0000-4000-8000-000000000000/cps-0000000000000000",
+        failing_create,
+        failed_create_leaves_nothing=True,
+    )
+    provider.close()
+
+
+@pytest.fixture(params=["simulator", "libvirt"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    if request.param == "simulator":
+        yield from simulator_harness(tmp_path)
+    else:
+        yield from libvirt_harness(monkeypatch)

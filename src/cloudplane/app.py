@@ -18,6 +18,7 @@ from cloudplane import __version__
 from cloudplane.api.accounts.routes import router as accounts_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
+from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
@@ -153,6 +154,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(letscloud_router, prefix="/api", tags=["LetsCloud"])
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(cloudvps_users_router, prefix="/api/v1")
+    app.include_router(cloudvps_vps_router, prefix="/api/v1")
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 from tests.conftest import eventually
 
 
-async def test_twenty_concurrent_actions_one_accepted_nineteen_409(client, tenant, create_running_server) -> None:
+async def test_twenty_concurrent_actions_one_accepted_nineteen_409(client, tenant, core, create_running_server) -> None:
     server = await create_running_server(tenant)
     url = f"/api/servers/{server['id']}"
     actions = ["stop", "reboot"] * 10
-    responses = await asyncio.gather(*(client.post(f"{url}/{a}", headers=tenant.headers) for a in actions))
+    # Slow provider calls keep the winner's workflow in flight while the other nineteen arrive; at time scale 0 a
+    # loaded machine could otherwise finish it in between, and a later action would rightly be accepted.
+    simulator = core.providers.get("simulator")
+    saved = simulator.config
+    simulator.config = dataclasses.replace(saved, latency_ms=400)
+    try:
+        responses = await asyncio.gather(*(client.post(f"{url}/{a}", headers=tenant.headers) for a in actions))
+    finally:
+        simulator.config = saved
     codes = Counter(r.status_code for r in responses)
     assert codes == {200: 1, 409: 19}, codes
     assert all(r.json()["code"] == "INVALID_STATE" for r in responses if r.status_code == 409)

@@ -51,6 +51,12 @@ INTRUSIONS = {
         f"/api/v1/instances/{ids['gpu']}/stop",
         None,
     ),
+    ("GET", "/api/v1/vps/{vps_id}"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}", None),
+    ("PUT", "/api/v1/vps/{vps_id}"): lambda ids: ("PUT", f"/api/v1/vps/vps-{ids['server']}", {"name": "mine now"}),
+    ("DELETE", "/api/v1/vps/{vps_id}"): lambda ids: ("DELETE", f"/api/v1/vps/vps-{ids['server']}", None),
+    ("POST", "/api/v1/vps/{vps_id}/start"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['stopped']}/start", None),
+    ("POST", "/api/v1/vps/{vps_id}/stop"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/stop", None),
+    ("POST", "/api/v1/vps/{vps_id}/restart"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/restart", None),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -78,6 +84,11 @@ ID_FREE |= {
     ("POST", "/api/v1/users/change-password"),
     ("GET", "/api/v1/users/me"),
     ("PUT", "/api/v1/users/me"),
+    ("GET", "/api/v1/vps"),
+    ("POST", "/api/v1/vps"),
+    # The catalog is the same for every account: a plan id names nothing of anyone's.
+    ("GET", "/api/v1/plans"),
+    ("GET", "/api/v1/plans/{plan_id}"),
 }
 # Sign-in routes: anonymous by nature.
 ANONYMOUS = {
@@ -127,7 +138,15 @@ async def test_admin_routes_answer_403_to_a_user(client, make_tenant) -> None:
 
 async def test_every_non_public_route_requires_credentials(client, app) -> None:
     for method, path in api_routes(app) - PUBLIC - ANONYMOUS:
-        url = path.format(server_id=1, snapshot_id=1, key_id=1, user_id="user-1", instance_id="vast_1")
+        url = path.format(
+            server_id=1,
+            snapshot_id=1,
+            key_id=1,
+            user_id="user-1",
+            instance_id="vast_1",
+            vps_id="vps-1",
+            plan_id="plan-starter",
+        )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
 
@@ -196,7 +215,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         await get(f"/api/v1/instances/{gpu}"),
     ]
     assert after == before
-    for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys")):
+    for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys"), ("/api/v1/vps", "data")):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []
     account = (await client.get("/api/account", headers=intruder.headers)).json()
     assert account["email"] == intruder.email

@@ -27,6 +27,11 @@ SEED_PLANS = [
     ("standard-4gb", "Standard 4GB", 2, 4096, 80, 24.00),
     ("performance-8gb", "Performance 8GB", 4, 8192, 160, 48.00),
     ("performance-16gb", "Performance 16GB", 8, 16384, 320, 96.00),
+    # CloudVPS Pro's plans: Starter as its document prices it, Professional as its VPS and invoice examples do.
+    ("starter", "Starter VPS", 1, 2048, 20, 9.99),
+    ("professional", "Professional VPS", 2, 4096, 50, 19.99),
+    ("business", "Business VPS", 4, 8192, 100, 39.99),
+    ("enterprise", "Enterprise VPS", 8, 16384, 200, 79.99),
 ]
 # slug, name, distribution, version
 SEED_IMAGES = [

@@ -9,13 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Server, ServerSSHKey, Snapshot, SSHKey, utcnow
 from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, ValidationFailed
-from cloudplane.domain.states import ACTIONS, Action, ServerStatus, refusal_reason
+from cloudplane.domain.states import ACTIONS, Action, ServerStatus, TaskState, refusal_reason
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.passwords import generate_root_password, shadow_hash
@@ -138,12 +138,73 @@ def get_server(core: Core, principal: Principal, server_id: int) -> ServerView:
         return server_views(conn, [row])[0]
 
 
-def list_servers(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
+# What a server is doing, in one word: the task of a running action, else its status. A snapshot leaves the
+# server as it was (running or stopped), so "snapshotting" does not show.
+VISIBLE_TASKS = frozenset(
+    {TaskState.STARTING, TaskState.STOPPING, TaskState.REBOOTING, TaskState.RESTORING, TaskState.DELETING}
+)
+_CURRENT_STATE = case(
+    (_servers.c.task_state.in_(sorted(t.value for t in VISIBLE_TASKS)), _servers.c.task_state),
+    else_=_servers.c.status,
+)
+# Names sort case-insensitively, the same on SQLite and PostgreSQL; ties always fall back to the id.
+_SORT_KEYS = {
+    "id": _servers.c.id,
+    "created_at": _servers.c.created_at,
+    "label": func.lower(_servers.c.label),
+    "state": _CURRENT_STATE,
+}
+
+
+def current_state(status: str, task_state: str | None) -> str:
+    """The word `list_servers(state=...)` filters on: the visible task while one runs, else the status."""
+    return task_state if task_state in VISIBLE_TASKS else status
+
+
+def list_servers(
+    core: Core,
+    principal: Principal,
+    *,
+    page: int,
+    per_page: int,
+    state: str | None = None,
+    sort: str = "id",
+    descending: bool = False,
+) -> Page:
+    """A page of the caller's live servers, only those in `state` (see `current_state`) if given, ordered by
+    `sort` ("id", "created_at", "label" or "state"), ties by id."""
+    if sort not in _SORT_KEYS:
+        raise ValidationFailed(f"Cannot sort by {sort!r}; sort by one of {', '.join(_SORT_KEYS)}", field="sort")
     params = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
+    if state is None and sort == "id" and not descending:
+        page_query, count_query = _SERVER_PAGE, _SERVER_COUNT
+    else:
+        where = [*_LIVE, _CURRENT_STATE == bindparam("state")] if state is not None else list(_LIVE)
+        key, tie = _SORT_KEYS[sort], _servers.c.id
+        order = (key.desc(), tie.desc()) if descending else (key, tie)
+        page_query = (
+            select(_servers).where(*where).order_by(*order).limit(bindparam("limit")).offset(bindparam("offset"))
+        )
+        count_query = select(func.count()).select_from(_servers).where(*where)
+        params["state"] = state
     with core.db.connect() as conn:
-        total = conn.execute(_SERVER_COUNT, params).scalar_one()
-        items = server_views(conn, conn.execute(_SERVER_PAGE, params).all())
+        total = conn.execute(count_query, params).scalar_one()
+        items = server_views(conn, conn.execute(page_query, params).all())
     return Page(items=items, total=total, page=page, per_page=per_page)
+
+
+def rename_server(core: Core, principal: Principal, server_id: int, label: str) -> ServerView:
+    """Change the server's label (its name); the hostname stays as it is, as it would on a running machine."""
+    label = label.strip()
+    if not label:
+        raise ValidationFailed("Label must not be empty", field="label")
+    with core.db.write() as s:
+        result = s.execute(
+            update(Server).where(*_owned(principal.account_id, server_id)).values(label=label, updated_at=utcnow())
+        )
+    if result.rowcount != 1:
+        raise NotFound("Server not found", server_id=server_id)
+    return get_server(core, principal, server_id)
 
 
 def create_server(

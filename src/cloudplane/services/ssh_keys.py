@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from cloudplane.core import Core
 from cloudplane.db.tables import SSHKey
 from cloudplane.domain.errors import Conflict, NotFound, ValidationFailed
-from cloudplane.domain.ssh_keys import SSHKeyError, parse_public_key
+from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page
 
@@ -68,3 +70,46 @@ def delete_key(core: Core, principal: Principal, key_id: int) -> None:
         result = s.execute(delete(SSHKey).where(SSHKey.id == key_id, SSHKey.account_id == principal.account_id))
     if result.rowcount != 1:
         raise NotFound("SSH key not found", key_id=key_id)
+
+
+def ensure_keys(core: Core, principal: Principal, public_keys: Sequence[str], *, field: str = "ssh_keys") -> list[int]:
+    """The ids of these public keys in the caller's account, in order and without repeats: a key the account holds
+    (same fingerprint) is reused whatever its title; another is added, titled by its comment or fingerprint.
+    A key that does not parse is refused, naming `field[i]`, before anything is added."""
+    parsed = []
+    for i, text in enumerate(public_keys):
+        try:
+            parsed.append(parse_public_key(text))
+        except SSHKeyError as e:
+            raise ValidationFailed(f"{field}[{i}]: {e}", field=f"{field}[{i}]") from None
+    if not parsed:
+        return []
+    try:
+        return _ensure_parsed(core, principal, parsed)
+    except IntegrityError:  # a concurrent request added one of these keys first; now it is there to reuse
+        return _ensure_parsed(core, principal, parsed)
+
+
+def _ensure_parsed(core: Core, principal: Principal, parsed: list[ParsedKey]) -> list[int]:
+    fingerprints = list(dict.fromkeys(k.fingerprint for k in parsed))
+    with core.db.write() as s:
+        held = dict(
+            s.execute(
+                select(SSHKey.fingerprint, SSHKey.id).where(
+                    SSHKey.account_id == principal.account_id, SSHKey.fingerprint.in_(fingerprints)
+                )
+            ).all()
+        )
+        for key in parsed:
+            if key.fingerprint not in held:
+                row = SSHKey(
+                    account_id=principal.account_id,
+                    title=(key.comment.strip() or key.fingerprint)[:200],
+                    public_key=key.normalized,
+                    key_type=key.key_type,
+                    fingerprint=key.fingerprint,
+                )
+                s.add(row)
+                s.flush()
+                held[key.fingerprint] = row.id
+    return [held[f] for f in fingerprints]

@@ -1,0 +1,475 @@
+"""CloudVPS Pro's VPS and plan routes (/api/v1/vps, /api/v1/plans): servers and catalog plans under the names and
+shapes of that document. A VPS is a `Server`, so every server of the account is one, rented GPU instances too."""
+
+from __future__ import annotations
+
+import calendar
+import json
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
+from cloudplane.api.cloudvps.envelope import cloudvps_renderer
+from cloudplane.api.common.deps import MAX_ID, CoreDep, PrincipalDep, read, reply
+from cloudplane.api.common.faces import face_route_class
+from cloudplane.api.letscloud.openapi_doc import HOSTNAME_PATTERN
+from cloudplane.core import Core
+from cloudplane.db.tables import Image, Location, Plan
+from cloudplane.domain.errors import NotFound
+from cloudplane.services import servers, ssh_keys
+from cloudplane.services.accounts import Principal
+from cloudplane.services.catalog import CatalogView
+from cloudplane.services.servers import ServerView
+
+_STATE_CONFLICT = {409: {"model": ErrorEnvelope, "description": "Not possible in the VPS's current state"}}
+_NO_SUCH_VPS = {404: {"model": ErrorEnvelope, "description": "No such VPS in your account"}}
+router = APIRouter(
+    route_class=face_route_class(cloudvps_renderer),
+    tags=["CloudVPS VPS"],
+    responses=errors(400, 401, 403, 422, 429),
+)
+
+CURRENCY = "USD"  # the catalog's prices are in US dollars
+# Monthly transfer allowance per GB of RAM: the document's examples give 1000 GB for 2 GB and 2000 GB for 4 GB.
+BANDWIDTH_GB_PER_RAM_GB = 500
+HOURS_PER_MONTH = 730  # 8760 / 12: an hourly price as a monthly one, as the LetsCloud face shows it
+DEFAULT_IMAGE = "ubuntu-22-04"
+PLAN_FEATURES = ["SSD Storage", "99.9% Uptime", "24/7 Support"]
+# Taglines of the seeded CloudVPS plans; any other plan is described by its figures.
+PLAN_DESCRIPTIONS = {
+    "starter": "Perfect for small websites",
+    "professional": "For growing sites and web applications",
+    "business": "For busy stores, databases and teams",
+    "enterprise": "For demanding production workloads",
+}
+CENT = Decimal("0.01")
+
+VpsStatus = Literal[
+    "creating", "running", "stopped", "starting", "stopping", "rebooting", "restoring", "deleting", "error"
+]
+VpsId = Annotated[str, Path(description='The VPS id, e.g. "vps-123" (a bare "123" works too)')]
+PlanId = Annotated[str, Path(description='The plan id, e.g. "plan-starter" (the bare catalog slug works too)')]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VpsCreate(Request):
+    name: str = Field(min_length=1, max_length=255, pattern=r"\S")
+    plan_id: str = Field(min_length=1, max_length=80, description='"plan-<slug>", as GET /plans lists them')
+    operating_system: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description='An image slug such as "ubuntu-22.04" (dots or dashes); Ubuntu 22.04 when left out',
+    )
+    location: str | None = Field(
+        default=None, min_length=1, max_length=64, description="A location slug; the first available when left out"
+    )
+    ssh_keys: list[Annotated[str, Field(min_length=1, max_length=16384)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="OpenSSH public key lines; each is added to your account's keys unless it is there already",
+    )
+    hostname: str | None = Field(default=None, max_length=253, pattern=HOSTNAME_PATTERN)
+
+
+class VpsUpdate(Request):
+    name: str = Field(min_length=1, max_length=255, pattern=r"\S")
+
+
+class Specifications(BaseModel):
+    cpu: int | None
+    ram: int | float | None = Field(description="GB")
+    storage: int | float | None = Field(description="GB")
+    bandwidth: int | None = Field(description="GB per month; null for rented GPU instances, which meter none")
+
+
+class VpsPricing(BaseModel):
+    monthly_price: float
+    currency: str
+    hourly_price: float | None = Field(description="Rented GPU instances bill by the hour; null for monthly plans")
+
+
+class Gpu(BaseModel):
+    model: str
+    count: int
+
+
+class SshKeyRef(BaseModel):
+    id: int
+    title: str
+    fingerprint: str
+
+
+class VpsOut(BaseModel):
+    id: str
+    name: str
+    status: VpsStatus
+    ip_address: str | None
+    private_ip: str | None
+    operating_system: str
+    specifications: Specifications
+    pricing: VpsPricing
+    created_at: datetime
+    next_billing_date: datetime
+    hostname: str
+    location: str | None
+    plan_id: str | None = Field(description="Null for a rented GPU instance, which has no catalog plan")
+    gpu: Gpu | None
+    ssh_keys: list[SshKeyRef]
+    error_message: str | None
+
+
+class VpsCreated(VpsOut):
+    root_password: str | None = Field(description="The generated root password; shown only in this reply")
+
+
+class VpsReply(BaseModel):
+    success: bool = True
+    data: VpsOut
+
+
+class VpsActionReply(VpsReply):
+    message: str
+
+
+class VpsCreatedReply(BaseModel):
+    success: bool = True
+    message: str
+    data: VpsCreated
+
+
+class PaginationOut(BaseModel):
+    page: int
+    limit: int
+    total: int
+    has_next: bool
+    has_prev: bool
+
+
+class VpsListReply(BaseModel):
+    success: bool = True
+    data: list[VpsOut]
+    pagination: PaginationOut
+
+
+class PlanSpecifications(BaseModel):
+    cpu: int
+    ram: int | float = Field(description="GB")
+    storage: int = Field(description="GB")
+    bandwidth: int = Field(description="GB per month")
+
+
+class PlanPricing(BaseModel):
+    monthly: float
+    annually: float
+    currency: str
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    specifications: PlanSpecifications
+    pricing: PlanPricing
+    features: list[str]
+    available: bool = Field(description="False for a retired plan, which existing VPSs keep but new ones cannot use")
+
+
+class PlanReply(BaseModel):
+    success: bool = True
+    data: PlanOut
+
+
+class PlanListReply(BaseModel):
+    success: bool = True
+    data: list[PlanOut]
+
+
+def parse_vps_id(value: str) -> int:
+    digits = value.removeprefix("vps-")
+    # The length check comes first: int() of thousands of digits is slow, and refused past 4300.
+    if len(digits) > 19 or not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) <= MAX_ID:
+        raise NotFound("VPS not found", vps_id=value)
+    return int(digits)
+
+
+def _gb(mb: int) -> int | float:
+    return mb // 1024 if mb % 1024 == 0 else round(mb / 1024, 2)
+
+
+def _number(value: Decimal | None) -> int | float | None:
+    return None if value is None else (int(value) if value == int(value) else float(value))
+
+
+def annual_price(monthly: Decimal) -> Decimal:
+    """Ten months' price (two months free) at the nearest price ending in .99, as the document prices Starter:
+    9.99 a month, 99.99 a year."""
+    ten_months = Decimal(str(monthly)).quantize(CENT) * 10
+    if ten_months < 1:
+        return ten_months
+    return (ten_months + CENT).quantize(Decimal(1), ROUND_HALF_UP) - CENT
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+def next_billing_date(created_at: datetime, now: datetime) -> datetime:
+    """The first monthly anniversary of `created_at` after `now`, and never the creation day itself; one made on
+    the 31st renews on the last day of shorter months."""
+    months = max(1, (now.year - created_at.year) * 12 + now.month - created_at.month)
+    due = _add_months(created_at, months)
+    return due if due > now else _add_months(created_at, months + 1)
+
+
+def plan_out(plan: Plan) -> PlanOut:
+    ram = _gb(plan.ram_mb)
+    monthly = Decimal(str(plan.price_monthly)).quantize(CENT)
+    return PlanOut(
+        id=f"plan-{plan.slug}",
+        name=plan.name,
+        description=PLAN_DESCRIPTIONS.get(
+            plan.slug, f"{plan.cpu} vCPU, {ram} GB RAM and {plan.disk_gb} GB SSD storage"
+        ),
+        specifications=PlanSpecifications(
+            cpu=plan.cpu, ram=ram, storage=plan.disk_gb, bandwidth=round(BANDWIDTH_GB_PER_RAM_GB * plan.ram_mb / 1024)
+        ),
+        pricing=PlanPricing(monthly=float(monthly), annually=float(annual_price(monthly)), currency=CURRENCY),
+        features=PLAN_FEATURES,
+        available=plan.available,
+    )
+
+
+def find_plan(catalog: CatalogView, plan_id: str, *, for_sale: bool = False) -> Plan:
+    # "plan-x" names slug "x"; a bare slug works too, and is tried second in case a slug itself starts "plan-".
+    for slug in (plan_id.removeprefix("plan-"), plan_id):
+        plan = catalog.by_slug("plan", slug)
+        if plan is not None and (plan.available or not for_sale):
+            return plan  # type: ignore[return-value]
+    raise NotFound("Plan not found; GET /plans lists the plans", field="plan_id", plan_id=plan_id)
+
+
+def find_image(catalog: CatalogView, operating_system: str | None) -> Image:
+    available = [i for i in catalog.images if i.available]
+    if operating_system is None:
+        default = catalog.by_slug("image", DEFAULT_IMAGE)
+        if default is not None and default.available:
+            return default  # type: ignore[return-value]
+        if available:
+            return available[0]
+    else:
+        # The document writes "ubuntu-22.04" where the catalog's slug is "ubuntu-22-04".
+        wanted = operating_system.strip().lower().replace(".", "-")
+        for image in available:
+            if image.slug in (wanted, operating_system):
+                return image
+    raise NotFound(
+        "Operating system not found",
+        field="operating_system",
+        operating_system=operating_system,
+        available=[i.slug for i in available],
+    )
+
+
+def find_location(catalog: CatalogView, location: str | None) -> Location:
+    available = [loc for loc in catalog.locations if loc.available]
+    for candidate in available:
+        if location is None or candidate.slug == location.strip().lower():
+            return candidate
+    raise NotFound("Location not found", field="location", location=location, available=[loc.slug for loc in available])
+
+
+def vps_out(
+    server: ServerView, catalog: CatalogView, now: datetime, model: type[VpsOut] = VpsOut, **extra: Any
+) -> VpsOut:
+    if server.plan_id is None:  # rented from a GPU marketplace: its figures are on the server itself
+        details = json.loads(server.provider_data or "{}")
+        hourly = Decimal(str(server.price_per_hour or 0))
+        operating_system = str(details.get("image") or "unknown")
+        specifications = Specifications(
+            cpu=server.cpu_count,
+            ram=_number(server.ram_gb),
+            storage=_number(server.storage_gb),
+            bandwidth=None,
+        )
+        pricing = VpsPricing(
+            monthly_price=float((hourly * HOURS_PER_MONTH).quantize(CENT)),
+            currency=CURRENCY,
+            hourly_price=float(hourly),
+        )
+        location, plan_id = server.region, None
+    else:
+        plan = plan_out(catalog.plan(server.plan_id))
+        operating_system = catalog.image(server.image_id).name  # type: ignore[arg-type]
+        specifications = Specifications(**plan.specifications.model_dump())
+        pricing = VpsPricing(monthly_price=plan.pricing.monthly, currency=CURRENCY, hourly_price=None)
+        location, plan_id = catalog.location(server.location_id).slug, plan.id  # type: ignore[arg-type]
+    return model(
+        id=f"vps-{server.id}",
+        name=server.label,
+        status=servers.current_state(server.status, server.task_state),
+        ip_address=server.ipv4,
+        private_ip=server.private_ipv4,
+        operating_system=operating_system,
+        specifications=specifications,
+        pricing=pricing,
+        created_at=server.created_at,
+        next_billing_date=next_billing_date(server.created_at, now),
+        hostname=server.hostname,
+        location=location,
+        plan_id=plan_id,
+        gpu=Gpu(model=server.gpu_model, count=server.gpu_count or 1) if server.gpu_model else None,
+        ssh_keys=[SshKeyRef(id=k.id, title=k.title, fingerprint=k.fingerprint) for k in server.ssh_keys],
+        error_message=server.error_message,
+        **extra,
+    )
+
+
+SORT_KEYS = {"created_at": "created_at", "name": "label", "status": "state"}
+
+
+@router.get("/vps", response_model=VpsListReply)
+async def list_vps(
+    core: CoreDep,
+    principal: PrincipalDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")] = 1,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")] = 20,
+    status: Annotated[VpsStatus | None, Query(description="Only VPSs in this status")] = None,
+    sort: Annotated[Literal["created_at", "name", "status"], Query(description="Sort field")] = "created_at",
+    order: Annotated[Literal["asc", "desc"], Query(description="Newest first unless asked otherwise")] = "desc",
+) -> Response:
+    result = await read(
+        core,
+        servers.list_servers,
+        core,
+        principal,
+        page=page,
+        per_page=limit,
+        state=status,
+        sort=SORT_KEYS[sort],
+        descending=order == "desc",
+    )
+    catalog, now = core.catalog.view(), datetime.now(UTC)
+    return reply(
+        VpsListReply(
+            data=[vps_out(s, catalog, now) for s in result.items],
+            pagination=PaginationOut(
+                page=page, limit=limit, total=result.total, has_next=page * limit < result.total, has_prev=page > 1
+            ),
+        )
+    )
+
+
+@router.post(
+    "/vps",
+    status_code=201,
+    response_model=VpsCreatedReply,
+    responses={404: {"model": ErrorEnvelope, "description": "No such plan, operating system or location"}},
+)
+def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+    """Create a VPS: it is "creating" at once and "running" when its machine has started. The root password is
+    in this reply only."""
+    catalog = core.catalog.view()
+    # Resolved here, before any key is added, so that an unknown plan is the document's 404 and changes nothing.
+    plan = find_plan(catalog, body.plan_id, for_sale=True)
+    image = find_image(catalog, body.operating_system)
+    location = find_location(catalog, body.location)
+    key_ids = ssh_keys.ensure_keys(core, principal, body.ssh_keys)
+    server, root_password = servers.create_server(
+        core,
+        principal,
+        label=body.name,
+        plan_slug=plan.slug,
+        image_slug=image.slug,
+        location_slug=location.slug,
+        hostname=body.hostname,
+        ssh_key_ids=key_ids,
+    )
+    data = vps_out(server, core.catalog.view(), datetime.now(UTC), VpsCreated, root_password=root_password)
+    return reply(VpsCreatedReply(message="VPS creation started", data=data), 201)
+
+
+@router.get("/vps/{vps_id}", response_model=VpsReply, responses=_NO_SUCH_VPS)
+async def get_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    server = await read(core, servers.get_server, core, principal, parse_vps_id(vps_id))
+    return reply(VpsReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC))))
+
+
+@router.put("/vps/{vps_id}", response_model=VpsActionReply, responses=_NO_SUCH_VPS)
+def update_vps(vps_id: VpsId, body: VpsUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
+    server = servers.rename_server(core, principal, parse_vps_id(vps_id), body.name)
+    return reply(VpsActionReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC)), message="VPS updated"))
+
+
+def _act(core: Core, principal: Principal, vps_id: str, action: str, message: str) -> Response:
+    server = servers.server_action(core, principal, parse_vps_id(vps_id), action)
+    return reply(VpsActionReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC)), message=message))
+
+
+@router.delete(
+    "/vps/{vps_id}",
+    response_model=VpsActionReply,
+    responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
+)
+def delete_vps(
+    vps_id: VpsId,
+    core: CoreDep,
+    principal: PrincipalDep,
+    force: Annotated[
+        bool, Query(description="Accepted for compatibility: this API never asks for a confirmation")
+    ] = False,
+) -> Response:
+    """Start deleting the VPS: the reply shows it "deleting"; it is gone (404) once its machine is."""
+    return _act(core, principal, vps_id, "delete", "VPS deletion started")
+
+
+@router.post(
+    "/vps/{vps_id}/start",
+    response_model=VpsActionReply,
+    responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
+)
+def start_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return _act(core, principal, vps_id, "start", "VPS is starting")
+
+
+@router.post(
+    "/vps/{vps_id}/stop",
+    response_model=VpsActionReply,
+    responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
+)
+def stop_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return _act(core, principal, vps_id, "stop", "VPS is stopping")
+
+
+@router.post(
+    "/vps/{vps_id}/restart",
+    response_model=VpsActionReply,
+    responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
+)
+def restart_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return _act(core, principal, vps_id, "reboot", "VPS is restarting")
+
+
+@router.get("/plans", tags=["CloudVPS plans"], response_model=PlanListReply)
+async def list_plans(core: CoreDep, principal: PrincipalDep) -> Response:
+    """The plans a new VPS can have (the catalog is small, so one page)."""
+    return reply(PlanListReply(data=[plan_out(p) for p in core.catalog.view().plans if p.available]))
+
+
+@router.get(
+    "/plans/{plan_id}",
+    tags=["CloudVPS plans"],
+    response_model=PlanReply,
+    responses={404: {"model": ErrorEnvelope, "description": "No such plan"}},
+)
+async def get_plan(plan_id: PlanId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return reply(PlanReply(data=plan_out(find_plan(core.catalog.view(), plan_id))))

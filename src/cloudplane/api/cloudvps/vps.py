@@ -20,6 +20,7 @@ from cloudplane.api.letscloud.openapi_doc import HOSTNAME_PATTERN
 from cloudplane.core import Core
 from cloudplane.db.tables import Image, Location, Plan
 from cloudplane.domain.errors import NotFound
+from cloudplane.domain.pricing import HOURS_PER_MONTH
 from cloudplane.services import servers, ssh_keys
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
@@ -36,7 +37,6 @@ router = APIRouter(
 CURRENCY = "USD"  # the catalog's prices are in US dollars
 # Monthly transfer allowance per GB of RAM: the document's examples give 1000 GB for 2 GB and 2000 GB for 4 GB.
 BANDWIDTH_GB_PER_RAM_GB = 500
-HOURS_PER_MONTH = 730  # 8760 / 12: an hourly price as a monthly one, as the LetsCloud face shows it
 DEFAULT_IMAGE = "ubuntu-22-04"
 PLAN_FEATURES = ["SSD Storage", "99.9% Uptime", "24/7 Support"]
 # Taglines of the seeded CloudVPS plans; any other plan is described by its figures.

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudplane.api.common.deps import MAX_ID
 from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
+from cloudplane.domain.pricing import HOURS_PER_MONTH
 from cloudplane.domain.states import ServerStatus, TaskState
 from cloudplane.services.catalog import CatalogView
 from cloudplane.services.servers import ServerView
@@ -187,7 +188,6 @@ def _rented_specs(server: ServerView) -> tuple[PlanOut, ImageOut, LocationOut]:
     )
 
 
-HOURS_PER_MONTH = 730
 _catalog_models: weakref.WeakKeyDictionary[Any, BaseModel] = weakref.WeakKeyDictionary()
 
 

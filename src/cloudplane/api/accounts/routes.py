@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloudplane.api.accounts import schemas as w
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer, ok
-from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep
+from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, bearer_token
 from cloudplane.api.common.faces import face_route_class
 from cloudplane.api.common.ratelimit import enforce_anonymous_limit, login_attempt
 from cloudplane.domain.errors import Unauthorized
@@ -24,11 +24,6 @@ auth_router = APIRouter(
     dependencies=[Depends(enforce_anonymous_limit)],
     responses=w.errors(400, 401, 403, 409, 422, 429),
 )
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 @auth_router.post("/auth/register", status_code=201, tags=["Auth"])
@@ -74,7 +69,7 @@ async def token(
 @auth_router.post("/auth/refresh", tags=["Auth"])
 def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
     """Swap a refresh token (in the body, or as the bearer token) for a new pair; the old one stops working."""
-    presented = (body.refresh_token if body else None) or _bearer(request)
+    presented = (body.refresh_token if body else None) or bearer_token(request.headers.get("authorization"))
     if not presented:
         raise Unauthorized("Send the refresh token as `refresh_token` in the body or as the bearer token")
     tokens = auth.refresh(core.db, presented)
@@ -84,7 +79,7 @@ def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = Non
 @auth_router.post("/auth/logout", tags=["Auth"])
 def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
     """End this session: its access and refresh tokens stop working."""
-    bearer = _bearer(request)
+    bearer = bearer_token(request.headers.get("authorization"))
     auth.logout(
         core.db,
         access_token=bearer if bearer and auth.looks_like_jwt(bearer) else None,

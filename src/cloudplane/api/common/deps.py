@@ -26,12 +26,17 @@ async def get_core(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The credential of an `Authorization: Bearer <credential>` header, or None for any other header."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
 async def principal_from_header(core: Core, authorization: str | None) -> Principal:
     """Who sends this `Authorization` header; raises Unauthorized. Also used by middleware (idempotency)."""
-    scheme, _, credentials = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
+    token = bearer_token(authorization)
+    if token is None:
         raise Unauthorized("Missing credentials: send `Authorization: Bearer <your API key or access token>`")
-    token = credentials.strip()
     # A recently verified key or token costs no I/O and no thread hop; a miss does its database work in the
     # threadpool. Either kind of credential works on every face.
     if looks_like_jwt(token):

@@ -4,10 +4,11 @@ and accounts made per test so tests stay independent without restarting the engi
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,57 @@ def create_running_server(client: httpx.AsyncClient) -> Callable[..., Awaitable[
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# The LXC tests' own bridge and range: traffic goes only to containers the tests made, never to a dev instance's.
+LXC_TEST_BRIDGE = "cptest0"
+LXC_TEST_SUBNET = "10.213.250.0/24"
+
+
+@pytest.fixture(scope="session")
+def lxc_host_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxcTestHost]:
+    """This host prepared for LXC once per session: a bridge and range of the tests' own, the busybox image."""
+    try:
+        import lxc  # noqa: F401
+    except ImportError as error:
+        # CI installs LXC and the bindings; missing, the LXC contract must fail, never skip silently.
+        pytest.fail(
+            f"the lxc bindings are not importable ({error}): apt-get install lxc lxc-dev pkg-config busybox-static "
+            "dropbear-bin, then pip install 'cloudplane[lxc]'",
+            pytrace=False,
+        )
+    if os.geteuid() != 0:
+        pytest.fail("the LXC provider's tests need root (system containers and a bridge)", pytrace=False)
+    from cloudplane.providers import lxc_host
+
+    host = LxcTestHost(
+        network=lxc_host.Network.parse(LXC_TEST_BRIDGE, LXC_TEST_SUBNET),
+        images_path=tmp_path_factory.mktemp("lxc-images"),
+    )
+    lxc_host.ensure_bridge(host.network)
+    lxc_host.build_busybox_image(host.images_path)
+    yield host
+    lxc_host.remove_bridge(LXC_TEST_BRIDGE)
+
+
+@dataclass
+class LxcTestHost:
+    network: Any
+    images_path: Path
+
+    def provider(self, lxc_path: Path, **options: Any) -> Any:
+        from cloudplane.providers.lxc import LxcConfig, LxcProvider
+
+        return LxcProvider(LxcConfig(lxc_path, self.images_path, self.network, **options))
+
+
+def destroy_lxc_leftovers(provider: Any) -> None:
+    """Whatever a failed test left running goes, so no container or veth outlives the test."""
+
+    async def destroy_all() -> None:
+        for machine in await provider.list():
+            await provider.delete(machine.ref)
+
+    # Its own thread and loop: callable from sync teardown and from inside a running test loop alike.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, destroy_all()).result()

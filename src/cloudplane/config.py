@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigurationError(ValueError):
+    """A setting that cannot work on this installation; raised at start, naming the setting and the choices."""
+
+
+def parse_location_providers(text: str) -> dict[str, str]:
+    """`fra1=lxc,nyc1=libvirt`, or the JSON object `{"fra1": "lxc", "nyc1": "libvirt"}`."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"CLOUDPLANE_LOCATION_PROVIDERS is not valid JSON: {error}") from None
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+            raise ValueError('CLOUDPLANE_LOCATION_PROVIDERS: a JSON object of strings, e.g. {"fra1": "lxc"}')
+        entries = list(mapping.items())
+    else:
+        entries = []
+        for entry in filter(str.strip, text.split(",")):
+            location, equals, provider = entry.partition("=")
+            if not equals or not location.strip() or not provider.strip():
+                raise ValueError(
+                    f"CLOUDPLANE_LOCATION_PROVIDERS entry {entry.strip()!r} is not location=provider "
+                    "(e.g. fra1=lxc,nyc1=libvirt)"
+                )
+            entries.append((location, provider))
+    result: dict[str, str] = {}
+    for location, provider in entries:
+        location, provider = location.strip().lower(), provider.strip().lower()
+        if result.get(location, provider) != provider:
+            raise ValueError(f"CLOUDPLANE_LOCATION_PROVIDERS names location {location!r} twice")
+        result[location] = provider
+    return result
 
 
 class Settings(BaseSettings):
@@ -44,9 +80,51 @@ class Settings(BaseSettings):
     vastai_api_key: str | None = Field(
         default=None, description="Vast.ai API key; unset, a simulated marketplace serves as vast_ai."
     )
-    default_provider: str = "simulator"
+    apps_domain: str = Field(
+        default="apps.localhost",
+        description="Domain under which container apps are reached: https://{app}-{username}.{apps_domain}.",
+    )
+    default_provider: str = Field(
+        default="simulator", description="Provider of every location CLOUDPLANE_LOCATION_PROVIDERS does not name."
+    )
+    # Where each location's servers run, e.g. "fra1=lxc,nyc1=libvirt" (or JSON). Locations and provider names are
+    # checked at start against the catalog and the providers Cloudplane has (providers/registry.py).
+    location_providers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    libvirt_uri: str = Field(default="qemu:///system", description="The libvirt provider's connection URI.")
+    libvirt_pool: str = Field(
+        default="default", description="Storage pool holding the images (`<slug>.qcow2`) and the servers' disks."
+    )
+    libvirt_network: str = Field(default="default", description="libvirt network the servers' NICs join.")
+    libvirt_domain_type: str | None = Field(
+        default=None, description="`kvm` or `qemu` (software emulation); unset: what the host offers."
+    )
+    libvirt_stop_timeout_s: float = Field(
+        default=60.0, description="How long a guest has to shut down after an ACPI request before it is powered off."
+    )
+    reconcile_interval_s: float = Field(
+        default=30.0, ge=0, description="Seconds between reconciler passes in each API process; 0 turns it off."
+    )
     max_page_size: int = 100
     log_level: str = "WARNING"
+    # The LXC provider (pip install 'cloudplane[lxc]'; see README "Real servers on this host").
+    lxc_path: str = Field(default="/var/lib/cloudplane/lxc", description="Where the LXC provider keeps its containers.")
+    lxc_images_path: str = Field(
+        default="/var/lib/cloudplane/images",
+        description="Root filesystems LXC containers are made from (`cloudplane host prepare` builds them).",
+    )
+    lxc_bridge: str = Field(default="cpbr0", description="The Linux bridge Cloudplane creates for its containers.")
+    lxc_subnet: str = Field(
+        default="10.213.0.0/24",
+        description="Address range of the bridge; the host takes the first address, containers the rest.",
+    )
+    lxc_stop_timeout_s: float = Field(
+        default=10.0, description="How long a container's init has to halt before a stop pulls the plug."
+    )
+
+    @field_validator("location_providers", mode="before")
+    @classmethod
+    def _parse_location_providers(cls, value: object) -> object:
+        return parse_location_providers(value) if isinstance(value, str) else value
 
     @property
     def is_sqlite(self) -> bool:

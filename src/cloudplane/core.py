@@ -20,4 +20,5 @@ class Core:
     @classmethod
     def build(cls, settings: Settings) -> Core:
         db = Database(settings.database_url)
-        return cls(settings=settings, db=db, catalog=Catalog(db), providers=build_registry(settings, db))
+        providers = build_registry(settings, db)
+        return cls(settings=settings, db=db, catalog=Catalog(db, providers), providers=providers)

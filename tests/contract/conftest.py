@@ -12,6 +12,7 @@ import pytest
 from cloudplane.db.engine import Database
 from cloudplane.providers.base import Provider
 from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
+from tests.conftest import LxcTestHost, destroy_lxc_leftovers
 
 TEST_HOST = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt" / "testhost.xml"
 
@@ -27,6 +28,8 @@ class Harness:
     # True: the provider removes what a failed create made. False: the failure is only in the reply, and a
     # retry with the same token finds the machine (both allowed by `Provider.create`).
     failed_create_leaves_nothing: bool
+    # A catalog image the provider can boot.
+    image: str = "debian-12"
 
 
 def simulator_harness(tmp_path: Path) -> Iterator[Harness]:
@@ -81,9 +84,34 @@ def libvirt_harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     provider.close()
 
 
-@pytest.fixture(params=["simulator", "libvirt"])
+def lxc_harness(host: LxcTestHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    import lxc
+
+    provider = host.provider(tmp_path / "lxc")
+
+    @contextlib.contextmanager
+    def failing_create() -> Iterator[None]:
+        # The container is built, then LXC fails to start it: the provider must remove it again.
+        with monkeypatch.context() as patch:
+            patch.setattr(lxc.Container, "start", lambda self, *args, **kwargs: False)
+            yield
+
+    yield Harness(
+        provider,
+        "cp-0000000000000000",
+        "cp-0000000000000000/cps-0000000000000000",
+        failing_create,
+        failed_create_leaves_nothing=True,
+        image="busybox",
+    )
+    destroy_lxc_leftovers(provider)
+
+
+@pytest.fixture(params=["simulator", "libvirt", "lxc"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     if request.param == "simulator":
         yield from simulator_harness(tmp_path)
-    else:
+    elif request.param == "libvirt":
         yield from libvirt_harness(monkeypatch)
+    else:
+        yield from lxc_harness(request.getfixturevalue("lxc_host_ready"), tmp_path, monkeypatch)

@@ -23,7 +23,7 @@ from .conftest import TEST_HOST, Harness
 _tokens = itertools.count()
 
 
-def request_for(name: str = "web") -> CreateRequest:
+def request_for(name: str = "web", image: str = "debian-12") -> CreateRequest:
     return CreateRequest(
         token=f"contract-{next(_tokens)}-{time.monotonic_ns()}",
         name=name,
@@ -31,7 +31,7 @@ def request_for(name: str = "web") -> CreateRequest:
         cpu=2,
         ram_mb=1024,
         disk_gb=20,
-        image="debian-12",
+        image=image,
         location="lab",
         ssh_public_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIContractSuiteKey contract@test",),
     )
@@ -69,7 +69,7 @@ async def declared_unsupported(harness: Harness, operation: str, call: Callable[
 
 
 async def running_machine(harness: Harness, name: str = "web") -> Machine:
-    machine = await harness.provider.create(request_for(name))
+    machine = await harness.provider.create(request_for(name, harness.image))
     return await wait_for(harness, machine.ref, MachineState.RUNNING)
 
 
@@ -89,7 +89,7 @@ async def test_declared_capabilities_have_reasons_and_are_refused(harness: Harne
 
 
 async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness) -> None:
-    request = request_for("alpha")
+    request = request_for("alpha", harness.image)
     created = await harness.provider.create(request)
     assert created.token == request.token
     assert created.state in (MachineState.PROVISIONING, MachineState.RUNNING)
@@ -101,7 +101,7 @@ async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness
 
 
 async def test_create_is_idempotent_on_the_token(harness: Harness) -> None:
-    request = request_for()
+    request = request_for(image=harness.image)
     first = await harness.provider.create(request)
     second = await harness.provider.create(request)
     assert second.ref == first.ref
@@ -225,7 +225,7 @@ async def test_unknown_ids(harness: Harness) -> None:
 
 
 async def test_a_create_failing_half_way_leaves_nothing_behind(harness: Harness) -> None:
-    request = request_for("half-way")
+    request = request_for("half-way", harness.image)
     with harness.failing_create(), pytest.raises(ProviderError):
         await harness.provider.create(request)
     leftover = await harness.provider.find_by_token(request.token)

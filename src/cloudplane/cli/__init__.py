@@ -1,9 +1,11 @@
-"""The `cloudplane` command: serve the API, migrate the database, manage users and API keys."""
+"""The `cloudplane` command: serve the API, migrate the database, manage users and API keys, prepare hosts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +17,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 admin_app = typer.Typer(help="Users and API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+host_app = typer.Typer(help="Set up this machine for real servers (LXC).", no_args_is_help=True)
+app.add_typer(host_app, name="host")
 
 
 @app.command()
@@ -102,6 +106,35 @@ def _print_key(email: str, role: str, key: str, as_json: bool) -> None:
         typer.echo(json.dumps({"email": email, "role": role, "api_key": key}))
     else:
         typer.echo(f"user: {email} ({role})\napi key (shown once): {key}")
+
+
+@host_app.command("prepare")
+def host_prepare(
+    rebuild_images: Annotated[bool, typer.Option("--rebuild-images", help="Build the images again")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create Cloudplane's LXC bridge and build the local images; safe to run again (e.g. at every boot)."""
+    from cloudplane.domain.errors import CloudplaneError
+    from cloudplane.providers import lxc_host
+
+    settings = get_settings()
+    try:
+        report = lxc_host.prepare_host(
+            lxc_host.Network.parse(settings.lxc_bridge, settings.lxc_subnet),
+            Path(settings.lxc_path),
+            Path(settings.lxc_images_path),
+            rebuild_images=rebuild_images,
+        )
+    except CloudplaneError as e:
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(report)))
+    else:
+        state = "created" if report.bridge_created else "already there"
+        typer.echo(f"bridge {report.bridge} ({report.gateway}, {settings.lxc_subnet}): {state}")
+        typer.echo(f"containers: {settings.lxc_path}")
+        typer.echo(f"images in {settings.lxc_images_path}: {', '.join(report.images)}")
 
 
 def main() -> None:

@@ -76,17 +76,54 @@ class Metrics:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can do; anything missing is listed in `unsupported` with the reason."""
+    """What a provider can do; anything missing is listed in `unsupported` with the reason.
+
+    `images` and the maxima say what it can make: the catalog offers, and `create_server` accepts, only the plans
+    and images the provider of a location serves.
+    """
 
     unsupported: dict[str, str] = field(default_factory=dict)
+    # Catalog image slugs the provider can boot; None: any image of the catalog.
+    images: frozenset[str] | None = None
+    # The largest machine it can make (a host's cores and memory); None: no limit.
+    max_cpu: int | None = None
+    max_ram_mb: int | None = None
 
     def supports(self, operation: str) -> bool:
         return operation not in self.unsupported
+
+    def boots(self, image: str) -> bool:
+        return self.images is None or image in self.images
+
+    def fits(self, cpu: int, ram_mb: int) -> bool:
+        return (self.max_cpu is None or cpu <= self.max_cpu) and (self.max_ram_mb is None or ram_mb <= self.max_ram_mb)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often a workflow polls the provider for a machine's state, and how long it waits before giving up."""
+
+    poll_interval_s: float = 1.0
+    timeout_s: float = 900.0
+
+    @classmethod
+    def scaled(cls, time_scale: float) -> Pacing:
+        """A simulation's pace: its delays shrink with `time_scale`, so do the waits (0 = as fast as possible)."""
+        return cls(poll_interval_s=min(2.0, max(0.02, time_scale)), timeout_s=900.0 * max(time_scale, 0.05))
+
+
+DEFAULT_PACING = Pacing()
+
+
+def pacing_of(provider: object) -> Pacing:
+    return getattr(provider, "pacing", DEFAULT_PACING)
 
 
 class Provider(Protocol):
     name: str
     capabilities: Capabilities
+    # Optional: providers without it are polled at DEFAULT_PACING.
+    # pacing: Pacing
 
     async def create(self, request: CreateRequest) -> Machine:
         """Make a machine. Idempotent on `request.token`: a retry returns the existing machine, never a second.

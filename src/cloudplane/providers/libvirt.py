@@ -1,12 +1,17 @@
 """The libvirt provider: KVM/QEMU domains on a libvirt host, driven through libvirt-python.
 
-Tested on libvirt's daemonless `test:///` driver; `qemu:///system` is the production target.
+A server is a domain with its own qcow2 overlay of the image's base volume and a cloud-init NoCloud seed, both
+volumes of one storage pool, made through the storage API so that a remote host works like a local one. Tested
+on libvirt's daemonless `test:///` driver; `qemu:///system` is the production target.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import math
+import re
 import threading
 import time
 import uuid
@@ -16,6 +21,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.providers import cloudinit
 from cloudplane.providers.base import (
     Capabilities,
     CreateRequest,
@@ -31,6 +37,7 @@ except ImportError:  # the provider refuses to start without it; importing this 
     libvirt = None  # type: ignore[assignment]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 NAMESPACE = "https://cloudplane.dev/xmlns/libvirt/1"
 NAMESPACE_PREFIX = "cloudplane"
@@ -38,6 +45,12 @@ DOMAIN_PREFIX = "cp-"
 SNAPSHOT_PREFIX = "cps-"
 # Fixed so that the same token gives the same domain UUID on every control-plane process.
 TOKEN_UUID_NAMESPACE = uuid.UUID("6a1f0c9e-3b1d-5f7a-9c2e-7d4b8a0e1f23")
+# An image is the pool's volume `<slug>.qcow2`; a machine's own volumes are `<domain>.qcow2` and `<domain>-seed.iso`.
+IMAGE_SUFFIX = ".qcow2"
+MACHINE_VOLUME = re.compile(r"^cp-[0-9a-f]{16}(\.qcow2|-seed\.iso)$")
+GIB = 1024**3
+UPLOAD_CHUNK = 256 * 1024
+CAPABILITIES_TTL_S = 15.0
 
 
 class DomainState(IntEnum):
@@ -81,6 +94,14 @@ def snapshot_name(token: str) -> str:
     return f"{SNAPSHOT_PREFIX}{_hash(token)}"
 
 
+def disk_volume_name(domain: str) -> str:
+    return f"{domain}.qcow2"
+
+
+def seed_volume_name(domain: str) -> str:
+    return f"{domain}-seed.iso"
+
+
 def _error_code(error: Exception) -> int | None:
     return error.get_error_code() if libvirt is not None and isinstance(error, libvirt.libvirtError) else None
 
@@ -93,35 +114,37 @@ class LibvirtProvider:
     """Machines are libvirt domains marked with Cloudplane metadata; domains without it are never touched.
 
     A machine's ref is its domain UUID; a snapshot's ref is `<domain uuid>/<snapshot name>`. Calls run in a
-    worker thread on one connection per provider, one at a time. Cloud-init is not seeded yet: the hostname and
-    SSH keys are recorded in the domain metadata only. Public addresses do not exist on a libvirt host: a
-    machine's private_ipv4 is its first IPv4 DHCP lease on the domain's network, None when it has none.
+    worker thread on one connection per provider, one at a time. Images are the base volumes `<slug>.qcow2` of
+    `pool`; each machine boots from its own overlay of one, sized to the plan, and gets its hostname and root's
+    SSH keys from a NoCloud seed on a CD-ROM, so images must run cloud-init. Public addresses do not exist on a
+    libvirt host: a machine's private_ipv4 is its first IPv4 DHCP lease on `network`, None when it has none.
     """
-
-    capabilities = Capabilities()
 
     def __init__(
         self,
         uri: str,
         *,
         name: str = "libvirt",
-        image_dir: str | None = None,
+        pool: str = "default",
         network: str | None = "default",
         domain_type: str | None = None,
         stop_timeout_s: float = 60.0,
     ) -> None:
-        if libvirt is None:
+        if libvirt is None or cloudinit.pycdlib is None:
             raise ProviderError(
-                "libvirt-python is not installed: pip install 'cloudplane[libvirt]' (needs libvirt-dev)",
+                "libvirt-python or pycdlib is not installed: pip install 'cloudplane[libvirt]' (needs libvirt-dev)",
                 retryable=False,
             )
         self.uri = uri
         self.name = name
-        self.image_dir = image_dir or "/var/lib/libvirt/images"
+        self.pool = pool
         self.network = network
         self._domain_type = domain_type
         self.stop_timeout_s = stop_timeout_s
         self._conn: Any = None
+        self._test_driver: bool | None = None
+        self._capabilities: Capabilities | None = None
+        self._capabilities_read_at = 0.0
         self._lock = threading.Lock()
         # cpu_time and wall clock at the previous metrics call, per domain: cpu_percent needs two samples.
         self._cpu_samples: dict[str, tuple[int, float]] = {}
@@ -139,6 +162,30 @@ class LibvirtProvider:
         self._unsupported_flag_errors = _codes(
             "VIR_ERR_INVALID_ARG", "VIR_ERR_NO_SUPPORT", "VIR_ERR_ARGUMENT_UNSUPPORTED"
         )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The pool's images and the host's cores and memory, read again once `CAPABILITIES_TTL_S` has passed:
+        every server action asks, and a read refreshes the pool. When the host cannot be reached: the last answer,
+        or no image at all, never a guess."""
+        if self._capabilities is None or time.monotonic() - self._capabilities_read_at >= CAPABILITIES_TTL_S:
+            try:
+                self._capabilities = self._locked(self._read_capabilities)
+            except ProviderError as error:
+                log.warning("libvirt provider %s: cannot read the host's capabilities: %s", self.name, error)
+                self._capabilities = self._capabilities or Capabilities(images=frozenset())
+            self._capabilities_read_at = time.monotonic()
+        return self._capabilities
+
+    def _read_capabilities(self) -> Capabilities:
+        _model, memory_mb, cpus, *_ = self._connection().getInfo()
+        return Capabilities(
+            images=frozenset(self._images(self._pool(), refresh=True)), max_cpu=cpus, max_ram_mb=memory_mb
+        )
+
+    def images(self) -> list[str]:
+        """The image slugs the pool has: its volumes `<slug>.qcow2`, other than machines' own."""
+        return self._locked(lambda: self._images(self._pool(), refresh=True))
 
     def close(self) -> None:
         with self._lock:
@@ -169,10 +216,153 @@ class LibvirtProvider:
             self._conn = libvirt.open(self.uri)
         return self._conn
 
+    def _is_test_driver(self) -> bool:
+        if self._test_driver is None:
+            self._test_driver = self._connection().getType().upper() == "TEST"
+        return self._test_driver
+
     def _type(self) -> str:
         if self._domain_type is None:
-            self._domain_type = "test" if self._connection().getType() == "Test" else "kvm"
+            self._domain_type = "test" if self._is_test_driver() else "kvm"
         return self._domain_type
+
+    # -- storage ---------------------------------------------------------------------------------------------
+
+    def _pool(self) -> Any:
+        try:
+            pool = self._connection().storagePoolLookupByName(self.pool)
+        except libvirt.libvirtError as error:
+            if _error_code(error) == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise ProviderError(
+                    f"libvirt ({self.uri}) has no storage pool {self.pool!r}: define and start one "
+                    f"(virsh pool-define-as {self.pool} dir --target /var/lib/libvirt/images)",
+                    retryable=False,
+                ) from None
+            raise
+        if not pool.isActive():
+            raise ProviderError(
+                f"The storage pool {self.pool!r} of {self.uri} is not active: virsh pool-start {self.pool}",
+                retryable=False,
+            )
+        return pool
+
+    @staticmethod
+    def _images(pool: Any, *, refresh: bool = False) -> list[str]:
+        if refresh:
+            # An operator may have copied an image in since libvirt last looked. Best effort: the pool refuses to
+            # refresh while another client uploads, and then the volumes it knows are still right.
+            try:
+                pool.refresh(0)
+            except libvirt.libvirtError as error:
+                log.info("storage pool %s not refreshed: %s", pool.name(), error)
+        return sorted(
+            n.removesuffix(IMAGE_SUFFIX)
+            for n in pool.listVolumes()
+            if n.endswith(IMAGE_SUFFIX) and not MACHINE_VOLUME.match(n)
+        )
+
+    @staticmethod
+    def _volume_or_none(pool: Any, name: str) -> Any:
+        try:
+            return pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as error:
+            if _error_code(error) == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return None
+            raise
+
+    def _base_volume(self, pool: Any, image: str) -> Any:
+        """The image's base volume; a non-retryable error naming the pool's images when it has no such image."""
+        name = f"{image}{IMAGE_SUFFIX}"
+        volume = None if MACHINE_VOLUME.match(name) else self._volume_or_none(pool, name)
+        if volume is None:
+            images = self._images(pool, refresh=True)
+            if image not in images:
+                raise ProviderError(
+                    f"Image {image!r} is not in the libvirt storage pool {self.pool!r} (it has: "
+                    f"{', '.join(images) or 'none'}); import it as the volume {name}",
+                    retryable=False,
+                )
+            volume = pool.storageVolLookupByName(name)
+        return volume
+
+    def _create_volume(self, pool: Any, xml: ET.Element) -> Any:
+        """Creates the volume, or returns the one of that name a create that stopped part way already made."""
+        name = xml.findtext("name")
+        existing = self._volume_or_none(pool, name)
+        if existing is not None:
+            return existing
+        try:
+            return pool.createXML(ET.tostring(xml, encoding="unicode"), 0)
+        except libvirt.libvirtError as error:
+            # Another control-plane process may have made it between our lookup and our create.
+            if _error_code(error) == libvirt.VIR_ERR_STORAGE_VOL_EXIST:
+                return pool.storageVolLookupByName(name)
+            raise
+
+    def _disk_volume(self, pool: Any, domain: str, request: CreateRequest) -> Any:
+        """The machine's disk: a qcow2 overlay of the image's base volume, `disk_gb` GiB as the guest sees it."""
+        base = self._base_volume(pool, request.image)
+        _type, base_bytes, _allocation = base.info()
+        if request.disk_gb * GIB < base_bytes:
+            raise ProviderError(
+                f"Image {request.image!r} needs a disk of at least {math.ceil(base_bytes / GIB)} GB; "
+                f"the plan has {request.disk_gb} GB",
+                retryable=False,
+            )
+        base_format = ET.fromstring(base.XMLDesc(0)).find("./target/format")
+        volume = ET.Element("volume")
+        ET.SubElement(volume, "name").text = disk_volume_name(domain)
+        ET.SubElement(volume, "capacity", unit="GiB").text = str(request.disk_gb)
+        ET.SubElement(ET.SubElement(volume, "target"), "format", type="qcow2")
+        backing = ET.SubElement(volume, "backingStore")
+        ET.SubElement(backing, "path").text = base.path()
+        ET.SubElement(backing, "format", type=base_format.get("type", "qcow2") if base_format is not None else "qcow2")
+        return self._create_volume(pool, volume)
+
+    def _seed_volume(self, pool: Any, domain: str, request: CreateRequest) -> Any:
+        """The NoCloud seed: a raw volume the size of the ISO, its content uploaded through libvirt's stream API
+        (written again on a retry, which may follow an upload cut short)."""
+        seed = cloudinit.Seed(
+            instance_id=str(uuid.uuid5(TOKEN_UUID_NAMESPACE, request.token)),
+            hostname=request.hostname,
+            ssh_public_keys=request.ssh_public_keys,
+            root_password_hash=request.root_password_hash,
+        ).iso()
+        volume_xml = ET.Element("volume")
+        ET.SubElement(volume_xml, "name").text = seed_volume_name(domain)
+        ET.SubElement(volume_xml, "capacity", unit="bytes").text = str(len(seed))
+        ET.SubElement(ET.SubElement(volume_xml, "target"), "format", type="raw")
+        volume = self._create_volume(pool, volume_xml)
+        self._upload(volume, seed)
+        return volume
+
+    def _upload(self, volume: Any, data: bytes) -> None:
+        if self._is_test_driver():
+            return  # the test driver keeps volumes as records without content and has no upload
+        stream = self._connection().newStream(0)
+        try:
+            volume.upload(stream, 0, len(data), 0)
+            sent = 0
+            while sent < len(data):
+                sent += stream.send(data[sent : sent + UPLOAD_CHUNK])
+            stream.finish()
+        except BaseException:
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass  # the upload's own error is the one to report
+            raise
+
+    def _delete_volumes(self, pool: Any, domain: str) -> None:
+        for name in (disk_volume_name(domain), seed_volume_name(domain)):
+            volume = self._volume_or_none(pool, name)
+            if volume is None:
+                continue
+            try:
+                volume.delete(0)
+            except libvirt.libvirtError as error:
+                if _error_code(error) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
 
     @staticmethod
     def _metadata(dom: Any) -> ET.Element | None:
@@ -241,12 +431,12 @@ class LibvirtProvider:
         meta = self._metadata(dom)
         return dom if meta is not None and meta.get("token") == token else None
 
-    def domain_xml(self, request: CreateRequest) -> str:
-        """The domain definition: vcpus, memory, one qcow2 disk under image_dir, one NIC, Cloudplane metadata.
+    def domain_xml(self, request: CreateRequest, disk_path: str, seed_path: str) -> str:
+        """The domain definition: vcpus, memory, the qcow2 disk on virtio, the seed as a CD-ROM, one virtio NIC, a
+        serial console, Cloudplane metadata.
 
-        The disk is `<image_dir>/<domain name>.qcow2`, meant as an overlay of `<image_dir>/<image>.qcow2`;
-        making that overlay is not done yet, so on a real host it must exist before create. The test driver
-        never opens it.
+        The CD-ROM sits on virtio-scsi, which works on the pc and q35 machine types and which the kernels of cloud
+        images carry (Debian's cloud kernel has no AHCI driver for a SATA CD-ROM).
         """
         name = domain_name(request.token)
         domain = ET.Element("domain", type=self._type())
@@ -268,22 +458,36 @@ class LibvirtProvider:
         os_ = ET.SubElement(domain, "os")
         ET.SubElement(os_, "type", arch="x86_64").text = "hvm"
         ET.SubElement(os_, "boot", dev="hd")
+        features = ET.SubElement(domain, "features")
+        ET.SubElement(features, "acpi")  # without it the guest never hears the shutdown `stop` asks for
+        ET.SubElement(features, "apic")
         devices = ET.SubElement(domain, "devices")
         disk = ET.SubElement(devices, "disk", type="file", device="disk")
         ET.SubElement(disk, "driver", name="qemu", type="qcow2")
-        ET.SubElement(disk, "source", file=f"{self.image_dir}/{name}.qcow2")
+        ET.SubElement(disk, "source", file=disk_path)
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+        ET.SubElement(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        cdrom = ET.SubElement(devices, "disk", type="file", device="cdrom")
+        ET.SubElement(cdrom, "driver", name="qemu", type="raw")
+        ET.SubElement(cdrom, "source", file=seed_path)
+        ET.SubElement(cdrom, "target", dev="sda", bus="scsi")
+        ET.SubElement(cdrom, "readonly")
         if self.network is not None:
             interface = ET.SubElement(devices, "interface", type="network")
             ET.SubElement(interface, "source", network=self.network)
             ET.SubElement(interface, "model", type="virtio")
+        ET.SubElement(ET.SubElement(devices, "serial", type="pty"), "target", port="0")
+        ET.SubElement(ET.SubElement(devices, "console", type="pty"), "target", type="serial", port="0")
         return ET.tostring(domain, encoding="unicode")
 
     async def create(self, request: CreateRequest) -> Machine:
-        """Define the domain and start it. Idempotent on the token, which names the domain and sits in its metadata.
+        """Make the disk and seed volumes, define the domain and start it. Idempotent on the token, which names
+        the domain and its volumes and sits in the domain's metadata.
 
-        A failure after the define (the start failing) undefines the domain again, so nothing is left; a retry
-        then starts from scratch. Never defines a second domain for one token: the name and UUID derive from it.
+        An image the pool lacks, or larger than the plan's disk, is refused (not retryable) before anything is made.
+        A failure after that (a volume, the upload, the define or the start failing) removes the domain and its
+        volumes again, so nothing is left; a retry then starts from scratch. Never defines a second domain for one
+        token: the name and UUID derive from it.
         """
         return await self._run(self._create, request)
 
@@ -291,13 +495,19 @@ class LibvirtProvider:
         existing = self._find(request.token)
         if existing is not None:
             return self._machine(existing)
+        name = domain_name(request.token)
+        pool = self._pool()
         try:
-            dom = self._connection().defineXML(self.domain_xml(request))
-        except libvirt.libvirtError:
-            # Another control-plane process may have defined it between our lookup and our define.
-            existing = self._find(request.token)
+            disk = self._disk_volume(pool, name, request)
+            seed = self._seed_volume(pool, name, request)
+            dom = self._connection().defineXML(self.domain_xml(request, disk.path(), seed.path()))
+        except BaseException as error:
+            # Another control-plane process may have defined it between our lookup and our define: the volumes
+            # are that domain's then.
+            existing = self._find(request.token) if isinstance(error, libvirt.libvirtError) else None
             if existing is not None:
                 return self._machine(existing)
+            self._delete_volumes(pool, name)
             raise
         try:
             dom.create()
@@ -386,9 +596,8 @@ class LibvirtProvider:
         await self._run(_reboot)
 
     async def delete(self, ref: str) -> None:
-        """Idempotent: an unknown machine is already gone. Powers off, deletes every snapshot, then undefines.
-
-        The disk file under image_dir is not removed yet (the provider does not create it either)."""
+        """Idempotent: an unknown machine is already gone. Powers off, deletes every snapshot, the disk and seed
+        volumes, then undefines: a delete cut short leaves the domain, so that its retry finds what is left."""
 
         def _delete() -> None:
             dom = self._lookup_or_none(ref)
@@ -406,6 +615,7 @@ class LibvirtProvider:
             except libvirt.libvirtError as error:
                 if _error_code(error) != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                     raise
+        self._delete_volumes(self._pool(), dom.name())
         # Not every driver knows every flag (the test driver refuses NVRAM): drop the optional ones in turn.
         base = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         for flags in (base | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, base, 0):

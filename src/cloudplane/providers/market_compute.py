@@ -4,7 +4,7 @@ server workflows (start, stop, delete, status polling) work on it unchanged."""
 from __future__ import annotations
 
 from cloudplane.domain.errors import ProviderError
-from cloudplane.providers.base import Capabilities, CreateRequest, Machine, Metrics, SnapshotInfo
+from cloudplane.providers.base import Capabilities, CreateRequest, Machine, Metrics, SnapshotInfo, pacing_of
 from cloudplane.providers.marketplace import Instance, MarketplaceProvider
 
 NO_SNAPSHOTS = "marketplace instances are containers on someone else's host: no disk snapshots"
@@ -24,6 +24,7 @@ class MarketplaceCompute:
     def __init__(self, market: MarketplaceProvider) -> None:
         self.market = market
         self.name = market.name
+        self.pacing = pacing_of(market)
 
     @staticmethod
     def machine(instance: Instance) -> Machine:

@@ -1,8 +1,13 @@
-"""Provider instances by name, built from settings once per process."""
+"""Provider instances by name, built from settings once per process: only those a location runs on, through a
+table of factories that import their provider lazily, so a host without libvirt-python or the lxc bindings runs
+the others."""
 
 from __future__ import annotations
 
-from cloudplane.config import Settings
+import logging
+from collections.abc import Callable
+
+from cloudplane.config import ConfigurationError, Settings
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers.base import Provider
@@ -13,20 +18,33 @@ from cloudplane.providers.simmarket import SimulatedMarketplace
 from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
 from cloudplane.providers.vastai import VastAIProvider
 
+log = logging.getLogger(__name__)
+
 
 class ProviderRegistry:
     """Compute providers by name, and GPU marketplaces (each also reachable as compute, for its instances)."""
 
-    def __init__(self, providers: dict[str, Provider], markets: dict[str, MarketplaceProvider] | None = None) -> None:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        markets: dict[str, MarketplaceProvider] | None = None,
+        unavailable: dict[str, str] | None = None,
+    ) -> None:
         self.markets = dict(markets or {})
         self._providers = {**providers, **{name: MarketplaceCompute(m) for name, m in self.markets.items()}}
         self.market_search = MarketSearch(self.markets)
+        # Providers a location runs on that could not be built here, with the reason (logged at start).
+        self.unavailable = dict(unavailable or {})
 
     def get(self, name: str) -> Provider:
         try:
             return self._providers[name]
         except KeyError:
-            raise ProviderError(f"Provider {name!r} is not configured", retryable=False) from None
+            reason = self.unavailable.get(name, "not configured")
+            raise ProviderError(f"Provider {name!r} cannot be used: {reason}", retryable=False) from None
+
+    def usable(self, name: str) -> bool:
+        return name in self._providers
 
     def market(self, name: str) -> MarketplaceProvider:
         try:
@@ -40,8 +58,8 @@ class ProviderRegistry:
         return sorted(self._providers)
 
 
-def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
-    simulator = SimulatorProvider(
+def _simulator(settings: Settings, db: Database) -> SimulatorProvider:
+    return SimulatorProvider(
         db if db.url == settings.simulator_database_url else Database(settings.simulator_database_url),
         SimulatorConfig(
             time_scale=settings.simulator_time_scale,
@@ -51,6 +69,62 @@ def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
             ghost_create_rate=settings.simulator_ghost_create_rate,
         ),
     )
+
+
+def _libvirt(settings: Settings, db: Database) -> Provider:
+    from cloudplane.providers.libvirt import LibvirtProvider
+
+    return LibvirtProvider(
+        settings.libvirt_uri,
+        pool=settings.libvirt_pool,
+        network=settings.libvirt_network,
+        domain_type=settings.libvirt_domain_type,
+        stop_timeout_s=settings.libvirt_stop_timeout_s,
+    )
+
+
+def _lxc(settings: Settings, db: Database) -> Provider:
+    from cloudplane.providers.lxc import LxcProvider
+
+    return LxcProvider.from_settings(settings)
+
+
+PROVIDER_FACTORIES: dict[str, Callable[[Settings, Database], Provider]] = {
+    "simulator": _simulator,
+    "libvirt": _libvirt,
+    "lxc": _lxc,
+}
+
+
+def configured_providers(settings: Settings) -> set[str]:
+    """The providers the locations run on; a name with no factory stops the start, naming the choices."""
+    choices = ", ".join(sorted(PROVIDER_FACTORIES))
+    if settings.default_provider not in PROVIDER_FACTORIES:
+        raise ConfigurationError(
+            f"CLOUDPLANE_DEFAULT_PROVIDER={settings.default_provider}: no such provider; the providers are: {choices}"
+        )
+    for location, name in settings.location_providers.items():
+        if name not in PROVIDER_FACTORIES:
+            raise ConfigurationError(
+                f"CLOUDPLANE_LOCATION_PROVIDERS entry {location}={name}: no such provider; the providers are: {choices}"
+            )
+    return {settings.default_provider, *settings.location_providers.values()}
+
+
+def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
+    """The simulator always (its store also holds the simulated marketplace, and servers made on it before their
+    location moved elsewhere keep working), plus every provider a location runs on. A provider that cannot be
+    built here (bindings missing, bad settings) does not stop the start: its locations take no new servers, and
+    the reason is logged and kept in `unavailable`."""
+    simulator = _simulator(settings, db)
+    providers: dict[str, Provider] = {"simulator": simulator}
+    unavailable: dict[str, str] = {}
+    for name in sorted(configured_providers(settings) - {"simulator"}):
+        try:
+            providers[name] = PROVIDER_FACTORIES[name](settings, db)
+        except Exception as error:  # noqa: BLE001 - any failure makes the provider unavailable, with its reason
+            unavailable[name] = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+            log.exception("provider %s cannot run here; its locations take no new servers", name)
     markets: dict[str, MarketplaceProvider] = {}
     if settings.vastai_api_key:
         markets["vast_ai"] = VastAIProvider(settings.vastai_api_key)
@@ -64,4 +138,4 @@ def build_registry(settings: Settings, db: Database) -> ProviderRegistry:
             time_scale=settings.simulator_time_scale,
             error_rate=settings.simulator_error_rate,
         )
-    return ProviderRegistry({simulator.name: simulator}, markets)
+    return ProviderRegistry(providers, markets, unavailable)

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers.base import MachineState
+from cloudplane.providers.base import MachineState, Pacing
 from cloudplane.providers.marketplace import Instance, Offer, OfferQuery, RentRequest, gpu_model_matches
 
 metadata = MetaData()
@@ -243,6 +243,7 @@ class SimulatedMarketplace:
         self._fault_rng = random.Random(f"{seed}:faults")
         self._boot_rng = random.Random(f"{seed}:boots")
         self._rng_lock = threading.Lock()
+        self.pacing = Pacing.scaled(time_scale)
         self._display_name = "Vast.ai" if name == "vast_ai" else name
         metadata.create_all(db.write_engine)
         self._stock_catalog()

@@ -38,6 +38,7 @@ from cloudplane.providers.base import (
     Machine,
     MachineState,
     Metrics,
+    Pacing,
     SnapshotInfo,
 )
 
@@ -117,6 +118,10 @@ class SimulatorProvider:
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
         metadata.create_all(db.write_engine)
+
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing.scaled(self.config.time_scale)
 
     def _roll(self) -> float:
         with self._rng_lock:

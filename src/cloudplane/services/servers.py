@@ -234,6 +234,7 @@ def create_server(
                 message=f"{kind.capitalize()} not found",
             )
         found[kind] = row
+    view.check_placement(found["location"], found["plan"], found["image"])
     hostname = validate_hostname(hostname) if hostname else hostname_from_label(label)
     generated = None
     if password is None:

@@ -20,12 +20,10 @@ from sqlalchemy import select, update
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, Snapshot, SSHKey, utcnow
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ACTIONS, ServerStatus, SnapshotStatus
-from cloudplane.providers.base import CreateRequest, Machine, MachineState
+from cloudplane.providers.base import CreateRequest, Machine, MachineState, pacing_of
 from cloudplane.providers.marketplace import Instance, RentRequest
 from cloudplane.workflows.engine import current_core
 
-# A machine still not in its target state after this long (scaled like the simulator) fails the operation.
-OPERATION_TIMEOUT_S = 900.0
 MACHINE_STATE_FOR = {ServerStatus.RUNNING: MachineState.RUNNING, ServerStatus.STOPPED: MachineState.STOPPED}
 
 
@@ -163,9 +161,9 @@ async def progress(op: OperationView, percent: int) -> None:
 
 async def wait_for(op: OperationView, ref: str, target: MachineState) -> Machine:
     """Poll the provider until the machine reaches `target`; durable sleeps, so a crash resumes the wait."""
-    scale = current_core().settings.simulator_time_scale
-    interval = min(2.0, max(0.02, scale))
-    deadline = await clock() + OPERATION_TIMEOUT_S * max(scale, 0.05)
+    pacing = pacing_of(current_core().providers.get(op.provider))
+    interval = pacing.poll_interval_s
+    deadline = await clock() + pacing.timeout_s
     while True:
         machine: Machine | None = await provider_call(op.provider, "get", ref)
         if machine is None:

@@ -258,14 +258,16 @@ def find_plan(catalog: CatalogView, plan_id: str, *, for_sale: bool = False) -> 
     raise NotFound("Plan not found; GET /plans lists the plans", field="plan_id", plan_id=plan_id)
 
 
-def find_image(catalog: CatalogView, operating_system: str | None) -> Image:
+def find_image(catalog: CatalogView, operating_system: str | None, location: Location | None = None) -> Image:
     available = [i for i in catalog.images if i.available]
     if operating_system is None:
+        # The default is one the location (or, with none given, some location) can boot.
+        offered = catalog.images_at(location) if location else [i for i in catalog.offered_images if i.available]
         default = catalog.by_slug("image", DEFAULT_IMAGE)
-        if default is not None and default.available:
+        if default in offered:
             return default  # type: ignore[return-value]
-        if available:
-            return available[0]
+        if offered:
+            return offered[0]
     else:
         # The document writes "ubuntu-22.04" where the catalog's slug is "ubuntu-22-04".
         wanted = operating_system.strip().lower().replace(".", "-")
@@ -280,12 +282,23 @@ def find_image(catalog: CatalogView, operating_system: str | None) -> Image:
     )
 
 
-def find_location(catalog: CatalogView, location: str | None) -> Location:
+def find_location(catalog: CatalogView, location: str) -> Location:
     available = [loc for loc in catalog.locations if loc.available]
     for candidate in available:
-        if location is None or candidate.slug == location.strip().lower():
+        if candidate.slug == location.strip().lower():
             return candidate
     raise NotFound("Location not found", field="location", location=location, available=[loc.slug for loc in available])
+
+
+def default_location(catalog: CatalogView, plan: Plan, image: Image) -> Location:
+    """The first location whose provider can make this plan with this image (else the first taking servers, which
+    then refuses saying what it offers)."""
+    for candidate in catalog.open_locations:
+        if catalog.serves(candidate, plan=plan, image=image):
+            return candidate
+    if catalog.open_locations:
+        return catalog.open_locations[0]
+    raise NotFound("Location not found", field="location", location=None, available=[])
 
 
 def vps_out(
@@ -381,8 +394,9 @@ def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Respo
     catalog = core.catalog.view()
     # Resolved here, before any key is added, so that an unknown plan is the document's 404 and changes nothing.
     plan = find_plan(catalog, body.plan_id, for_sale=True)
-    image = find_image(catalog, body.operating_system)
-    location = find_location(catalog, body.location)
+    location = find_location(catalog, body.location) if body.location is not None else None
+    image = find_image(catalog, body.operating_system, location)
+    location = location or default_location(catalog, plan, image)
     key_ids = ssh_keys.ensure_keys(core, principal, body.ssh_keys)
     server, root_password = servers.create_server(
         core,
@@ -461,8 +475,8 @@ def restart_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Respon
 
 @router.get("/plans", tags=["CloudVPS plans"], response_model=PlanListReply)
 async def list_plans(core: CoreDep, principal: PrincipalDep) -> Response:
-    """The plans a new VPS can have (the catalog is small, so one page)."""
-    return reply(PlanListReply(data=[plan_out(p) for p in core.catalog.view().plans if p.available]))
+    """The plans a new VPS can have, in some location (the catalog is small, so one page)."""
+    return reply(PlanListReply(data=[plan_out(p) for p in core.catalog.view().offered_plans if p.available]))
 
 
 @router.get(

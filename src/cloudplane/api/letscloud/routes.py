@@ -163,7 +163,7 @@ def restore_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: P
 
 @router.get("/plans", operation_id="listPlans", response_model=w.PlanList)
 async def list_plans(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
-    plans = core.catalog.view().plans
+    plans = core.catalog.view().offered_plans  # those some location's provider can make
     return reply(
         w.PlanList(
             plans=[w.PlanOut.of(p) for p in _page(plans, page)],
@@ -176,7 +176,7 @@ async def list_plans(core: CoreDep, principal: PrincipalDep, page: PageDep) -> R
 
 @router.get("/images", operation_id="listImages", response_model=w.ImageList)
 async def list_images(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
-    images = core.catalog.view().images
+    images = core.catalog.view().offered_images  # those some location's provider can boot
     return reply(
         w.ImageList(
             images=[w.ImageOut.of(i) for i in _page(images, page)],
@@ -189,11 +189,15 @@ async def list_images(core: CoreDep, principal: PrincipalDep, page: PageDep) -> 
 
 @router.get("/locations", operation_id="listLocations", response_model=w.LocationList)
 async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
-    locations = core.catalog.view().locations
+    view = core.catalog.view()
     return reply(
         w.LocationList(
-            locations=[w.LocationOut.of(loc) for loc in _page(locations, page)],
-            total=len(locations),
+            # A location whose provider cannot run here, or serves nothing, shows as unavailable.
+            locations=[
+                w.LocationOut.of(loc).model_copy(update={"available": view.is_open(loc)})
+                for loc in _page(view.locations, page)
+            ],
+            total=len(view.locations),
             page=page.page,
             per_page=page.per_page,
         )

@@ -1,0 +1,622 @@
+"""The LXC provider: system containers on this host, driven through the `lxc` Python bindings (liblxc).
+
+A server is a container under `lxc_path` named `cp-<hash of the create token>`, with the plan's CPU and memory as
+cgroup limits, a fixed address on Cloudplane's own bridge, the hostname asked for, the chosen SSH keys installed
+for root and the image's SSH daemon started by its init. Snapshots are LXC snapshots (copies of the rootfs); a
+snapshot's ref is `<container>/<snapshot id>`, the id being a hash of the snapshot token kept in LXC's comment file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.providers import lxc_host
+from cloudplane.providers.base import (
+    Capabilities,
+    CreateRequest,
+    Machine,
+    MachineState,
+    Metrics,
+    Pacing,
+    SnapshotInfo,
+)
+
+try:
+    import lxc
+except ImportError:  # the provider refuses to start without it; importing this module stays cheap and safe
+    lxc = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from cloudplane.config import Settings
+
+T = TypeVar("T")
+
+CONTAINER_PREFIX = "cp-"
+SNAPSHOT_PREFIX = "cps-"
+REF_PATTERN = re.compile(r"^cp-[0-9a-f]{16}$")
+SNAPSHOT_REF_PATTERN = re.compile(r"^(cp-[0-9a-f]{16})/(cps-[0-9a-f]{16})$")
+# Beside the container's LXC config: marks the container as Cloudplane's and records what made it.
+MARKER = "cloudplane.json"
+LOCK_FILE = ".cloudplane.lock"
+# lxccontainer.h: KEEPNAME | KEEPMACADDR | KEEPBDEVTYPE | MAYBE_SNAPSHOT | ALLOW_RUNNING (not exported by the
+# bindings), the flags LXC's own snapshot uses plus leave to copy a running container.
+CLONE_FLAGS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6)
+
+STATES = {
+    "STOPPED": MachineState.STOPPED,
+    "STARTING": MachineState.STARTING,
+    "RUNNING": MachineState.RUNNING,
+    "STOPPING": MachineState.STOPPING,
+    "ABORTING": MachineState.STOPPING,
+    "FREEZING": MachineState.STOPPING,
+    "FROZEN": MachineState.STOPPED,  # suspended in memory: `start` thaws it, `stop` stops it
+    "THAWED": MachineState.RUNNING,
+}
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def container_name(token: str) -> str:
+    return f"{CONTAINER_PREFIX}{_hash(token)}"
+
+
+def snapshot_id(token: str) -> str:
+    return f"{SNAPSHOT_PREFIX}{_hash(token)}"
+
+
+@dataclass(frozen=True)
+class LxcConfig:
+    lxc_path: Path
+    images_path: Path
+    network: lxc_host.Network
+    stop_timeout_s: float = 10.0
+
+
+class LxcProvider:
+    """Containers carrying a `cloudplane.json` marker under `lxc_path`; anything else there is never touched.
+
+    Calls run in worker threads, one at a time per container; creates (which pick an address) also hold a file
+    lock, so several Cloudplane processes on one host never hand out the same address.
+    """
+
+    # Local calls: a container is running a few milliseconds after its start.
+    pacing = Pacing(poll_interval_s=0.05, timeout_s=120.0)
+
+    def __init__(self, config: LxcConfig, *, name: str = "lxc") -> None:
+        if lxc is None:
+            raise ProviderError(
+                "The lxc Python bindings are not installed: apt-get install lxc lxc-dev pkg-config, then "
+                "pip install 'cloudplane[lxc]'",
+                retryable=False,
+            )
+        self.name = name
+        self.config = config
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._cpu_samples: dict[str, tuple[float, int]] = {}
+        config.lxc_path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LxcProvider:
+        return cls(
+            LxcConfig(
+                lxc_path=Path(settings.lxc_path),
+                images_path=Path(settings.lxc_images_path),
+                network=lxc_host.Network.parse(settings.lxc_bridge, settings.lxc_subnet),
+                stop_timeout_s=settings.lxc_stop_timeout_s,
+            )
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # Everything but the images: those are what this host has built or imported, read afresh each time.
+        return Capabilities(images=frozenset(self.images()))
+
+    def images(self) -> list[str]:
+        """The image slugs this host has built or imported (`cloudplane host prepare`)."""
+        return lxc_host.local_images(self.config.images_path)
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    async def _run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock_for(name):
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    @contextlib.contextmanager
+    def _host_lock(self) -> Iterator[None]:
+        with open(self.config.lxc_path / LOCK_FILE, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _container(self, name: str) -> Any:
+        return lxc.Container(name, str(self.config.lxc_path))
+
+    def _marker(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.config.lxc_path / name / MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _lookup(self, ref: str) -> Any:
+        container = self._lookup_or_none(ref)
+        if container is None:
+            raise NotFound(f"No LXC container {ref} on this host", ref=ref)
+        return container
+
+    def _lookup_or_none(self, ref: str) -> Any:
+        if not REF_PATTERN.match(ref) or self._marker(ref) is None:
+            return None
+        container = self._container(ref)
+        return container if container.defined else None
+
+    def _machine(self, container: Any) -> Machine:
+        marker = self._marker(container.name) or {}
+        return Machine(
+            ref=container.name,
+            state=STATES.get(container.state, MachineState.ERROR),
+            hostname=marker.get("hostname", container.name),
+            # The server's one address, on Cloudplane's bridge: route or NAT that range to make servers reachable
+            # from outside the host.
+            public_ipv4=marker.get("ipv4"),
+            token=marker.get("token"),
+        )
+
+    def _names(self) -> list[str]:
+        path = self.config.lxc_path
+        if not path.is_dir():
+            return []
+        return sorted(p.name for p in path.iterdir() if REF_PATTERN.match(p.name) and (p / MARKER).is_file())
+
+    # -- create ----------------------------------------------------------------------------------------------
+
+    async def create(self, request: CreateRequest) -> Machine:
+        name = container_name(request.token)
+        return await self._run(name, self._create, name, request)
+
+    def _create(self, name: str, request: CreateRequest) -> Machine:
+        existing = self._lookup_or_none(name)
+        if existing is None:
+            image = lxc_host.read_image(self.config.images_path, request.image)
+            if image is None:
+                raise ProviderError(
+                    f"Image {request.image!r} is not on this LXC host (it has: {', '.join(self.images()) or 'none'}); "
+                    "run `cloudplane host prepare`",
+                    retryable=False,
+                )
+            lxc_host.ensure_bridge(self.config.network)
+            with self._host_lock():
+                address = self._free_address()
+                self._build(name, request, image, address)
+            existing = self._container(name)
+        if existing.state == "STOPPED" and not (self.config.lxc_path / name / "started").exists():
+            # The first start belongs to the create: a container that never started is a create half done.
+            if not _start_and_wait(existing):
+                self._destroy(name)
+                raise ProviderError(f"LXC could not start the new container {name}; it was removed", retryable=True)
+            (self.config.lxc_path / name / "started").touch()
+        return self._machine(existing)
+
+    def _free_address(self) -> ipaddress.IPv4Address:
+        taken = {(self._marker(n) or {}).get("ipv4") for n in self._names()}
+        for address in self.config.network.container_addresses():
+            if str(address) not in taken:
+                return address
+        raise ProviderError(f"No free address left in {self.config.network.subnet}; widen lxc_subnet", retryable=False)
+
+    def _build(self, name: str, request: CreateRequest, image: dict, address: ipaddress.IPv4Address) -> None:
+        """Assemble the container in a staging directory and rename it into place: a half-built container is
+        never visible under its name, and a crash leaves only a `.staging-*` directory to sweep."""
+        path = self.config.lxc_path
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=path))
+        try:
+            rootfs = staging / "rootfs"
+            subprocess_copy(self.config.images_path / request.image / "rootfs", rootfs)
+            hostname = request.hostname[:63]
+            (rootfs / "etc/hostname").write_text(hostname + "\n")
+            (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n{address} {hostname} {hostname.split('.')[0]}\n")
+            ssh = rootfs / "root/.ssh"
+            ssh.mkdir(parents=True, exist_ok=True)
+            os.chmod(ssh, 0o700)
+            (ssh / "authorized_keys").write_text("".join(f"{k.strip()}\n" for k in request.ssh_public_keys))
+            os.chmod(ssh / "authorized_keys", 0o600)
+            if request.root_password_hash:
+                shadow = rootfs / "etc/shadow"
+                lines = [ln for ln in shadow.read_text().splitlines() if not ln.startswith("root:")]
+                shadow.write_text(
+                    f"root:{request.root_password_hash}:19000:0:99999:7:::\n" + "".join(f"{ln}\n" for ln in lines)
+                )
+                os.chmod(shadow, 0o600)
+            final = path / name
+            (staging / "config").write_text(self._lxc_config(name, final / "rootfs", request, image, address))
+            (staging / MARKER).write_text(
+                json.dumps(
+                    {
+                        "token": request.token,
+                        "name": request.name,
+                        "hostname": request.hostname,
+                        "image": request.image,
+                        "ipv4": str(address),
+                        "cpu": request.cpu,
+                        "ram_mb": request.ram_mb,
+                        "created_at": time.time(),
+                    }
+                )
+            )
+            os.chmod(staging, 0o755)
+            staging.rename(final)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _lxc_config(
+        self, name: str, rootfs: Path, request: CreateRequest, image: dict, address: ipaddress.IPv4Address
+    ) -> str:
+        network = self.config.network
+        period_us = 100_000
+        lines = [
+            "lxc.include = /usr/share/lxc/config/common.conf",
+            f"lxc.rootfs.path = dir:{rootfs}",
+            f"lxc.uts.name = {request.hostname[:63]}",
+            "lxc.autodev = 1",
+            "lxc.tty.max = 1",
+            "lxc.pty.max = 16",
+            "lxc.mount.auto = cgroup:mixed proc:mixed sys:ro",
+            "lxc.net.0.type = veth",
+            f"lxc.net.0.link = {network.bridge}",
+            "lxc.net.0.flags = up",
+            f"lxc.net.0.ipv4.address = {address}/{network.subnet.prefixlen}",
+            f"lxc.net.0.ipv4.gateway = {network.gateway}",
+            # The plan's size as cgroup (v1 and v2) limits: CPU as a CFS quota of `cpu` cores, memory in bytes.
+            f"lxc.cgroup.cpu.cfs_period_us = {period_us}",
+            f"lxc.cgroup.cpu.cfs_quota_us = {request.cpu * period_us}",
+            f"lxc.cgroup.memory.limit_in_bytes = {request.ram_mb * 1024 * 1024}",
+            f"lxc.cgroup2.cpu.max = {request.cpu * period_us} {period_us}",
+            f"lxc.cgroup2.memory.max = {request.ram_mb * 1024 * 1024}",
+            *image.get("lxc_config", []),
+        ]
+        # Only the controller lines of the cgroup version this host mounts: LXC refuses unknown controllers.
+        version = "lxc.cgroup2." if _cgroup2_only() else "lxc.cgroup."
+        other = "lxc.cgroup." if version == "lxc.cgroup2." else "lxc.cgroup2."
+        return "\n".join(line for line in lines if not line.startswith(other)) + "\n"
+
+    async def find_by_token(self, token: str) -> Machine | None:
+        return await self.get(container_name(token))
+
+    async def get(self, ref: str) -> Machine | None:
+        def _get() -> Machine | None:
+            container = self._lookup_or_none(ref)
+            return None if container is None else self._machine(container)
+
+        return await self._run(ref, _get)
+
+    async def list(self) -> list[Machine]:
+        def _list() -> list[Machine]:
+            machines = []
+            for name in self._names():
+                container = self._container(name)
+                if container.defined:
+                    machines.append(self._machine(container))
+            return machines
+
+        return await asyncio.to_thread(_list)
+
+    # -- power -----------------------------------------------------------------------------------------------
+
+    async def start(self, ref: str) -> None:
+        def _start() -> None:
+            container = self._lookup(ref)
+            if container.state == "FROZEN":
+                container.unfreeze()
+            elif container.state == "STOPPED" and not _start_and_wait(container):
+                raise ProviderError(f"LXC could not start {ref}", retryable=True)
+
+        await self._run(ref, _start)
+
+    async def stop(self, ref: str) -> None:
+        def _stop() -> None:
+            container = self._lookup(ref)
+            if container.state == "STOPPED":
+                return
+            if container.state == "FROZEN":
+                container.unfreeze()
+            # Ask init to halt (the image's lxc.signal.halt); past the timeout pull the plug.
+            if not container.shutdown(max(1, math.ceil(self.config.stop_timeout_s))) and container.state != "STOPPED":
+                container.stop()
+            self._cpu_samples.pop(ref, None)
+
+        await self._run(ref, _stop)
+
+    async def reboot(self, ref: str) -> None:
+        def _reboot() -> None:
+            container = self._lookup(ref)
+            if container.state != "RUNNING":
+                raise ProviderError(
+                    f"{ref} is {container.state.lower()}; only a running container reboots", retryable=False
+                )
+            if not container.reboot():
+                raise ProviderError(f"LXC could not reboot {ref}", retryable=True)
+
+        await self._run(ref, _reboot)
+
+    async def delete(self, ref: str) -> None:
+        def _delete() -> None:
+            if self._marker(ref) is not None:  # never a container Cloudplane did not make
+                self._destroy(ref)
+
+        if REF_PATTERN.match(ref):
+            await self._run(ref, _delete)
+
+    def _destroy(self, name: str) -> None:
+        """Stop the container, drop its snapshots, then the container itself; whatever is left is removed."""
+        path = self.config.lxc_path / name
+        if not path.exists():
+            return
+        container = self._container(name)
+        if container.defined:
+            if container.state == "FROZEN":
+                container.unfreeze()
+            if container.state != "STOPPED":
+                container.stop()
+            for directory in self._snapshot_dirs(name):
+                snapshot = lxc.Container(directory.name, str(directory.parent))
+                if snapshot.defined:
+                    snapshot.destroy()
+            container.destroy()
+        # Rename before removing, so a crash part way never leaves a half-deleted container under its name.
+        doomed = self.config.lxc_path / f".deleting-{name}-{time.monotonic_ns()}"
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        self._cpu_samples.pop(name, None)
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+
+    def _snapshots(self, container: Any) -> dict[str, str]:
+        """Cloudplane snapshot id -> LXC snapshot name (snap0, snap1...), read from the comment files.
+
+        Read from the directory, not `snapshot_list()`: liblxc's bindings crash the process on a snapshot whose
+        `ts` file is missing (one interrupted while being taken)."""
+        found = {}
+        for directory in self._snapshot_dirs(container.name):
+            with contextlib.suppress(OSError):
+                comment = (directory / "comment").read_text().strip()
+                if comment.startswith(SNAPSHOT_PREFIX) and (directory / "ts").is_file():
+                    found[comment] = directory.name
+        return found
+
+    def _snapshot_dirs(self, name: str) -> list[Path]:
+        snaps = self.config.lxc_path / name / "snaps"
+        return sorted(p for p in snaps.iterdir() if p.is_dir()) if snaps.is_dir() else []
+
+    async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
+        def _snapshot() -> SnapshotInfo:
+            container = self._lookup(ref)
+            sid = snapshot_id(token)
+            lxc_name = self._snapshots(container).get(sid)
+            if lxc_name is None:
+                lxc_name = self._take_snapshot(container, sid)
+            size = _tree_size(self.config.lxc_path / ref / "snaps" / lxc_name)
+            return SnapshotInfo(ref=f"{ref}/{sid}", machine_ref=ref, size_gb=max(1, math.ceil(size / 2**30)))
+
+        return await self._run(ref, _snapshot)
+
+    def _take_snapshot(self, container: Any, sid: str) -> str:
+        """LXC's own snapshot layout (`snaps/snapN/{config,rootfs,ts,comment}`, which `snapshot_list`,
+        `snapshot_restore` and `snapshot_destroy` read), made with a clone so that a running container can be
+        snapshotted too: LXC's `snapshot()` refuses running directory-backed containers. The container is frozen
+        while its rootfs is copied, so the snapshot is consistent."""
+        snaps = self.config.lxc_path / container.name / "snaps"
+        snaps.mkdir(exist_ok=True)
+        lxc_name = next(f"snap{i}" for i in range(10_000) if not (snaps / f"snap{i}").exists())
+        frozen = container.state == "RUNNING" and _freeze(container)
+        try:
+            clone = container.clone(lxc_name, config_path=str(snaps), flags=CLONE_FLAGS)
+        finally:
+            if frozen:
+                _thaw(container)
+        if not clone:
+            shutil.rmtree(snaps / lxc_name, ignore_errors=True)
+            raise ProviderError(f"LXC could not snapshot {container.name}", retryable=True)
+        (snaps / lxc_name / "ts").write_text(time.strftime("%Y:%m:%d %H:%M:%S"))
+        (snaps / lxc_name / "comment").write_text(sid + "\n")
+        return lxc_name
+
+    def _parse_snapshot_ref(self, snapshot_ref: str) -> tuple[str, str] | None:
+        match = SNAPSHOT_REF_PATTERN.match(snapshot_ref)
+        return (match.group(1), match.group(2)) if match else None
+
+    async def delete_snapshot(self, snapshot_ref: str) -> None:
+        parsed = self._parse_snapshot_ref(snapshot_ref)
+        if parsed is None:
+            return
+        ref, sid = parsed
+
+        def _delete_snapshot() -> None:
+            container = self._lookup_or_none(ref)
+            lxc_name = None if container is None else self._snapshots(container).get(sid)
+            if lxc_name is not None and not container.snapshot_destroy(lxc_name):
+                raise ProviderError(f"LXC could not delete snapshot {snapshot_ref}", retryable=True)
+
+        await self._run(ref, _delete_snapshot)
+
+    async def restore(self, ref: str, snapshot_ref: str) -> None:
+        def _restore() -> None:
+            container = self._lookup(ref)
+            parsed = self._parse_snapshot_ref(snapshot_ref)
+            lxc_name = self._snapshots(container).get(parsed[1]) if parsed and parsed[0] == ref else None
+            if lxc_name is None:
+                raise NotFound(f"Container {ref} has no snapshot {snapshot_ref}", snapshot=snapshot_ref)
+            if container.state != "STOPPED":
+                raise ProviderError(
+                    f"{ref} is {container.state.lower()}; stop it before restoring a snapshot", retryable=False
+                )
+            marker = (self.config.lxc_path / ref / MARKER).read_bytes()
+            if not container.snapshot_restore(lxc_name, ref):
+                raise ProviderError(f"LXC could not restore {snapshot_ref}", retryable=True)
+            (self.config.lxc_path / ref / MARKER).write_bytes(marker)  # LXC rebuilds the directory on restore
+            (self.config.lxc_path / ref / "started").touch()
+
+        await self._run(ref, _restore)
+
+    # -- metrics ---------------------------------------------------------------------------------------------
+
+    async def metrics(self, ref: str) -> Metrics:
+        return await self._run(ref, self._metrics, ref)
+
+    def _metrics(self, ref: str) -> Metrics:
+        container = self._lookup(ref)
+        if container.state not in ("RUNNING", "FROZEN"):
+            return Metrics(0.0, 0, 0, 0, 0, 0)
+        usage_ns = _cpu_usage_ns(container)
+        now = time.monotonic()
+        previous = self._cpu_samples.get(ref)
+        self._cpu_samples[ref] = (now, usage_ns)
+        cpu_percent = 0.0
+        cores = max(1, (self._marker(ref) or {}).get("cpu", 1))
+        if previous is not None and now > previous[0]:
+            used = (usage_ns - previous[1]) / 1e9 / (now - previous[0])
+            cpu_percent = min(100.0, max(0.0, 100.0 * used / cores))
+        read, written = _disk_bytes(container)
+        # The host end of the veth: what it receives the container sent, and the other way round.
+        veth = _read(container.get_running_config_item, "lxc.net.0.veth.pair")
+        return Metrics(
+            cpu_percent=round(cpu_percent, 2),
+            memory_used_mb=_memory_bytes(container) // 2**20,
+            disk_read_bytes=read,
+            disk_write_bytes=written,
+            net_rx_bytes=_net_counter(veth, "tx_bytes"),
+            net_tx_bytes=_net_counter(veth, "rx_bytes"),
+        )
+
+
+def subprocess_copy(source: Path, destination: Path) -> None:
+    """Copy a root filesystem keeping owners, modes, links and device nodes (`cp -a`, reflinks where possible)."""
+    done = subprocess.run(
+        ["cp", "-a", "--reflink=auto", str(source), str(destination)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise ProviderError(f"Could not copy the image {source}: {done.stderr.strip()}", retryable=False)
+
+
+def _start_and_wait(container: Any, timeout_s: int = 10) -> bool:
+    """Start and wait until LXC reports the container running (its init has been exec'd), so that the state a
+    caller reads next is never the brief STARTING."""
+    return bool(container.start()) and bool(container.wait("RUNNING", timeout_s))
+
+
+def _freeze(container: Any, timeout_s: float = 10.0) -> bool:
+    """Freeze through the cgroup freezer, polling every few ms (liblxc's own `freeze()` sleeps a whole second)."""
+    v2 = _cgroup2_only()
+    if not container.set_cgroup_item("cgroup.freeze" if v2 else "freezer.state", "1" if v2 else "FROZEN"):
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = str(_read(container.get_cgroup_item, "cgroup.events" if v2 else "freezer.state"))
+        if ("frozen 1" in state) if v2 else state.strip() == "FROZEN":
+            return True
+        time.sleep(0.005)
+    _thaw(container)
+    raise ProviderError(f"{container.name} did not freeze within {timeout_s:.0f} s", retryable=True)
+
+
+def _thaw(container: Any) -> None:
+    v2 = _cgroup2_only()
+    container.set_cgroup_item("cgroup.freeze" if v2 else "freezer.state", "0" if v2 else "THAWED")
+
+
+def _cgroup2_only() -> bool:
+    return not os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _read(getter: Callable[[str], Any], key: str) -> str:
+    """A cgroup or running-config value, "" when LXC cannot read it (the container stopped a moment ago)."""
+    try:
+        return str(getter(key) or "")
+    except (KeyError, ValueError):
+        return ""
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value).strip() or 0)
+    except ValueError:
+        return 0
+
+
+def _cpu_usage_ns(container: Any) -> int:
+    if _cgroup2_only():
+        stat = dict(
+            line.split() for line in str(_read(container.get_cgroup_item, "cpu.stat")).splitlines() if " " in line
+        )
+        return _int(stat.get("usage_usec")) * 1000
+    return _int(_read(container.get_cgroup_item, "cpuacct.usage"))
+
+
+def _memory_bytes(container: Any) -> int:
+    return _int(_read(container.get_cgroup_item, "memory.current" if _cgroup2_only() else "memory.usage_in_bytes"))
+
+
+def _disk_bytes(container: Any) -> tuple[int, int]:
+    """Bytes read and written by the container's processes, from blkio (cgroup v1) or io.stat (v2)."""
+    read = written = 0
+    if _cgroup2_only():
+        for line in str(_read(container.get_cgroup_item, "io.stat") or "").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+            read += _int(fields.get("rbytes"))
+            written += _int(fields.get("wbytes"))
+        return read, written
+    for line in str(_read(container.get_cgroup_item, "blkio.throttle.io_service_bytes") or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] == "Read":
+            read += _int(parts[2])
+        elif len(parts) == 3 and parts[1] == "Write":
+            written += _int(parts[2])
+    return read, written
+
+
+def _net_counter(interface: Any, counter: str) -> int:
+    if not interface:
+        return 0
+    try:
+        return int(Path(f"/sys/class/net/{interface}/statistics/{counter}").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total

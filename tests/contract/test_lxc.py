@@ -1,0 +1,204 @@
+"""What the LXC provider promises beyond the driver contract: real limits, addresses, SSH, clean removal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudplane.providers import lxc_host
+from cloudplane.providers.base import CreateRequest, MachineState
+from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers
+
+from .test_provider_contract import request_for
+
+
+@pytest.fixture
+def provider(lxc_host_ready: LxcTestHost, tmp_path: Path) -> Any:
+    provider = lxc_host_ready.provider(tmp_path / "lxc")
+    yield provider
+    destroy_lxc_leftovers(provider)
+
+
+def veths_on_bridge() -> set[str]:
+    out = subprocess.run(
+        ["ip", "-o", "link", "show", "master", LXC_TEST_BRIDGE], capture_output=True, text=True, check=True
+    ).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if line.strip()}
+
+
+async def veth_gone(veth: str, timeout_s: float = 5.0) -> None:
+    """The kernel removes a dead container's veth when it tears its network namespace down, asynchronously."""
+    deadline = time.monotonic() + timeout_s
+    while veth in veths_on_bridge():
+        assert time.monotonic() < deadline, f"{veth} is still on the bridge {timeout_s} s after the delete"
+        await asyncio.sleep(0.05)
+
+
+def ssh_keypair(tmp_path: Path) -> tuple[Path, str]:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key, key.with_suffix(".pub").read_text().strip()
+
+
+def ssh(key: Path, address: str, command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5",
+            f"root@{address}", command,
+        ],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def wait_for_port(address: str, port: int = 22, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((address, port), timeout=0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+async def test_container_has_the_plans_limits_its_address_hostname_and_keys(provider: Any, tmp_path: Path) -> None:
+    key, public_key = ssh_keypair(tmp_path)
+    request = CreateRequest(
+        token="limits", name="web", hostname="web-1.example.test", cpu=2, ram_mb=384, disk_gb=5,
+        image="busybox", location="lab", ssh_public_keys=(public_key,),
+    )  # fmt: skip
+    machine = await provider.create(request)
+    assert machine.state == MachineState.RUNNING
+    import lxc
+
+    container = lxc.Container(machine.ref, str(provider.config.lxc_path))
+    assert int(container.get_cgroup_item("memory.limit_in_bytes")) == 384 * 2**20
+    assert int(container.get_cgroup_item("cpu.cfs_quota_us")) == 2 * int(container.get_cgroup_item("cpu.cfs_period_us"))
+    assert machine.public_ipv4 in {str(a) for a in provider.config.network.container_addresses()}
+    await asyncio.to_thread(wait_for_port, machine.public_ipv4)
+    done = await asyncio.to_thread(ssh, key, machine.public_ipv4, "hostname; cat /proc/1/comm; id -u")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["web-1.example.test", "init", "0"]
+    # A key that was not chosen is refused.
+    (tmp_path / "other").mkdir()
+    other, _ = ssh_keypair(tmp_path / "other")
+    assert (await asyncio.to_thread(ssh, other, machine.public_ipv4, "true")).returncode != 0
+
+
+async def test_concurrent_creates_get_distinct_addresses(provider: Any) -> None:
+    machines = await asyncio.gather(*(provider.create(request_for(f"n{i}", "busybox")) for i in range(4)))
+    assert len({m.public_ipv4 for m in machines}) == 4
+    assert len({m.ref for m in machines}) == 4
+
+
+async def test_restore_brings_back_the_disk_as_it_was(provider: Any) -> None:
+    machine = await provider.create(request_for("disk", "busybox"))
+    rootfs = provider.config.lxc_path / machine.ref / "rootfs"
+    (rootfs / "root/before.txt").write_text("kept")
+    snapshot = await provider.snapshot(machine.ref, "s")  # taken while running: the container is frozen for it
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+    (rootfs / "root/after.txt").write_text("written after the snapshot")
+    await provider.stop(machine.ref)
+    await provider.restore(machine.ref, snapshot.ref)
+    assert (rootfs / "root/before.txt").read_text() == "kept"
+    assert not (rootfs / "root/after.txt").exists()
+    await provider.start(machine.ref)
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+
+
+async def test_delete_leaves_no_container_veth_or_rootfs(provider: Any) -> None:
+    import lxc
+
+    machine = await provider.create(request_for("gone", "busybox"))
+    veth = lxc.Container(machine.ref, str(provider.config.lxc_path)).get_running_config_item("lxc.net.0.veth.pair")
+    assert veth in veths_on_bridge()
+    await provider.snapshot(machine.ref, "s")
+    await provider.delete(machine.ref)
+    await veth_gone(veth)
+    assert sorted(p.name for p in provider.config.lxc_path.iterdir() if not p.name.startswith(".cloudplane")) == []
+    out = subprocess.run(
+        ["lxc-ls", "-P", str(provider.config.lxc_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == ""
+
+
+async def test_never_touches_containers_it_did_not_make(provider: Any) -> None:
+    # A container made with LXC's own tools in the same directory, without Cloudplane's marker.
+    path = provider.config.lxc_path / "cp-1111111111111111"
+    (path / "rootfs").mkdir(parents=True)
+    (path / "config").write_text(f"lxc.rootfs.path = dir:{path / 'rootfs'}\nlxc.uts.name = foreign\n")
+    assert await provider.get("cp-1111111111111111") is None
+    assert await provider.list() == []
+    await provider.delete("cp-1111111111111111")
+    assert (path / "config").exists()
+
+
+async def test_unknown_image_is_refused_with_the_images_it_has(provider: Any) -> None:
+    from cloudplane.domain.errors import ProviderError
+
+    with pytest.raises(ProviderError) as refused:
+        await provider.create(request_for("x", "windows-2022"))
+    assert not refused.value.retryable and "busybox" in refused.value.message
+
+
+def test_host_prepare_is_idempotent(tmp_path: Path, lxc_host_ready: LxcTestHost) -> None:
+    network = lxc_host.Network.parse("cptest1", "10.213.251.0/24")
+    try:
+        first = lxc_host.prepare_host(network, tmp_path / "lxc", tmp_path / "images")
+        second = lxc_host.prepare_host(network, tmp_path / "lxc", tmp_path / "images")
+        assert first.bridge_created and not second.bridge_created
+        assert first.images == second.images == ["busybox"]
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "cptest1"], capture_output=True, text=True)
+        assert "10.213.251.1/24" in shown.stdout
+    finally:
+        lxc_host.remove_bridge("cptest1")
+
+
+@pytest.mark.parametrize(
+    ("bridge", "subnet", "says"),
+    [("cpbr0", "10.213.0.0/33", "not an IPv4 network"), ("cpbr0", "10.0.0.0/30", "too small"),
+     ("a-very-long-bridge-name", "10.213.0.0/24", "15 characters")],
+)  # fmt: skip
+def test_bad_network_settings_say_what_is_wrong(bridge: str, subnet: str, says: str) -> None:
+    from cloudplane.domain.errors import ProviderError
+
+    with pytest.raises(ProviderError, match=says):
+        lxc_host.Network.parse(bridge, subnet)
+
+
+def test_busybox_image_is_small_and_self_contained(lxc_host_ready: LxcTestHost) -> None:
+    rootfs = lxc_host_ready.images_path / "busybox" / "rootfs"
+    size = sum(os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(rootfs) for f in fs)
+    assert size < 32 * 2**20
+    # Dropbear's libraries are in the image, so it does not depend on the host's /lib being mounted.
+    missing = subprocess.run(
+        ["chroot", str(rootfs), "/usr/sbin/dropbear", "-V"], capture_output=True, text=True, check=False
+    )
+    assert "Dropbear" in missing.stdout + missing.stderr
+
+
+async def test_a_snapshot_interrupted_half_way_breaks_nothing(provider: Any) -> None:
+    # A crash between LXC's copy and the `ts`/`comment` files: liblxc's snapshot_list() would crash the process.
+    import lxc
+
+    from cloudplane.providers.lxc import CLONE_FLAGS
+
+    machine = await provider.create(request_for("torn", "busybox"))
+    await provider.stop(machine.ref)
+    snaps = provider.config.lxc_path / machine.ref / "snaps"
+    snaps.mkdir()
+    assert lxc.Container(machine.ref, str(provider.config.lxc_path)).clone("snap0", str(snaps), CLONE_FLAGS)
+    snapshot = await provider.snapshot(machine.ref, "after-the-crash")
+    assert snapshot.ref.startswith(machine.ref)
+    await provider.restore(machine.ref, snapshot.ref)
+    await provider.delete(machine.ref)
+    assert not (provider.config.lxc_path / machine.ref).exists()

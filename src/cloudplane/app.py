@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -26,21 +27,26 @@ from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddlew
 from cloudplane.api.gpumgr.routes import router as gpumgr_router
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
+from cloudplane.api.vibecaas.apps import router as vibecaas_apps_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
 from cloudplane.db.migrate import upgrade
 from cloudplane.services.accounts import bootstrap_admin_key
-from cloudplane.services.catalog import seed_catalog
+from cloudplane.services.catalog import assign_location_providers, seed_catalog
 from cloudplane.workflows import engine
+from cloudplane.workflows.reconciler import start_reconciler
 
 log = logging.getLogger(__name__)
 
 
 def prepare(core: Core) -> str | None:
-    """Migrate, seed the catalog, and on an empty database return a one-time admin API key."""
+    """Migrate, seed the catalog, put each location on its provider, and on an empty database return a one-time
+    admin API key."""
     upgrade(core.settings.database_url)
     seed_catalog(core.db)
+    assign_location_providers(core.db, core.settings)
+    core.catalog.refresh()
     return bootstrap_admin_key(core.db)
 
 
@@ -120,9 +126,13 @@ def create_app(core: Core | None = None) -> FastAPI:
             yield
             return
         app.state.core = start(get_settings())
+        reconciler = start_reconciler(app.state.core)
         try:
             yield
         finally:
+            if reconciler is not None:
+                reconciler.cancel()
+                await asyncio.gather(reconciler, return_exceptions=True)
             engine.shutdown()
             app.state.core.db.dispose()
             if app.state.ratelimiter is not None:
@@ -156,6 +166,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_users_router, prefix="/api/v1")
     app.include_router(cloudvps_vps_router, prefix="/api/v1")
     app.include_router(vibecaas_users_router, prefix="/api/v1")
+    app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
 
     @app.get("/health", include_in_schema=False)

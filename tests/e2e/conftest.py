@@ -20,6 +20,20 @@ from sqlalchemy import create_engine, text
 
 PG_URL = os.environ.get("CLOUDPLANE_DATABASE_URL", "")
 KEY_PATTERN = re.compile(r"cp_[A-Za-z0-9_-]+")
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+def run_example(script: str, **env: str) -> str:
+    """Run one of the documents' example programs in examples/ with these environment variables; its output."""
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout
 
 
 def free_port() -> int:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
+from tests.e2e.conftest import run_example
 from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
-
-EXAMPLES = Path(__file__).parent / "examples"
 
 
 def curl(*args: str) -> dict:
@@ -32,17 +28,14 @@ def test_python_client_and_curl_examples(service_factory) -> None:
     assert login.status_code == 200, login.text
     token = login.json()["data"]["token"]
 
-    key = ed25519_public_key()
-    env = {**os.environ, "EXAMPLE_BASE_URL": base, "EXAMPLE_TOKEN": token, "EXAMPLE_SSH_KEY": key}
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "cloudvps_python_client.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    printed = json.loads(
+        run_example(
+            "cloudvps_python_client.py",
+            EXAMPLE_BASE_URL=base,
+            EXAMPLE_TOKEN=token,
+            EXAMPLE_SSH_KEY=ed25519_public_key(),
+        )
     )
-    assert run.returncode == 0, run.stderr
-    printed = json.loads(run.stdout)
     assert printed["before"] == {
         "success": True,
         "data": [],

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-EXAMPLES = Path(__file__).parent / "examples"
+from tests.e2e.conftest import run_example
 
 
 def test_python_client_example_and_curl_examples(service_factory) -> None:
     service = service_factory(simulator_time_scale="0.05")
     service.start()
     key = service.api_key
-    env = {**os.environ, "EXAMPLE_BASE_URL": f"{service.url}/api/v1", "EXAMPLE_API_KEY": key}
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "gpumgr_python_client.py")], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert run.returncode == 0, run.stderr
-    created = re.fullmatch(r"Created instance: (vast_\d+)\n", run.stdout)
-    assert created, run.stdout
+    output = run_example("gpumgr_python_client.py", EXAMPLE_BASE_URL=f"{service.url}/api/v1", EXAMPLE_API_KEY=key)
+    created = re.fullmatch(r"Created instance: (vast_\d+)\n", output)
+    assert created, output
 
     auth = ["-H", f"Authorization: Bearer {key}"]
     base = f"{service.url}/api/v1"

@@ -57,6 +57,13 @@ INTRUSIONS = {
     ("POST", "/api/v1/vps/{vps_id}/start"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['stopped']}/start", None),
     ("POST", "/api/v1/vps/{vps_id}/stop"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/stop", None),
     ("POST", "/api/v1/vps/{vps_id}/restart"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/restart", None),
+    ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
+    ("PUT", "/api/v1/apps/{app_id}"): lambda ids: (
+        "PUT",
+        f"/api/v1/apps/{ids['app']}",
+        {"description": "mine now", "environment_variables": {"SECRET": None}},
+    ),
+    ("DELETE", "/api/v1/apps/{app_id}"): lambda ids: ("DELETE", f"/api/v1/apps/{ids['app']}", None),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -86,6 +93,8 @@ ID_FREE |= {
     ("PUT", "/api/v1/users/me"),
     ("GET", "/api/v1/vps"),
     ("POST", "/api/v1/vps"),
+    ("GET", "/api/v1/apps"),
+    ("POST", "/api/v1/apps"),
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
@@ -146,6 +155,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             instance_id="vast_1",
             vps_id="vps-1",
             plan_id="plan-starter",
+            app_id="00000000-0000-4000-8000-000000000000",
         )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
@@ -183,6 +193,10 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         headers=owner.headers,
     )
     gpu = rented.json()["data"]["id"]
+    app = await client.post(
+        "/api/v1/apps", json={"name": "private", "environment_variables": {"SECRET": "s"}}, headers=owner.headers
+    )
+    assert app.status_code == 201, app.text
     await eventually(lambda: get(f"/api/v1/instances/{gpu}"), lambda i: i["data"]["status"] == "running")
     ids = {
         "server": server["id"],
@@ -191,6 +205,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         "snapshot": snap["id"],
         "api_key": api_key["id"],
         "gpu": gpu,
+        "app": app.json()["id"],
     }
     before = [
         await get(f"/api/servers/{server['id']}"),
@@ -198,6 +213,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         await get(f"/api/ssh-keys/{key['id']}"),
         await get(snap_url),
         await get(f"/api/v1/instances/{gpu}"),
+        await get(f"/api/v1/apps/{ids['app']}"),
     ]
 
     for (method, template), make in INTRUSIONS.items():
@@ -213,9 +229,15 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         await get(f"/api/ssh-keys/{key['id']}"),
         await get(snap_url),
         await get(f"/api/v1/instances/{gpu}"),
+        await get(f"/api/v1/apps/{ids['app']}"),
     ]
     assert after == before
-    for url, field in (("/api/servers", "servers"), ("/api/ssh-keys", "ssh_keys"), ("/api/v1/vps", "data")):
+    for url, field in (
+        ("/api/servers", "servers"),
+        ("/api/ssh-keys", "ssh_keys"),
+        ("/api/v1/vps", "data"),
+        ("/api/v1/apps", "items"),
+    ):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []
     account = (await client.get("/api/account", headers=intruder.headers)).json()
     assert account["email"] == intruder.email

@@ -267,3 +267,33 @@ class Operation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class App(Base):
+    """A container app (VibeCaaS): what to build and run, and the resources each replica may use."""
+
+    __tablename__ = "apps"
+    __table_args__ = (
+        UniqueConstraint("account_id", "name", name="uq_apps_account_name"),
+        Index("ix_apps_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    description: Mapped[str | None] = mapped_column(Text)
+    framework: Mapped[str | None] = mapped_column(String(50))
+    github_repo: Mapped[str | None] = mapped_column(String(2048))
+    branch: Mapped[str] = mapped_column(String(255), default="main")
+    # A JSON object of names to string values.
+    environment_variables: Mapped[str] = mapped_column(Text, default="{}")
+    port: Mapped[int] = mapped_column(Integer)
+    cpu_limit: Mapped[int] = mapped_column(Integer)  # millicores
+    memory_limit: Mapped[int] = mapped_column(Integer)  # MiB
+    storage_limit: Mapped[int] = mapped_column(Integer)  # MiB
+    gpu_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    health_check_path: Mapped[str | None] = mapped_column(String(255))
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="stopped")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

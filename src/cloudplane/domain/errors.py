@@ -50,6 +50,13 @@ class InvalidState(Conflict):
     code = "INVALID_STATE"
 
 
+class QuotaExceeded(CloudplaneError):
+    """The account's tier does not allow this much; `details` name the field, the limit and the tier."""
+
+    code = "QUOTA_EXCEEDED"
+    status_code = 403
+
+
 class ValidationFailed(CloudplaneError):
     code = "VALIDATION_ERROR"
     status_code = 422
@@ -60,6 +67,17 @@ class RateLimited(CloudplaneError):
     status_code = 429
 
     def __init__(self, message: str, /, retry_after_s: int, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.headers["Retry-After"] = str(retry_after_s)
+
+
+class ServiceUnavailable(CloudplaneError):
+    """Something this service depends on (Redis ...) cannot be reached; the request may succeed shortly."""
+
+    code = "SERVICE_UNAVAILABLE"
+    status_code = 503
+
+    def __init__(self, message: str, /, retry_after_s: int = 5, **details: Any) -> None:
         super().__init__(message, retry_after_s=retry_after_s, **details)
         self.headers["Retry-After"] = str(retry_after_s)
 

@@ -161,3 +161,12 @@ async def test_health(client) -> None:
     r = await client.get("/health")
     assert r.status_code == 200
     assert r.json()["status"] == "healthy" and set(r.json()) == {"status", "service", "version"}
+
+
+async def test_text_with_a_nul_character_is_never_a_server_error(client, tenant) -> None:
+    # PostgreSQL text cannot hold NUL: the database refuses it, and the reply says so in the face's envelope.
+    r = await client.post("/api/servers", json={**SERVER_BODY, "label": "web\x00one"}, headers=tenant.headers)
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["code"] == "VALIDATION_ERROR" and "NUL" in r.json()["error"]
+    assert (await client.get("/api/servers", headers=tenant.headers)).status_code == 200

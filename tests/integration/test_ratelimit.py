@@ -331,3 +331,28 @@ async def test_ten_failed_sign_ins_lock_the_login_for_a_while(limited_client) ->
     other = {"email": f"free-{time.monotonic_ns()}@example.com", "password": "correct horse battery"}
     await limited_client.post("/api/v1/auth/register", json=other)
     assert (await limited_client.post("/api/v1/auth/login", json=other)).status_code == 200
+
+
+@pytest.fixture
+def client_with_redis_down(app, client):
+    """The project app counting in a Redis that is not there (nothing listens on port 1)."""
+    saved = app.state.ratelimiter
+    app.state.ratelimiter = RateLimiter("redis://127.0.0.1:1/0")
+    yield client
+    app.state.ratelimiter = saved
+
+
+async def test_with_the_store_down_requests_are_admitted_uncounted(client_with_redis_down, make_tenant) -> None:
+    tenant = make_tenant()
+    reply = await client_with_redis_down.get("/api/plans", headers=tenant.headers)
+    assert reply.status_code == 200
+    assert not any(name in reply.headers for name in RATE_LIMIT_HEADERS)
+
+
+async def test_with_the_store_down_sign_in_is_refused_until_it_can_be_counted(client_with_redis_down) -> None:
+    # Failing open here would let a password guesser go uncounted: 503 in the face's envelope, with Retry-After.
+    reply = await client_with_redis_down.post(
+        "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "whatever it is"}
+    )
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["error"]["code"] == "SERVICE_UNAVAILABLE" and reply.headers["retry-after"] == "5"

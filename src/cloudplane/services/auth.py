@@ -120,6 +120,8 @@ def register(db: Database, *, email: str, password: str, name: str | None = None
 
 def _find_login_user(db: Database, login: str) -> User | None:
     login = login.strip()
+    if "\x00" in login:  # no account has one (PostgreSQL text cannot even hold it): unknown, like any other
+        return None
     with db.read() as s:
         return s.scalar(select(User).where(or_(User.email == login.lower(), User.username == login)))
 

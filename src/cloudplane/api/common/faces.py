@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request, routing
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -121,6 +122,13 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return response
 
+    async def on_data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the schemas let through; PostgreSQL's text cannot hold NUL, for one.
+        if "NUL" in str(exc.orig):
+            error = ValidationFailed("Text cannot contain the NUL character (\\u0000); remove it and try again")
+            return _renderer_for(request)(error)
+        return await on_unexpected(request, exc)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _renderer_for(request)(CloudplaneError("Internal server error"))
@@ -128,4 +136,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CloudplaneError, on_domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, on_data_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_unexpected)

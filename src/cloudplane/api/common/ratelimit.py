@@ -3,6 +3,7 @@ must share one budget; a refusal is a `RateLimited` (429) carrying `Retry-After`
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,8 +21,10 @@ from limits.strategies import MovingWindowRateLimiter as MovingWindow
 from limits.util import WindowStats
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloudplane.domain.errors import RateLimited, Unauthorized
+from cloudplane.domain.errors import RateLimited, ServiceUnavailable, Unauthorized
 from cloudplane.services.accounts import Principal
+
+log = logging.getLogger(__name__)
 
 # VibeCaaS "Rate Limits": requests per minute and per hour; enterprise is unlimited.
 TIER_LIMITS: dict[str, tuple[str, ...]] = {
@@ -89,11 +92,19 @@ class RateLimiter:
         self._storage: MemoryStorage | RedisStorage
         self._strategy: _InlineStrategy | AsyncMovingWindow
         self._redis_pool: Any = None
+        # What a store that cannot be reached raises (memory never does).
+        self._store_errors: tuple[type[BaseException], ...] = (OSError,)
+        self._last_store_warning = 0.0
         if redis_url:
             import redis.asyncio  # the optional `redis` extra; only needed when a Redis URL is configured
+            import redis.exceptions
 
-            # Our own pool, so shutdown can close it without reaching into limits' internals.
-            self._redis_pool = redis.asyncio.ConnectionPool.from_url(redis_url.removeprefix("async+"))
+            # Our own pool, so shutdown can close it without reaching into limits' internals. Short timeouts: a
+            # Redis that hangs must not hang every request with it.
+            self._redis_pool = redis.asyncio.ConnectionPool.from_url(
+                redis_url.removeprefix("async+"), socket_connect_timeout=1.0, socket_timeout=1.0
+            )
+            self._store_errors = (OSError, redis.exceptions.RedisError)
             # limits selects its async storage by the `async+` scheme, and would default to the coredis client.
             self._storage = RedisStorage(
                 "async+" + redis_url.removeprefix("async+"),
@@ -106,8 +117,11 @@ class RateLimiter:
             self._storage = MemoryStorage()
             self._strategy = _InlineStrategy(MovingWindow(self._storage))
 
-    async def hit(self, key: str, limits: Sequence[str]) -> RateLimitState | None:
+    async def hit(self, key: str, limits: Sequence[str], *, fail_open: bool = True) -> RateLimitState | None:
         """Count one request for `key` in every window of `limits`; None when `limits` is empty (unlimited).
+
+        When the store cannot be reached the request is admitted uncounted (fail open: a Redis outage must not
+        take the API down with it), or with `fail_open=False` refused with 503 and Retry-After.
 
         Raises RateLimited when any window is exhausted. Every window is checked before any is consumed, so a
         refused request costs nothing. With Redis another process may take the last slot between the check and
@@ -117,22 +131,42 @@ class RateLimiter:
         if not limits:
             return None
         items = [_parse_item(text) for text in limits]
-        stats = {item: await self._strategy.get_window_stats(item, key) for item in items}
-        exhausted = [item for item in items if stats[item].remaining < 1]
-        if exhausted:
-            raise _refusal(exhausted, stats)
-        for item in sorted(items, key=lambda item: stats[item].remaining):
-            if not await self._strategy.hit(item, key):
-                raise _refusal([item], {item: await self._strategy.get_window_stats(item, key)})
+        try:
+            stats = {item: await self._strategy.get_window_stats(item, key) for item in items}
+            exhausted = [item for item in items if stats[item].remaining < 1]
+            if exhausted:
+                raise _refusal(exhausted, stats)
+            for item in sorted(items, key=lambda item: stats[item].remaining):
+                if not await self._strategy.hit(item, key):
+                    raise _refusal([item], {item: await self._strategy.get_window_stats(item, key)})
+        except self._store_errors as error:
+            self._store_unreachable(error, fail_open)
+            return None
         return _state_after_hit(items, stats)
 
-    async def check(self, key: str, limits: Sequence[str]) -> None:
+    async def check(self, key: str, limits: Sequence[str], *, fail_open: bool = True) -> None:
         """Raise RateLimited if any window of `limits` is exhausted for `key`, without counting anything."""
         items = [_parse_item(text) for text in limits]
-        stats = {item: await self._strategy.get_window_stats(item, key) for item in items}
+        try:
+            stats = {item: await self._strategy.get_window_stats(item, key) for item in items}
+        except self._store_errors as error:
+            self._store_unreachable(error, fail_open)
+            return
         exhausted = [item for item in items if stats[item].remaining < 1]
         if exhausted:
             raise _refusal(exhausted, stats)
+
+    def _store_unreachable(self, error: BaseException, fail_open: bool) -> None:
+        now = time.monotonic()
+        if now - self._last_store_warning > 30:  # once in a while, not once per request
+            self._last_store_warning = now
+            log.warning("rate-limit store unreachable (%s); %s", error, "admitting" if fail_open else "refusing")
+        if not fail_open:
+            raise ServiceUnavailable(
+                "The rate-limit store cannot be reached, so this request, which must be counted, cannot be served "
+                "now; try again shortly",
+                retry_after_s=5,
+            )
 
     async def reset(self) -> None:
         """Forget every count (tests). On Redis this deletes only the keys under this limiter's `key_prefix`."""
@@ -232,7 +266,8 @@ async def login_attempt(request: Request, login: str) -> AsyncIterator[None]:
     limiter = _limiter(request)
     key = f"login-failures:{login.strip().lower()}"
     if limiter is not None:
-        await limiter.check(key, LOGIN_FAILURE_LIMIT)
+        # Fail closed: with the store down a password guesser would otherwise go uncounted.
+        await limiter.check(key, LOGIN_FAILURE_LIMIT, fail_open=False)
     try:
         yield
     except Unauthorized:

@@ -14,7 +14,7 @@ import pytest
 
 from cloudplane.providers import lxc_host
 from cloudplane.providers.base import CreateRequest, MachineState
-from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers
+from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers, lxc_test_network
 
 from .test_provider_contract import request_for
 
@@ -151,16 +151,17 @@ async def test_unknown_image_is_refused_with_the_images_it_has(provider: Any) ->
 
 
 def test_host_prepare_is_idempotent(tmp_path: Path, lxc_host_ready: LxcTestHost) -> None:
-    network = lxc_host.Network.parse("cptest1", "10.213.251.0/24")
+    bridge, subnet = lxc_test_network(1)
+    network = lxc_host.Network.parse(bridge, subnet)
     try:
         first = lxc_host.prepare_host(network, tmp_path / "lxc", tmp_path / "images")
         second = lxc_host.prepare_host(network, tmp_path / "lxc", tmp_path / "images")
         assert first.bridge_created and not second.bridge_created
         assert first.images == second.images == ["busybox"]
-        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "cptest1"], capture_output=True, text=True)
-        assert "10.213.251.1/24" in shown.stdout
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", bridge], capture_output=True, text=True)
+        assert f"{network.gateway}/26" in shown.stdout
     finally:
-        lxc_host.remove_bridge("cptest1")
+        lxc_host.remove_bridge(bridge)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ delete, and nothing left on the host. Traffic goes only to the address of the co
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import sys
 import time
@@ -13,9 +14,10 @@ import httpx
 import pytest
 
 from cloudplane.providers import lxc_host
+from tests.conftest import lxc_test_network
 from tests.contract.test_lxc import ssh, ssh_keypair, wait_for_port
 
-BRIDGE, SUBNET = "cptest2", "10.213.252.0/24"
+BRIDGE, SUBNET = lxc_test_network(2)
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def test_server_on_lxc_is_reachable_over_ssh_and_leaves_nothing_behind(lxc_servi
         server_id = r.json()["id"]
         server = wait_for(client, f"/servers/{server_id}", "status", "running")
         address = server["ip_address"]
-        assert address and address.startswith("10.213.252.")
+        assert address and ipaddress.ip_address(address) in ipaddress.ip_network(SUBNET)
 
         def run(command: str) -> str:
             wait_for_port(address)

@@ -188,8 +188,13 @@ def lxc_host_ready(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LxcTest
     )
     lxc_host.ensure_bridge(host.network)
     lxc_host.build_busybox_image(host.images_path)
+    lxcfs = lxc_host.ensure_lxcfs()
+    if lxcfs == "not installed":
+        pytest.fail("lxcfs is not installed: apt-get install lxcfs", pytrace=False)
     yield host
     lxc_host.remove_bridge(LXC_TEST_BRIDGE)
+    if lxcfs == "started":  # leave the host as it was
+        lxc_host.stop_lxcfs()
 
 
 @dataclass

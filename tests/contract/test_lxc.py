@@ -73,7 +73,7 @@ def wait_for_port(address: str, port: int = 22, timeout_s: float = 10.0) -> None
 async def test_container_has_the_plans_limits_its_address_hostname_and_keys(provider: Any, tmp_path: Path) -> None:
     key, public_key = ssh_keypair(tmp_path)
     request = CreateRequest(
-        token="limits", name="web", hostname="web-1.example.test", cpu=2, ram_mb=384, disk_gb=5,
+        token="limits", name="web", hostname="web-1.example.test", cpu=1, ram_mb=384, disk_gb=5,
         image="busybox", location="lab", ssh_public_keys=(public_key,),
     )  # fmt: skip
     machine = await provider.create(request)
@@ -82,12 +82,15 @@ async def test_container_has_the_plans_limits_its_address_hostname_and_keys(prov
 
     container = lxc.Container(machine.ref, str(provider.config.lxc_path))
     assert int(container.get_cgroup_item("memory.limit_in_bytes")) == 384 * 2**20
-    assert int(container.get_cgroup_item("cpu.cfs_quota_us")) == 2 * int(container.get_cgroup_item("cpu.cfs_period_us"))
+    assert int(container.get_cgroup_item("cpu.cfs_quota_us")) == int(container.get_cgroup_item("cpu.cfs_period_us"))
     assert machine.public_ipv4 in {str(a) for a in provider.config.network.container_addresses()}
     await asyncio.to_thread(wait_for_port, machine.public_ipv4)
     done = await asyncio.to_thread(ssh, key, machine.public_ipv4, "hostname; cat /proc/1/comm; id -u")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["web-1.example.test", "init", "0"]
+    # lxcfs: inside, /proc shows the plan's memory and CPUs (by the CFS quota), not the host's.
+    seen = await asyncio.to_thread(ssh, key, machine.public_ipv4, "head -1 /proc/meminfo; grep -c ^processor /proc/cpuinfo")
+    assert seen.stdout.split() == ["MemTotal:", str(384 * 1024), "kB", "1"], seen.stdout
     # A key that was not chosen is refused.
     (tmp_path / "other").mkdir()
     other, _ = ssh_keypair(tmp_path / "other")

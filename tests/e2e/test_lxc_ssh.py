@@ -4,6 +4,7 @@ delete, and nothing left on the host. Traffic goes only to the address of the co
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import sys
 import time
@@ -39,10 +40,14 @@ def lxc_service(service_factory: Callable, tmp_path: Path):
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    prepared = json.loads(done.stdout)
+    assert prepared["images"] == ["busybox"] and prepared["lxcfs"] in ("running", "started")
     service.start()
     yield service
     service.stop()
     lxc_host.remove_bridge(BRIDGE)
+    if prepared["lxcfs"] == "started":  # leave the host as it was
+        lxc_host.stop_lxcfs()
 
 
 def wait_for(client: httpx.Client, path: str, field: str, want: str, timeout_s: float = 60.0) -> dict:
@@ -66,8 +71,10 @@ def test_server_on_lxc_is_reachable_over_ssh_and_leaves_nothing_behind(lxc_servi
     key, public_key = ssh_keypair(tmp_path)
     headers = {"Authorization": f"Bearer {lxc_service.api_key}"}
     with httpx.Client(base_url=f"{lxc_service.url}/api", headers=headers, timeout=30) as client:
-        images = {i["slug"] for i in client.get("/images").json()["images"]}
-        assert "busybox" in images, images
+        images = {i["slug"]: i for i in client.get("/images").json()["images"]}
+        # The image the host built enters the catalog described as its image.json describes it.
+        assert images["busybox"]["name"] == "BusyBox with Dropbear SSH", images
+        assert images["busybox"]["distribution"] == "BusyBox" and images["busybox"]["version"]
         key_id = client.post("/ssh-keys", json={"title": "laptop", "key": public_key}).json()["id"]
         r = client.post(
             "/servers",

@@ -135,6 +135,7 @@ def host_prepare(
         typer.echo(f"bridge {report.bridge} ({report.gateway}, {settings.lxc_subnet}): {state}")
         typer.echo(f"containers: {settings.lxc_path}")
         typer.echo(f"images in {settings.lxc_images_path}: {', '.join(report.images)}")
+        typer.echo(f"lxcfs (containers see their own memory and CPUs in /proc): {report.lxcfs}")
 
 
 def main() -> None:

@@ -75,6 +75,15 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """How a provider describes an image it has (one built or imported on its host), for the catalog."""
+
+    name: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a provider can do; anything missing is listed in `unsupported` with the reason.
 
@@ -85,6 +94,8 @@ class Capabilities:
     unsupported: dict[str, str] = field(default_factory=dict)
     # Catalog image slugs the provider can boot; None: any image of the catalog.
     images: frozenset[str] | None = None
+    # What the provider knows of some of those images; the catalog names a new image after it.
+    image_info: dict[str, ImageInfo] = field(default_factory=dict)
     # The largest machine it can make (a host's cores and memory); None: no limit.
     max_cpu: int | None = None
     max_ram_mb: int | None = None

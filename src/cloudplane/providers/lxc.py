@@ -32,6 +32,7 @@ from cloudplane.providers import lxc_host
 from cloudplane.providers.base import (
     Capabilities,
     CreateRequest,
+    ImageInfo,
     Machine,
     MachineState,
     Metrics,
@@ -130,7 +131,14 @@ class LxcProvider:
     @property
     def capabilities(self) -> Capabilities:
         # Everything but the images: those are what this host has built or imported, read afresh each time.
-        return Capabilities(images=frozenset(self.images()))
+        images = {slug: lxc_host.read_image(self.config.images_path, slug) or {} for slug in self.images()}
+        return Capabilities(
+            images=frozenset(images),
+            image_info={
+                slug: ImageInfo(meta.get("name", ""), meta.get("distribution", ""), str(meta.get("version", "")))
+                for slug, meta in images.items()
+            },
+        )
 
     def images(self) -> list[str]:
         """The image slugs this host has built or imported (`cloudplane host prepare`)."""

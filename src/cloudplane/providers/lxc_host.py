@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,12 +246,64 @@ def _busybox_version(busybox: str) -> str:
     return parts[1].lstrip("v") if len(parts) > 1 else "unknown"
 
 
+LXCFS_MOUNT = Path("/var/lib/lxcfs")
+
+
+def lxcfs_running() -> bool:
+    try:
+        mounts = Path("/proc/mounts").read_text()
+    except OSError:
+        return False
+    return any(line.split()[1:3] == [str(LXCFS_MOUNT), "fuse.lxcfs"] for line in mounts.splitlines())
+
+
+def ensure_lxcfs(timeout_s: float = 5.0) -> str:
+    """Start lxcfs if it is installed and not running, so containers see their own limits in /proc/meminfo,
+    /proc/cpuinfo (by their CPU quota) and /proc/uptime; LXC's lxcfs hooks mount it into every container started
+    afterwards. On a systemd host the lxcfs package runs it already. Returns "running", "started" or
+    "not installed" (containers then see the host's totals, while their limits still hold)."""
+    if lxcfs_running():
+        return "running"
+    binary = shutil.which("lxcfs")
+    if binary is None:
+        return "not installed"
+    LXCFS_MOUNT.mkdir(parents=True, exist_ok=True)
+    # Started detached, in a session of its own, and not waited for: lxcfs stays in the foreground here. Its output
+    # goes to a file, never a pipe (a pipe left open by a daemon never reaches end of file).
+    with tempfile.TemporaryFile() as output:
+        daemon = subprocess.Popen(
+            [binary, "--enable-cfs", str(LXCFS_MOUNT)], stdout=output, stderr=output, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while not lxcfs_running():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                output.seek(0)
+                said = output.read().decode(errors="replace").strip()
+                raise ProviderError(
+                    f"lxcfs did not start: {said or 'no error shown'} (it needs /dev/fuse)", retryable=False
+                )
+            time.sleep(0.05)
+    return "started"
+
+
+def stop_lxcfs() -> None:
+    """Stop an lxcfs that `ensure_lxcfs` started (tests leave the host as they found it)."""
+    subprocess.run(["pkill", "-x", "lxcfs"], check=False)
+    deadline = time.monotonic() + 5
+    while lxcfs_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lxcfs_running():
+        subprocess.run(["umount", "-l", str(LXCFS_MOUNT)], check=False)
+
+
 @dataclass(frozen=True)
 class PrepareReport:
     bridge: str
     gateway: str
     bridge_created: bool
     images: list[str]
+    lxcfs: str
 
 
 def prepare_host(network: Network, lxc_path: Path, images_path: Path, *, rebuild_images: bool = False) -> PrepareReport:
@@ -261,4 +314,5 @@ def prepare_host(network: Network, lxc_path: Path, images_path: Path, *, rebuild
     lxc_path.mkdir(parents=True, exist_ok=True)
     os.chmod(lxc_path, 0o711)
     build_busybox_image(images_path, force=rebuild_images)
-    return PrepareReport(network.bridge, str(network.gateway), changed, local_images(images_path))
+    lxcfs = ensure_lxcfs()
+    return PrepareReport(network.bridge, str(network.gateway), changed, local_images(images_path), lxcfs)

@@ -16,7 +16,7 @@ from cloudplane.config import ConfigurationError, Settings
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Image, Location, Plan
 from cloudplane.domain.errors import ValidationFailed
-from cloudplane.providers.base import Capabilities
+from cloudplane.providers.base import Capabilities, ImageInfo
 from cloudplane.providers.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -171,13 +171,23 @@ def add_provider_images(db: Database, capabilities: Mapping[str, Capabilities]) 
     """Put in the catalog the images a provider has that it lacks (an image built or imported on a host), named
     after their slug until an operator edits them; rows already there, retired ones too, are left as they are."""
     offered = {slug for c in capabilities.values() for slug in c.images or () if len(slug) <= 64}
+    info = {slug: i for c in capabilities.values() for slug, i in c.image_info.items()}
     with db.read() as s:
         missing = sorted(offered - set(s.scalars(select(Image.slug))))
     if not missing:
         return
+    default = ImageInfo(name="", distribution="", version="")
     try:
         with db.write() as s:
-            s.add_all(Image(slug=slug, name=slug, distribution=slug, version="") for slug in missing)
+            s.add_all(
+                Image(
+                    slug=slug,
+                    name=(info.get(slug, default).name or slug)[:200],
+                    distribution=(info.get(slug, default).distribution or slug)[:100],
+                    version=info.get(slug, default).version[:50],
+                )
+                for slug in missing
+            )
     except IntegrityError:
         pass  # another process added them at the same moment
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -30,6 +31,12 @@ TRANSITIONAL_STATES = frozenset(
         MachineState.RESTORING,
     }
 )
+
+
+def token_hash(token: str) -> str:
+    """16 hex digits naming what a request token made (a machine, a snapshot) at a provider: the same on every
+    process, and a hash, not a prefix, because tokens derived from operation ids may share long prefixes."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ on libvirt's daemonless `test:///` driver; `qemu:///system` is the production ta
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
@@ -29,6 +28,7 @@ from cloudplane.providers.base import (
     MachineState,
     Metrics,
     SnapshotInfo,
+    token_hash,
 )
 
 try:
@@ -81,17 +81,12 @@ FAILED_STATES = frozenset({DomainState.CRASHED})
 ACTIVE_STATES = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 def domain_name(token: str) -> str:
-    """A hash, not a prefix, of the token: tokens derived from operation ids may share long prefixes."""
-    return f"{DOMAIN_PREFIX}{_hash(token)}"
+    return f"{DOMAIN_PREFIX}{token_hash(token)}"
 
 
 def snapshot_name(token: str) -> str:
-    return f"{SNAPSHOT_PREFIX}{_hash(token)}"
+    return f"{SNAPSHOT_PREFIX}{token_hash(token)}"
 
 
 def disk_volume_name(domain: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import ipaddress
 import json
 import math
@@ -38,6 +37,7 @@ from cloudplane.providers.base import (
     Metrics,
     Pacing,
     SnapshotInfo,
+    token_hash,
 )
 
 try:
@@ -73,16 +73,12 @@ STATES = {
 }
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
 def container_name(token: str) -> str:
-    return f"{CONTAINER_PREFIX}{_hash(token)}"
+    return f"{CONTAINER_PREFIX}{token_hash(token)}"
 
 
 def snapshot_id(token: str) -> str:
-    return f"{SNAPSHOT_PREFIX}{_hash(token)}"
+    return f"{SNAPSHOT_PREFIX}{token_hash(token)}"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
-"""One `harness` per provider under test: the provider, refs it never issued, and its way to fail a create half way."""
+"""One `harness` per compute driver under test: the driver, how it makes a machine, refs it never issued, and its
+way to fail a create half way. The marketplace-backed compute makes its machines by renting through its market."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cloudplane.db.engine import Database
-from cloudplane.providers.base import Provider
+from cloudplane.providers.base import CreateRequest, Machine, Provider
+from cloudplane.providers.market_compute import MarketplaceCompute
+from cloudplane.providers.marketplace import OfferQuery, RentRequest
+from cloudplane.providers.simmarket import SimulatedMarketplace
 from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
 from tests.conftest import LxcTestHost, destroy_lxc_leftovers
 
@@ -23,13 +27,19 @@ class Harness:
     # Well-formed refs the provider never issued: the unknown-id tests must reach the lookup, not a parse error.
     unknown_ref: str
     unknown_snapshot_ref: str
-    # Within this context the next create fails after the provider has made something.
-    failing_create: Callable[[], contextlib.AbstractContextManager[None]]
+    # Within this context the next create fails after the provider has made something; None where the driver
+    # refuses create (a rented instance is made by its marketplace, whose faults its own tests cover).
+    failing_create: Callable[[], contextlib.AbstractContextManager[None]] | None
     # True: the provider removes what a failed create made. False: the failure is only in the reply, and a
     # retry with the same token finds the machine (both allowed by `Provider.create`).
     failed_create_leaves_nothing: bool
     # A catalog image the provider can boot.
     image: str = "debian-12"
+    # How a machine is made, where it is not the driver's own create: idempotent on the request's token.
+    make: Callable[[CreateRequest], Awaitable[Machine]] | None = None
+
+    async def create(self, request: CreateRequest) -> Machine:
+        return await (self.make or self.provider.create)(request)
 
 
 def simulator_harness(tmp_path: Path) -> Iterator[Harness]:
@@ -107,11 +117,46 @@ def lxc_harness(host: LxcTestHost, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     destroy_lxc_leftovers(provider)
 
 
-@pytest.fixture(params=["simulator", "libvirt", "lxc"])
+def marketplace_harness(tmp_path: Path) -> Iterator[Harness]:
+    db = Database(f"sqlite:///{tmp_path / 'market.sqlite'}")
+    market = SimulatedMarketplace(db, time_scale=0)
+    compute = MarketplaceCompute(market)
+
+    async def rent(request: CreateRequest) -> Machine:
+        # What the GPU face does: rent an offer the market has now, labelled with the server's hostname. A retry
+        # with the same token returns the instance already rented, whichever offer it picks this time.
+        offers = await market.search_offers(OfferQuery(available=True, limit=1000))
+        offer = next(o for o in offers if o.storage_gb >= request.disk_gb)
+        instance = await market.rent(
+            RentRequest(
+                token=request.token,
+                offer_id=offer.offer_id,
+                image=request.image,
+                label=request.hostname,
+                disk_gb=request.disk_gb,
+            )
+        )
+        return compute.machine(instance)
+
+    yield Harness(
+        compute,
+        "999999999",
+        "999999999/snapshot",
+        failing_create=None,
+        failed_create_leaves_nothing=True,
+        image="pytorch/pytorch:latest",
+        make=rent,
+    )
+    db.dispose()
+
+
+@pytest.fixture(params=["simulator", "libvirt", "lxc", "marketplace"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     if request.param == "simulator":
         yield from simulator_harness(tmp_path)
     elif request.param == "libvirt":
         yield from libvirt_harness(monkeypatch)
+    elif request.param == "marketplace":
+        yield from marketplace_harness(tmp_path)
     else:
         yield from lxc_harness(request.getfixturevalue("lxc_host_ready"), tmp_path, monkeypatch)

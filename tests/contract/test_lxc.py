@@ -89,7 +89,9 @@ async def test_container_has_the_plans_limits_its_address_hostname_and_keys(prov
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["web-1.example.test", "init", "0"]
     # lxcfs: inside, /proc shows the plan's memory and CPUs (by the CFS quota), not the host's.
-    seen = await asyncio.to_thread(ssh, key, machine.public_ipv4, "head -1 /proc/meminfo; grep -c ^processor /proc/cpuinfo")
+    seen = await asyncio.to_thread(
+        ssh, key, machine.public_ipv4, "head -1 /proc/meminfo; grep -c ^processor /proc/cpuinfo"
+    )
     assert seen.stdout.split() == ["MemTotal:", str(384 * 1024), "kB", "1"], seen.stdout
     # A key that was not chosen is refused.
     (tmp_path / "other").mkdir()

@@ -1,8 +1,9 @@
 """The driver contract of `providers.base.Provider`, checked the same way on every provider this machine can run.
 
-A capability a provider declares unsupported is not skipped: the test asserts the call is refused cleanly,
-with NotFound or a non-retryable ProviderError. Calls on an id the provider never issued raise NotFound, except
-get (None), delete and delete_snapshot (already gone: success).
+Every driver declares every `Feature`. A feature a driver refuses is not skipped: the test asserts the refusal,
+through `require_feature` and through the driver's own call, with the declared reason. Calls on an id the
+provider never issued raise NotFound, except get (None), delete and delete_snapshot (already gone: success).
+The marketplace-backed compute runs the same suite on instances rented through the simulated marketplace.
 """
 
 from __future__ import annotations
@@ -15,8 +16,22 @@ from typing import Any
 
 import pytest
 
-from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers.base import CreateRequest, Machine, MachineState, Metrics
+from cloudplane.db.engine import Database
+from cloudplane.domain.errors import InvalidState, NotFound, ProviderError
+from cloudplane.domain.states import ACTIONS
+from cloudplane.providers.base import (
+    ACTION_FEATURES,
+    CreateRequest,
+    Feature,
+    Machine,
+    MachineState,
+    Metrics,
+    check_declared,
+    require_feature,
+)
+from cloudplane.providers.marketplace import MarketFeature
+from cloudplane.providers.simmarket import SimulatedMarketplace
+from cloudplane.providers.vastai import VastAIProvider
 
 from .conftest import TEST_HOST, Harness
 
@@ -60,37 +75,70 @@ async def assert_refused(call: Awaitable[Any]) -> None:
     pytest.fail("the call succeeded, but it should have been refused")
 
 
-async def declared_unsupported(harness: Harness, operation: str, call: Callable[[], Awaitable[Any]]) -> bool:
-    """If the provider declares `operation` unsupported, check that it is refused cleanly and say so."""
-    if harness.provider.capabilities.supports(operation):
+async def refused_as_declared(
+    harness: Harness, feature: Feature, call: Callable[[], Awaitable[Any]] | None = None
+) -> bool:
+    """If the driver refuses `feature`, check the refusal and say so: `require_feature` names the driver's reason,
+    and the driver's own call (if the interface has one) raises a non-retryable ProviderError with that reason,
+    whatever the ref (the refusal comes before any lookup)."""
+    support = harness.provider.features[feature]
+    if support.supported:
         return False
-    await assert_refused(call())
+    assert support.reason and support.reason.strip(), f"{feature} is refused without a reason"
+    with pytest.raises(InvalidState) as refusal:
+        require_feature(harness.provider, feature, subject=f"{harness.provider.name} servers")
+    assert refusal.value.message == f"{harness.provider.name} servers cannot {feature.phrase}: {support.reason}"
+    if call is not None:
+        with pytest.raises(ProviderError) as error:
+            await call()
+        assert not error.value.retryable, f"{feature} refused with a retryable error: {error.value}"
+        assert error.value.message == support.reason
     return True
 
 
 async def running_machine(harness: Harness, name: str = "web") -> Machine:
-    machine = await harness.provider.create(request_for(name, harness.image))
+    machine = await harness.create(request_for(name, harness.image))
     return await wait_for(harness, machine.ref, MachineState.RUNNING)
 
 
-async def test_declared_capabilities_have_reasons_and_are_refused(harness: Harness) -> None:
+# Features declared ahead of their calls: a driver cannot support what the interface cannot yet ask of it.
+PLANNED = {Feature.REBUILD, Feature.RESIZE, Feature.SUSPEND, Feature.RESUME, Feature.CONSOLE}
+
+
+def test_every_feature_is_declared(harness: Harness) -> None:
+    check_declared(harness.provider, Feature)
+    assert list(harness.provider.features) == list(Feature)
+    for feature, reason in harness.provider.features.refusals().items():
+        assert reason.strip(), f"{feature} is refused without a reason"
+    assert PLANNED <= set(harness.provider.features.refusals())
+    # The features the server state machine's actions need are the ones checked before a claim.
+    assert set(ACTION_FEATURES) == set(ACTIONS)
+
+
+async def test_refused_features_are_refused_with_their_reason(harness: Harness) -> None:
     machine = await running_machine(harness)
-    calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        "start": lambda: harness.provider.start(machine.ref),
-        "stop": lambda: harness.provider.stop(machine.ref),
-        "reboot": lambda: harness.provider.reboot(machine.ref),
-        "snapshot": lambda: harness.provider.snapshot(machine.ref, "capability-check"),
-        "metrics": lambda: harness.provider.metrics(machine.ref),
+    provider = harness.provider
+    calls: dict[Feature, Callable[[], Awaitable[Any]]] = {
+        Feature.CREATE: lambda: provider.create(request_for("refused", harness.image)),
+        Feature.START: lambda: provider.start(machine.ref),
+        Feature.STOP: lambda: provider.stop(machine.ref),
+        Feature.REBOOT: lambda: provider.reboot(machine.ref),
+        Feature.DELETE: lambda: provider.delete(machine.ref),
+        Feature.SNAPSHOT: lambda: provider.snapshot(machine.ref, "feature-check"),
+        Feature.RESTORE: lambda: provider.restore(machine.ref, harness.unknown_snapshot_ref),
+        Feature.DELETE_SNAPSHOT: lambda: provider.delete_snapshot(harness.unknown_snapshot_ref),
+        Feature.METRICS: lambda: provider.metrics(machine.ref),
     }
-    for operation, reason in harness.provider.capabilities.unsupported.items():
-        assert reason.strip(), f"{operation} is declared unsupported without a reason"
-        if operation in calls:
-            await assert_refused(calls[operation]())
+    assert set(calls) | PLANNED == set(Feature)
+    refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]
+    assert set(refused) >= PLANNED
+    for feature in set(Feature) - set(refused):
+        require_feature(provider, feature, subject="these servers")  # supported: no error
 
 
 async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness) -> None:
     request = request_for("alpha", harness.image)
-    created = await harness.provider.create(request)
+    created = await harness.create(request)
     assert created.token == request.token
     assert created.state in (MachineState.PROVISIONING, MachineState.RUNNING)
     machine = await wait_for(harness, created.ref, MachineState.RUNNING)
@@ -102,8 +150,8 @@ async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness
 
 async def test_create_is_idempotent_on_the_token(harness: Harness) -> None:
     request = request_for(image=harness.image)
-    first = await harness.provider.create(request)
-    second = await harness.provider.create(request)
+    first = await harness.create(request)
+    second = await harness.create(request)
     assert second.ref == first.ref
     assert [m.ref for m in await harness.provider.list() if m.token == request.token] == [first.ref]
     found = await harness.provider.find_by_token(request.token)
@@ -120,7 +168,7 @@ async def test_list_holds_only_cloudplane_machines(harness: Harness) -> None:
 
 async def test_stop_start_reboot(harness: Harness) -> None:
     machine = await running_machine(harness)
-    if await declared_unsupported(harness, "stop", lambda: harness.provider.stop(machine.ref)):
+    if await refused_as_declared(harness, Feature.STOP, lambda: harness.provider.stop(machine.ref)):
         return
     await harness.provider.stop(machine.ref)
     await wait_for(harness, machine.ref, MachineState.STOPPED)
@@ -131,7 +179,7 @@ async def test_stop_start_reboot(harness: Harness) -> None:
     await wait_for(harness, machine.ref, MachineState.RUNNING)
     await harness.provider.start(machine.ref)  # idempotent
     await wait_for(harness, machine.ref, MachineState.RUNNING)
-    if await declared_unsupported(harness, "reboot", lambda: harness.provider.reboot(machine.ref)):
+    if await refused_as_declared(harness, Feature.REBOOT, lambda: harness.provider.reboot(machine.ref)):
         return
     await harness.provider.reboot(machine.ref)
     await wait_for(harness, machine.ref, MachineState.RUNNING)
@@ -139,7 +187,7 @@ async def test_stop_start_reboot(harness: Harness) -> None:
 
 async def test_snapshot_restore_and_delete_snapshot(harness: Harness) -> None:
     machine = await running_machine(harness)
-    if await declared_unsupported(harness, "snapshot", lambda: harness.provider.snapshot(machine.ref, "snap-1")):
+    if await refused_as_declared(harness, Feature.SNAPSHOT, lambda: harness.provider.snapshot(machine.ref, "snap-1")):
         return
     snapshot = await harness.provider.snapshot(machine.ref, "snap-1")
     assert snapshot.machine_ref == machine.ref and snapshot.size_gb >= 0
@@ -149,7 +197,9 @@ async def test_snapshot_restore_and_delete_snapshot(harness: Harness) -> None:
     await assert_refused(harness.provider.restore(machine.ref, snapshot.ref))  # the machine must be stopped
     await harness.provider.stop(machine.ref)
     await wait_for(harness, machine.ref, MachineState.STOPPED)
-    if not await declared_unsupported(harness, "restore", lambda: harness.provider.restore(machine.ref, snapshot.ref)):
+    if not await refused_as_declared(
+        harness, Feature.RESTORE, lambda: harness.provider.restore(machine.ref, snapshot.ref)
+    ):
         await harness.provider.restore(machine.ref, snapshot.ref)
         await wait_for(harness, machine.ref, MachineState.STOPPED)  # the machine stays stopped
 
@@ -161,7 +211,7 @@ async def test_snapshot_restore_and_delete_snapshot(harness: Harness) -> None:
 async def test_restore_refuses_another_machines_snapshot(harness: Harness) -> None:
     first = await running_machine(harness, "first")
     second = await running_machine(harness, "second")
-    if await declared_unsupported(harness, "snapshot", lambda: harness.provider.snapshot(first.ref, "s")):
+    if await refused_as_declared(harness, Feature.SNAPSHOT, lambda: harness.provider.snapshot(first.ref, "s")):
         return
     snapshot = await harness.provider.snapshot(first.ref, "s")
     await harness.provider.stop(second.ref)
@@ -171,7 +221,7 @@ async def test_restore_refuses_another_machines_snapshot(harness: Harness) -> No
 
 async def test_metrics(harness: Harness) -> None:
     machine = await running_machine(harness)
-    if await declared_unsupported(harness, "metrics", lambda: harness.provider.metrics(machine.ref)):
+    if await refused_as_declared(harness, Feature.METRICS, lambda: harness.provider.metrics(machine.ref)):
         return
     for _ in range(2):  # the second read has a previous sample to compute rates from
         metrics = await harness.provider.metrics(machine.ref)
@@ -196,7 +246,7 @@ async def test_metrics(harness: Harness) -> None:
 async def test_delete_removes_the_machine_and_its_snapshots_and_is_idempotent(harness: Harness) -> None:
     machine = await running_machine(harness)
     snapshot = None
-    if harness.provider.capabilities.supports("snapshot"):
+    if harness.provider.features.supports(Feature.SNAPSHOT):
         snapshot = await harness.provider.snapshot(machine.ref, "before-delete")
     await harness.provider.delete(machine.ref)
     assert await harness.provider.get(machine.ref) is None
@@ -210,22 +260,30 @@ async def test_delete_removes_the_machine_and_its_snapshots_and_is_idempotent(ha
 async def test_unknown_ids(harness: Harness) -> None:
     provider, ref = harness.provider, harness.unknown_ref
     assert await provider.get(ref) is None
-    for call in (
-        provider.start(ref),
-        provider.stop(ref),
-        provider.reboot(ref),
-        provider.metrics(ref),
-        provider.snapshot(ref, "unknown"),
-        provider.restore(ref, harness.unknown_snapshot_ref),
-    ):
-        with pytest.raises(NotFound):
-            await call
+    calls: dict[Feature, Callable[[], Awaitable[Any]]] = {
+        Feature.START: lambda: provider.start(ref),
+        Feature.STOP: lambda: provider.stop(ref),
+        Feature.REBOOT: lambda: provider.reboot(ref),
+        Feature.METRICS: lambda: provider.metrics(ref),
+        Feature.SNAPSHOT: lambda: provider.snapshot(ref, "unknown"),
+        Feature.RESTORE: lambda: provider.restore(ref, harness.unknown_snapshot_ref),
+    }
+    for feature, call in calls.items():
+        if not await refused_as_declared(harness, feature, call):
+            with pytest.raises(NotFound):
+                await call()
     await provider.delete(ref)
-    await provider.delete_snapshot(harness.unknown_snapshot_ref)
+    if not await refused_as_declared(
+        harness, Feature.DELETE_SNAPSHOT, lambda: provider.delete_snapshot(harness.unknown_snapshot_ref)
+    ):
+        await provider.delete_snapshot(harness.unknown_snapshot_ref)
 
 
 async def test_a_create_failing_half_way_leaves_nothing_behind(harness: Harness) -> None:
     request = request_for("half-way", harness.image)
+    if harness.failing_create is None:
+        assert await refused_as_declared(harness, Feature.CREATE, lambda: harness.provider.create(request))
+        return
     with harness.failing_create(), pytest.raises(ProviderError):
         await harness.provider.create(request)
     leftover = await harness.provider.find_by_token(request.token)
@@ -271,3 +329,16 @@ async def test_libvirt_stop_pulls_the_plug_when_the_guest_ignores_acpi(monkeypat
         assert (await provider.get(machine.ref)).state == MachineState.STOPPED  # type: ignore[union-attr]
     finally:
         provider.close()
+
+
+async def test_every_marketplace_declares_every_feature(tmp_path: Any) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'market.sqlite'}")
+    vast = VastAIProvider("contract-suite-key")
+    try:
+        for market in (SimulatedMarketplace(db, time_scale=0), vast):
+            check_declared(market, MarketFeature)
+            assert list(market.features) == list(MarketFeature)
+            assert all(reason.strip() for reason in market.features.refusals().values())
+    finally:
+        await vast.aclose()
+        db.dispose()

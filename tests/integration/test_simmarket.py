@@ -1,20 +1,25 @@
 """The simulated GPU marketplace: a seeded catalog, every search filter, rentals that boot, stop, start and
-survive a restart, idempotent rents, and seeded faults."""
+survive a restart, idempotent rents, and seeded faults. Time is a ManualClock the tests move on."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers.base import MachineState
+from cloudplane.providers.clock import ManualClock
 from cloudplane.providers.marketplace import Offer, OfferQuery, RentRequest
 from cloudplane.providers.simmarket import (
+    AVAILABILITY_PERIOD_S,
     DOCUMENT_OFFER_ID,
+    FIRST_BOOT_S,
+    RESTART_S,
     SIM_FAILED_STATUSES,
     SIM_PENDING_STATUSES,
     SIM_STATES,
@@ -22,6 +27,7 @@ from cloudplane.providers.simmarket import (
 )
 
 EVERYTHING = OfferQuery(limit=1000)
+START = datetime(2030, 1, 1, tzinfo=UTC)  # the start of a listing period
 
 
 @pytest.fixture
@@ -41,17 +47,6 @@ def other_db(tmp_path):
 def rent_request(offer_id: str = DOCUMENT_OFFER_ID, token: str | None = None, **changes) -> RentRequest:
     fields = {"image": "pytorch/pytorch:latest", "label": "Training Instance", **changes}
     return RentRequest(token=token or str(uuid.uuid4()), offer_id=offer_id, **fields)
-
-
-async def eventually_state(market: SimulatedMarketplace, instance_id: str, state: MachineState, timeout: float = 5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        instance = await market.get_instance(instance_id)
-        if instance is not None and instance.state == state:
-            return instance
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{instance_id} never reached {state}; last seen {instance}")
-        await asyncio.sleep(0.02)
 
 
 async def test_the_catalog_is_the_same_for_the_same_seed(db, other_db, tmp_path) -> None:
@@ -154,18 +149,25 @@ async def test_every_filter_sort_and_the_limit(db) -> None:
 
 
 async def test_availability_moves_with_time_except_for_offer_12345(db) -> None:
-    # time_scale 1e-4 makes the ten-minute listing period 60 ms.
-    market = SimulatedMarketplace(db, time_scale=1e-4)
-    snapshots = []
-    for _ in range(4):
-        snapshots.append({o.offer_id: o.available for o in await market.search_offers(EVERYTHING)})
-        await asyncio.sleep(0.07)
-    assert all(snapshot[DOCUMENT_OFFER_ID] for snapshot in snapshots)
-    assert any(snapshot != snapshots[0] for snapshot in snapshots[1:])
+    clock = ManualClock(START)
+    market = SimulatedMarketplace(db, clock=clock)
+
+    async def listed() -> dict[str, bool]:
+        return {o.offer_id: o.available for o in await market.search_offers(EVERYTHING)}
+
+    periods = [await listed()]
+    clock.advance(AVAILABILITY_PERIOD_S - 0.1)
+    assert await listed() == periods[0]  # one period: the same hosts listed throughout
+    for _ in range(3):
+        clock.advance(AVAILABILITY_PERIOD_S)
+        periods.append(await listed())
+    assert all(period[DOCUMENT_OFFER_ID] for period in periods)
+    assert all(period != periods[0] for period in periods[1:])
 
 
 async def test_a_rent_loads_then_runs(db) -> None:
-    market = SimulatedMarketplace(db, time_scale=0.01)  # first boot: 0.2 s
+    clock = ManualClock(START)
+    market = SimulatedMarketplace(db, clock=clock)
     instance = await market.rent(rent_request(onstart_script="echo hi", ssh_key="ssh-ed25519 AAAA me"))
     assert instance.state == MachineState.PROVISIONING
     assert instance.status_detail.startswith("loading (simulated)")
@@ -181,7 +183,11 @@ async def test_a_rent_loads_then_runs(db) -> None:
     assert instance.ssh_port == 10_000 + int(instance.instance_id)
     assert ipaddress.ip_address(instance.public_ipaddr) in ipaddress.ip_network("198.18.0.0/15")
 
-    running = await eventually_state(market, instance.instance_id, MachineState.RUNNING)
+    clock.advance(FIRST_BOOT_S - 0.1)  # pulling the image takes its time
+    assert (await market.get_instance(instance.instance_id)).state == MachineState.PROVISIONING
+    clock.advance(0.1)
+    running = await market.get_instance(instance.instance_id)
+    assert running.state == MachineState.RUNNING
     assert running.status_detail.startswith("running (simulated)")
     assert [i.instance_id for i in await market.list_instances()] == [instance.instance_id]
 
@@ -234,9 +240,15 @@ async def test_rent_refuses_what_the_market_cannot_give(db) -> None:
 
 
 async def test_stop_and_start(db) -> None:
-    market = SimulatedMarketplace(db, time_scale=0.01)  # restart: 0.08 s
+    clock = ManualClock(START)
+    market = SimulatedMarketplace(db, time_scale=0.5, clock=clock)  # first boot 10 s, restart 4 s
+
+    async def state() -> MachineState:
+        return (await market.get_instance(instance.instance_id)).state
+
     instance = await market.rent(rent_request())
-    await eventually_state(market, instance.instance_id, MachineState.RUNNING)
+    clock.advance(FIRST_BOOT_S * 0.5)
+    assert await state() == MachineState.RUNNING
 
     await market.stop(instance.instance_id)
     stopped = await market.get_instance(instance.instance_id)
@@ -245,11 +257,14 @@ async def test_stop_and_start(db) -> None:
     await market.stop(instance.instance_id)
 
     await market.start(instance.instance_id)
-    assert (await market.get_instance(instance.instance_id)).state == MachineState.PROVISIONING
-    await market.start(instance.instance_id)  # while loading: a no-op
-    await eventually_state(market, instance.instance_id, MachineState.RUNNING)
+    assert await state() == MachineState.PROVISIONING
+    clock.advance(RESTART_S * 0.5 - 0.1)
+    await market.start(instance.instance_id)  # while loading: a no-op, the restart keeps its deadline
+    assert await state() == MachineState.PROVISIONING
+    clock.advance(0.1)
+    assert await state() == MachineState.RUNNING
     await market.start(instance.instance_id)
-    assert (await market.get_instance(instance.instance_id)).state == MachineState.RUNNING
+    assert await state() == MachineState.RUNNING
 
     with pytest.raises(NotFound):
         await market.start("424242")
@@ -261,12 +276,14 @@ async def test_rentals_survive_a_crash_of_the_control_plane(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'crash.sqlite'}"
     before = Database(url)
     token = str(uuid.uuid4())
-    rented = await SimulatedMarketplace(before, time_scale=0).rent(rent_request(token=token))
+    rented = await SimulatedMarketplace(before, clock=ManualClock(START)).rent(rent_request(token=token))
+    assert rented.state == MachineState.PROVISIONING
     before.dispose()  # the process is gone; only the file remains
 
     after = Database(url)
     try:
-        market = SimulatedMarketplace(after, time_scale=0)
+        # Another process, after the boot's time: the deadline was stored, so the instance has booted meanwhile.
+        market = SimulatedMarketplace(after, clock=ManualClock(START + timedelta(seconds=FIRST_BOOT_S)))
         found = await market.find_by_token(token)
         assert found is not None and found.instance_id == rented.instance_id
         assert found.state == MachineState.RUNNING
@@ -299,8 +316,11 @@ async def test_injected_faults_are_deterministic_under_the_seed(db, other_db) ->
 
 
 async def test_a_boot_that_fails_ends_exited(db) -> None:
-    market = SimulatedMarketplace(db, time_scale=0, boot_failure_rate=1.0)
+    clock = ManualClock(START)
+    market = SimulatedMarketplace(db, boot_failure_rate=1.0, clock=clock)
     instance = await market.rent(rent_request())
+    assert instance.state == MachineState.PROVISIONING
+    clock.advance(FIRST_BOOT_S)
     failed = await market.get_instance(instance.instance_id)
     assert failed.state == MachineState.ERROR
     assert failed.status_detail.startswith("exited (simulated)")

@@ -9,19 +9,23 @@ import dataclasses
 from sqlalchemy import select
 
 from cloudplane.db.tables import Operation, Server
+from cloudplane.providers.clock import ManualClock
 from cloudplane.providers.simulator import sim_machines
 from tests.conftest import SERVER_BODY, eventually
 
 
 @contextlib.contextmanager
 def faults(core, **changes):
+    """The shared simulator with these faults, on a clock of its own: injected latency passes on that clock,
+    which each wait moves on by itself, so no test waits on the wall clock for it."""
     provider = core.providers.get("simulator")
-    saved = provider.config
+    saved, saved_clock = provider.config, provider.clock
     provider.config = dataclasses.replace(saved, **changes)
+    provider.clock = clock = ManualClock(saved_clock.now(), autoadvance=True)
     try:
-        yield provider
+        yield clock
     finally:
-        provider.config = saved
+        provider.config, provider.clock = saved, saved_clock
 
 
 def machines_made_by(core, tokens) -> list[str]:
@@ -96,8 +100,10 @@ async def test_a_machine_that_fails_to_boot_is_cleaned_up(client, make_tenant, c
 
 async def test_transient_errors_are_retried_to_success(client, make_tenant, core) -> None:
     tenant = make_tenant()
-    with faults(core, error_rate=0.3, latency_ms=5, seed=3):
+    with faults(core, error_rate=0.3, latency_ms=5, seed=3) as clock:
+        started = clock.now()
         rs = [await client.post("/api/servers", json=SERVER_BODY, headers=tenant.headers) for _ in range(4)]
         servers = await _settle(client, tenant, [r.json()["id"] for r in rs])
+    assert clock.now() > started  # every call's latency was spent on the simulator's clock
     # With 6 attempts per call, a 30% error rate almost never exhausts retries; the seed makes it certain.
     assert [s["status"] for s in servers] == ["running"] * 4

@@ -18,6 +18,10 @@ class CloudplaneError(Exception):
         # HTTP headers the reply must carry whatever the face (Retry-After, WWW-Authenticate ...).
         self.headers: dict[str, str] = {}
 
+    # Workflow steps record their exceptions by pickling; keep details and flags such as `retryable` intact.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore_error, (type(self), dict(self.__dict__)))
+
 
 class BadRequest(CloudplaneError):
     code = "BAD_REQUEST"
@@ -98,7 +102,3 @@ def _restore_error(cls: type[CloudplaneError], state: dict[str, Any]) -> Cloudpl
     Exception.__init__(error, state["message"])
     error.__dict__.update(state)
     return error
-
-
-# Workflow steps record their exceptions by pickling; keep details and flags such as `retryable` intact.
-CloudplaneError.__reduce__ = lambda self: (_restore_error, (type(self), dict(self.__dict__)))  # type: ignore[method-assign,assignment]

@@ -1,11 +1,14 @@
-"""The provider contract: a few async calls taking and returning dataclasses, capabilities declared up front."""
+"""The provider contract: a few async calls taking and returning dataclasses, features declared up front."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from cloudplane.domain.errors import InvalidState, ProviderError
 
 
 class MachineState(StrEnum):
@@ -90,15 +93,163 @@ class ImageInfo:
     version: str
 
 
+class Feature(StrEnum):
+    """What a compute driver may be asked to do beyond get/list/find_by_token. Every driver declares each one."""
+
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
+    DELETE = "delete"
+    SNAPSHOT = "snapshot"
+    RESTORE = "restore"
+    DELETE_SNAPSHOT = "delete_snapshot"
+    METRICS = "metrics"
+    # Declared ahead of their calls: every driver refuses them until an issue adds the call and implements it.
+    REBUILD = "rebuild"
+    RESIZE = "resize"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    CONSOLE = "console"
+
+    @property
+    def phrase(self) -> str:
+        """The feature as a verb phrase: "<subject> cannot <phrase>"."""
+        return _PHRASES.get(self, self.value)
+
+
+_PHRASES = {
+    Feature.DELETE_SNAPSHOT: "delete snapshots",
+    Feature.METRICS: "report metrics",
+    Feature.CONSOLE: "open a console",
+}
+
+# The server state machine's actions (domain/states.py ACTIONS) and the feature each needs from the provider.
+ACTION_FEATURES: Mapping[str, Feature] = {
+    "start": Feature.START,
+    "stop": Feature.STOP,
+    "reboot": Feature.REBOOT,
+    "delete": Feature.DELETE,
+    "snapshot": Feature.SNAPSHOT,
+    "restore": Feature.RESTORE,
+}
+
+
+@dataclass(frozen=True)
+class Support:
+    """A driver's answer for one feature: supported (no reason), or refused with a reason a user can act on."""
+
+    reason: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        return self.reason is None
+
+
+SUPPORTED = Support()
+
+
+def refused(reason: str) -> Support:
+    if not reason.strip():
+        raise ValueError("a refused feature needs a reason a user can act on")
+    return Support(reason.strip())
+
+
+def not_implemented_yet(driver: str) -> Support:
+    return refused(f"not implemented yet on {driver}")
+
+
+F = TypeVar("F", bound=StrEnum)
+
+
+class Features(Mapping[F, Support], Generic[F]):
+    """Every feature of one interface (`kind`), each declared supported or refused. Built in the driver's class
+    body or constructor, so a driver that leaves a feature out fails at import or construction: nothing is
+    supported by omission."""
+
+    def __init__(self, kind: type[F], declared: Mapping[F, Support]) -> None:
+        missing = [f.value for f in kind if f not in declared]
+        foreign = [str(f) for f in declared if not isinstance(f, kind)]
+        problems = [f"undeclared: {', '.join(missing)}"] if missing else []
+        problems += [f"not a {kind.__name__}: {', '.join(foreign)}"] if foreign else []
+        if problems:
+            raise TypeError(
+                f"a {kind.__name__} table must declare every feature, each SUPPORTED or refused(reason): "
+                + "; ".join(problems)
+            )
+        self.kind = kind
+        self._table = {f: declared[f] for f in kind}
+
+    def __getitem__(self, feature: F) -> Support:
+        return self._table[feature]
+
+    def __iter__(self) -> Iterator[F]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        return f"Features({self.kind.__name__}, {self._table!r})"
+
+    def supports(self, feature: F) -> bool:
+        return self._table[feature].supported
+
+    def refusals(self) -> dict[F, str]:
+        """The refused features and their reasons."""
+        return {f: s.reason for f, s in self._table.items() if s.reason is not None}
+
+
+class Declares(Protocol[F]):
+    """A driver of any interface: its name and its feature table."""
+
+    name: str
+
+    @property
+    def features(self) -> Features[F]: ...
+
+
+def check_declared(driver: object, kind: type[StrEnum]) -> None:
+    """Refuse a driver built without a complete `kind` feature table (a registry checks each it is given)."""
+    features = getattr(driver, "features", None)
+    if not isinstance(features, Features) or features.kind is not kind:
+        raise TypeError(
+            f"driver {getattr(driver, 'name', type(driver).__name__)!r} declares no {kind.__name__} table: "
+            f"give it features = Features({kind.__name__}, {{...}}) naming every feature"
+        )
+
+
+def require_feature(driver: Declares[F], feature: F, *, subject: str, **details: Any) -> None:
+    """The one check before dispatching a feature: InvalidState, carrying the driver's reason, if it refuses.
+
+    `subject` is what the user asked about ("vast_ai servers"), so the error reads "<subject> cannot <feature>:
+    <reason>"; `details` go into the error with the provider and the feature."""
+    # A plain name ("snapshot") becomes its member, and a name the interface does not have fails loudly here.
+    feature = driver.features.kind(feature)
+    support = driver.features[feature]
+    if support.reason is not None:
+        phrase = getattr(feature, "phrase", feature.value)
+        raise InvalidState(
+            f"{subject} cannot {phrase}: {support.reason}", **details, provider=driver.name, feature=feature.value
+        )
+
+
+def refusal(driver: Declares[F], feature: F) -> ProviderError:
+    """What a driver's call of a feature it refuses raises: its declared reason, not worth a retry."""
+    reason = driver.features[feature].reason
+    if reason is None:
+        raise AssertionError(f"{driver.name} supports {feature.value}: it cannot refuse it")
+    return ProviderError(reason, retryable=False, provider=driver.name, feature=feature.value)
+
+
 @dataclass(frozen=True)
 class Capabilities:
-    """What a provider can do; anything missing is listed in `unsupported` with the reason.
+    """What a provider can make, for the catalog: what it can do is its `features`.
 
     `images` and the maxima say what it can make: the catalog offers, and `create_server` accepts, only the plans
     and images the provider of a location serves.
     """
 
-    unsupported: dict[str, str] = field(default_factory=dict)
     # Catalog image slugs the provider can boot; None: any image of the catalog.
     images: frozenset[str] | None = None
     # What the provider knows of some of those images; the catalog names a new image after it.
@@ -106,9 +257,6 @@ class Capabilities:
     # The largest machine it can make (a host's cores and memory); None: no limit.
     max_cpu: int | None = None
     max_ram_mb: int | None = None
-
-    def supports(self, operation: str) -> bool:
-        return operation not in self.unsupported
 
     def boots(self, image: str) -> bool:
         return self.images is None or image in self.images
@@ -138,8 +286,17 @@ def pacing_of(provider: object) -> Pacing:
 
 
 class Provider(Protocol):
+    """A compute driver. Calls of a feature it refuses raise a non-retryable ProviderError with the declared
+    reason; callers check `require_feature` first, so a user learns the reason before anything changes."""
+
     name: str
-    capabilities: Capabilities
+    features: Features[Feature]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What it can make, for the catalog (a host's images and size: may be read afresh each time)."""
+        ...
+
     # Optional: providers without it are polled at DEFAULT_PACING.
     # pacing: Pacing
 

@@ -22,19 +22,23 @@ from typing import Any, TypeVar
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers import cloudinit
 from cloudplane.providers.base import (
+    SUPPORTED,
     Capabilities,
     CreateRequest,
+    Feature,
+    Features,
     Machine,
     MachineState,
     Metrics,
     SnapshotInfo,
+    not_implemented_yet,
     token_hash,
 )
 
 try:
     import libvirt
 except ImportError:  # the provider refuses to start without it; importing this module stays cheap and safe
-    libvirt = None  # type: ignore[assignment]
+    libvirt = None
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -114,6 +118,27 @@ class LibvirtProvider:
     SSH keys from a NoCloud seed on a CD-ROM, so images must run cloud-init. Public addresses do not exist on a
     libvirt host: a machine's private_ipv4 is its first IPv4 DHCP lease on `network`, None when it has none.
     """
+
+    features = Features(
+        Feature,
+        {
+            Feature.CREATE: SUPPORTED,
+            Feature.START: SUPPORTED,
+            Feature.STOP: SUPPORTED,
+            Feature.REBOOT: SUPPORTED,
+            Feature.DELETE: SUPPORTED,
+            Feature.SNAPSHOT: SUPPORTED,
+            Feature.RESTORE: SUPPORTED,
+            Feature.DELETE_SNAPSHOT: SUPPORTED,
+            Feature.METRICS: SUPPORTED,
+            Feature.REBUILD: not_implemented_yet("libvirt"),
+            Feature.RESIZE: not_implemented_yet("libvirt"),
+            # Suspend and resume can come from virDomain.suspend/resume (managedSave to outlive a host reboot).
+            Feature.SUSPEND: not_implemented_yet("libvirt"),
+            Feature.RESUME: not_implemented_yet("libvirt"),
+            Feature.CONSOLE: not_implemented_yet("libvirt"),
+        },
+    )
 
     def __init__(
         self,
@@ -283,6 +308,7 @@ class LibvirtProvider:
     def _create_volume(self, pool: Any, xml: ET.Element) -> Any:
         """Creates the volume, or returns the one of that name a create that stopped part way already made."""
         name = xml.findtext("name")
+        assert name is not None, "every volume XML built here has a <name>"
         existing = self._volume_or_none(pool, name)
         if existing is not None:
             return existing

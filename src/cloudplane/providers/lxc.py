@@ -9,6 +9,7 @@ snapshot's ref is `<container>/<snapshot id>`, the id being a hash of the snapsh
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import fcntl
 import ipaddress
@@ -29,21 +30,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers import lxc_host
 from cloudplane.providers.base import (
+    SUPPORTED,
     Capabilities,
     CreateRequest,
+    Feature,
+    Features,
     ImageInfo,
     Machine,
     MachineState,
     Metrics,
     Pacing,
     SnapshotInfo,
+    not_implemented_yet,
     token_hash,
 )
 
 try:
     import lxc
 except ImportError:  # the provider refuses to start without it; importing this module stays cheap and safe
-    lxc = None  # type: ignore[assignment]
+    lxc = None
 
 if TYPE_CHECKING:
     from cloudplane.config import Settings
@@ -98,6 +103,26 @@ class LxcProvider:
 
     # Local calls: a container is running a few milliseconds after its start.
     pacing = Pacing(poll_interval_s=0.05, timeout_s=120.0)
+    features = Features(
+        Feature,
+        {
+            Feature.CREATE: SUPPORTED,
+            Feature.START: SUPPORTED,
+            Feature.STOP: SUPPORTED,
+            Feature.REBOOT: SUPPORTED,
+            Feature.DELETE: SUPPORTED,
+            Feature.SNAPSHOT: SUPPORTED,
+            Feature.RESTORE: SUPPORTED,
+            Feature.DELETE_SNAPSHOT: SUPPORTED,
+            Feature.METRICS: SUPPORTED,
+            Feature.REBUILD: not_implemented_yet("lxc"),
+            Feature.RESIZE: not_implemented_yet("lxc"),
+            # Suspend and resume can come from LXC's freezer (Container.freeze/unfreeze).
+            Feature.SUSPEND: not_implemented_yet("lxc"),
+            Feature.RESUME: not_implemented_yet("lxc"),
+            Feature.CONSOLE: not_implemented_yet("lxc"),
+        },
+    )
 
     def __init__(self, config: LxcConfig, *, name: str = "lxc") -> None:
         if lxc is None:
@@ -418,7 +443,7 @@ class LxcProvider:
                     found[comment] = directory.name
         return found
 
-    def _snapshot_dirs(self, name: str) -> list[Path]:
+    def _snapshot_dirs(self, name: str) -> builtins.list[Path]:
         snaps = self.config.lxc_path / name / "snaps"
         return sorted(p for p in snaps.iterdir() if p.is_dir()) if snaps.is_dir() else []
 

@@ -3,28 +3,51 @@ server workflows (start, stop, delete, status polling) work on it unchanged."""
 
 from __future__ import annotations
 
-from cloudplane.domain.errors import ProviderError
-from cloudplane.providers.base import Capabilities, CreateRequest, Machine, Metrics, SnapshotInfo, pacing_of
-from cloudplane.providers.marketplace import Instance, MarketplaceProvider
+from cloudplane.providers.base import (
+    SUPPORTED,
+    Capabilities,
+    CreateRequest,
+    Feature,
+    Features,
+    Machine,
+    Metrics,
+    SnapshotInfo,
+    pacing_of,
+    refusal,
+    refused,
+)
+from cloudplane.providers.marketplace import Instance, MarketFeature, MarketplaceProvider
 
 NO_SNAPSHOTS = "marketplace instances are containers on someone else's host: no disk snapshots"
 
 
 class MarketplaceCompute:
-    capabilities = Capabilities(
-        unsupported={
-            "create": "rent an offer instead (POST /api/v1/instances)",
-            "reboot": "the marketplace offers stop and start, not reboot",
-            "snapshot": NO_SNAPSHOTS,
-            "restore": NO_SNAPSHOTS,
-            "metrics": "the marketplace reports no metrics",
-        }
-    )
+    capabilities = Capabilities()
 
     def __init__(self, market: MarketplaceProvider) -> None:
         self.market = market
         self.name = market.name
         self.pacing = pacing_of(market)
+        # Start and stop are the marketplace's own calls, so its answer is this face's answer.
+        self.features = Features(
+            Feature,
+            {
+                Feature.CREATE: refused("rent an offer instead (POST /api/v1/instances)"),
+                Feature.START: market.features[MarketFeature.START],
+                Feature.STOP: market.features[MarketFeature.STOP],
+                Feature.REBOOT: refused("the marketplace offers stop and start, not reboot"),
+                Feature.DELETE: SUPPORTED,
+                Feature.SNAPSHOT: refused(NO_SNAPSHOTS),
+                Feature.RESTORE: refused(NO_SNAPSHOTS),
+                Feature.DELETE_SNAPSHOT: refused(NO_SNAPSHOTS),
+                Feature.METRICS: refused("the marketplace reports no metrics"),
+                Feature.REBUILD: refused("a rented instance keeps the image it was rented with: rent another"),
+                Feature.RESIZE: refused("a rented instance is the size of its offer: rent a bigger offer"),
+                Feature.SUSPEND: refused("the marketplace offers stop and start, not suspend"),
+                Feature.RESUME: refused("the marketplace offers stop and start, not suspend"),
+                Feature.CONSOLE: refused(f"not implemented yet on {market.name} instances"),
+            },
+        )
 
     @staticmethod
     def machine(instance: Instance) -> Machine:
@@ -48,6 +71,7 @@ class MarketplaceCompute:
         return [self.machine(i) for i in await self.market.list_instances()]
 
     async def start(self, ref: str) -> None:
+        # A marketplace that refuses start refuses it itself, with the reason this face declares.
         await self.market.start(ref)
 
     async def stop(self, ref: str) -> None:
@@ -56,26 +80,20 @@ class MarketplaceCompute:
     async def delete(self, ref: str) -> None:
         await self.market.destroy(ref)
 
-    async def _unsupported(self, operation: str) -> None:
-        raise ProviderError(self.capabilities.unsupported[operation], retryable=False)
-
     async def create(self, request: CreateRequest) -> Machine:
-        await self._unsupported("create")
-        raise AssertionError
+        raise refusal(self, Feature.CREATE)
 
     async def reboot(self, ref: str) -> None:
-        await self._unsupported("reboot")
+        raise refusal(self, Feature.REBOOT)
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
-        await self._unsupported("snapshot")
-        raise AssertionError
+        raise refusal(self, Feature.SNAPSHOT)
 
     async def delete_snapshot(self, snapshot_ref: str) -> None:
-        await self._unsupported("snapshot")
+        raise refusal(self, Feature.DELETE_SNAPSHOT)
 
     async def restore(self, ref: str, snapshot_ref: str) -> None:
-        await self._unsupported("restore")
+        raise refusal(self, Feature.RESTORE)
 
     async def metrics(self, ref: str) -> Metrics:
-        await self._unsupported("metrics")
-        raise AssertionError
+        raise refusal(self, Feature.METRICS)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
-from cloudplane.providers.base import MachineState
+from cloudplane.providers.base import Features, MachineState
 
 OfferSort = Literal["price", "reliability"]
+
+
+class MarketFeature(StrEnum):
+    """The calls a marketplace may lack (some GPU clouds cannot stop an instance, only destroy it). Searching,
+    renting, reading and destroying make a marketplace, so they are not optional. Every marketplace declares each
+    one; a rented instance's compute face refuses what its marketplace refuses."""
+
+    START = "start"
+    STOP = "stop"
+
+    @property
+    def phrase(self) -> str:
+        """The feature as a verb phrase: "<subject> cannot <phrase>"."""
+        return f"{self.value} instances"
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class MarketplaceProvider(Protocol):
     """A GPU marketplace. Each call may raise `ProviderError`; `retryable` says whether trying again may help."""
 
     name: str
+    features: Features[MarketFeature]
 
     async def search_offers(self, query: OfferQuery) -> list[Offer]:
         """Offers matching every filter of `query`, in its sort order, at most `query.limit` of them. Read-only."""

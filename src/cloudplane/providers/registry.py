@@ -10,10 +10,10 @@ from collections.abc import Callable
 from cloudplane.config import ConfigurationError, Settings
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers.base import Provider
+from cloudplane.providers.base import Feature, Provider, check_declared
 from cloudplane.providers.market_compute import MarketplaceCompute
 from cloudplane.providers.market_search import MarketSearch
-from cloudplane.providers.marketplace import MarketplaceProvider
+from cloudplane.providers.marketplace import MarketFeature, MarketplaceProvider
 from cloudplane.providers.simmarket import SimulatedMarketplace
 from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
 from cloudplane.providers.vastai import VastAIProvider
@@ -30,6 +30,11 @@ class ProviderRegistry:
         markets: dict[str, MarketplaceProvider] | None = None,
         unavailable: dict[str, str] | None = None,
     ) -> None:
+        # A driver without a complete feature table would have its undeclared features guessed: refuse it here.
+        for market in (markets or {}).values():
+            check_declared(market, MarketFeature)
+        for provider in providers.values():
+            check_declared(provider, Feature)
         self.markets = dict(markets or {})
         self._providers = {**providers, **{name: MarketplaceCompute(m) for name, m in self.markets.items()}}
         self.market_search = MarketSearch(self.markets)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import ipaddress
 import random
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Column,
+    CursorResult,
     DateTime,
     Float,
     Integer,
     MetaData,
+    Row,
+    Select,
     String,
     Table,
     Text,
@@ -36,8 +38,16 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers.base import MachineState, Pacing
-from cloudplane.providers.marketplace import Instance, Offer, OfferQuery, RentRequest, gpu_model_matches
+from cloudplane.providers.base import SUPPORTED, Features, MachineState, Pacing
+from cloudplane.providers.clock import SYSTEM_CLOCK, Clock
+from cloudplane.providers.marketplace import (
+    Instance,
+    MarketFeature,
+    Offer,
+    OfferQuery,
+    RentRequest,
+    gpu_model_matches,
+)
 
 metadata = MetaData()
 
@@ -124,10 +134,6 @@ GPU_MODELS: tuple[tuple[str, float, tuple[float, float], int, float, int, bool],
     ("V100", 16, (0.15, 0.35), 70, 16.0, 5, True),
     ("T4", 16, (0.08, 0.18), 75, 6.0, 6, True),
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -222,6 +228,8 @@ class SimulatedMarketplace:
     """An in-process GPU marketplace with Vast.ai's shapes and timings. See the module docstring."""
 
     simulated = True
+    # Vast.ai's own answers: a rented instance stops (keeping its disk) and starts again.
+    features = Features(MarketFeature, {MarketFeature.START: SUPPORTED, MarketFeature.STOP: SUPPORTED})
 
     def __init__(
         self,
@@ -232,8 +240,10 @@ class SimulatedMarketplace:
         time_scale: float = 1.0,
         error_rate: float = 0.0,
         boot_failure_rate: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         self.db = db
+        self.clock = clock or SYSTEM_CLOCK
         self.name = name
         self.seed = seed
         self.time_scale = time_scale
@@ -282,10 +292,10 @@ class SimulatedMarketplace:
         if offer_id == DOCUMENT_OFFER_ID:
             return True
         period = AVAILABILITY_PERIOD_S * self.time_scale
-        period_index = int(time.time() // period) if period > 0 else 0
+        period_index = int(self.clock.now().timestamp() // period) if period > 0 else 0
         return random.Random(f"{self.seed}:{offer_id}:{period_index}").random() < AVAILABLE_SHARE
 
-    def _offer(self, row) -> Offer:  # type: ignore[no-untyped-def]
+    def _offer(self, row: Row[Any]) -> Offer:
         return Offer(
             provider=self.name,
             offer_id=row.offer_id,
@@ -328,7 +338,7 @@ class SimulatedMarketplace:
         return sort_and_limit(offers, query, default_key=lambda o: (-o.extra["score"], o.offer_id))
 
     @staticmethod
-    def _instance_query():  # type: ignore[no-untyped-def]
+    def _instance_query() -> Select[Any]:
         return select(
             simmkt_instances,
             simmkt_offers.c.machine_id,
@@ -340,7 +350,7 @@ class SimulatedMarketplace:
             simmkt_offers.c.region,
         ).join_from(simmkt_instances, simmkt_offers, simmkt_instances.c.offer_id == simmkt_offers.c.offer_id)
 
-    def _status_detail(self, row) -> str:  # type: ignore[no-untyped-def]
+    def _status_detail(self, row: Row[Any]) -> str:
         if row.status == "loading":
             message = f"simulated host is loading {row.image} and starting the container"
         elif row.status == "running":
@@ -351,7 +361,7 @@ class SimulatedMarketplace:
             message = "simulated container exited while booting"
         return f"{row.status} (simulated): {message}"
 
-    def _instance(self, row) -> Instance:  # type: ignore[no-untyped-def]
+    def _instance(self, row: Row[Any]) -> Instance:
         return Instance(
             provider=self.name,
             instance_id=str(row.id),
@@ -376,12 +386,12 @@ class SimulatedMarketplace:
             token=row.token,
         )
 
-    def _settle(self, row):  # type: ignore[no-untyped-def]
+    def _settle(self, row: Row[Any] | None) -> Row[Any] | None:
         """Finish a boot whose time has come; the clock, not a background task, drives the simulation."""
         if row is None or row.status not in SIM_PENDING_STATUSES:
             return row
         ready_at = _aware(row.ready_at)
-        if ready_at is not None and ready_at > _now():
+        if ready_at is not None and ready_at > self.clock.now():
             return row
         with self.db.write() as s:
             s.execute(
@@ -391,14 +401,14 @@ class SimulatedMarketplace:
             )
             return s.execute(self._instance_query().where(simmkt_instances.c.id == row.id)).first()
 
-    def _row(self, instance_id: str):  # type: ignore[no-untyped-def]
+    def _row(self, instance_id: str) -> Row[Any] | None:
         if not instance_id.isdigit():
             return None
         with self.db.read() as s:
             row = s.execute(self._instance_query().where(simmkt_instances.c.id == int(instance_id))).first()
         return self._settle(row)
 
-    def _require(self, instance_id: str):  # type: ignore[no-untyped-def]
+    def _require(self, instance_id: str) -> Row[Any]:
         row = self._row(instance_id)
         if row is None:
             raise NotFound(f"No simulated instance {instance_id}", ref=instance_id)
@@ -437,13 +447,13 @@ class SimulatedMarketplace:
         claimed = False
         try:
             with self.db.write() as s:
-                claimed = bool(
-                    s.execute(
-                        update(simmkt_offers)
-                        .where(simmkt_offers.c.offer_id == offer.offer_id, simmkt_offers.c.rented_by.is_(None))
-                        .values(rented_by=request.token)
-                    ).rowcount
+                result = s.execute(
+                    update(simmkt_offers)
+                    .where(simmkt_offers.c.offer_id == offer.offer_id, simmkt_offers.c.rented_by.is_(None))
+                    .values(rented_by=request.token)
                 )
+                # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
+                claimed = bool(cast(CursorResult[Any], result).rowcount)
                 if claimed:
                     s.execute(
                         insert(simmkt_instances).values(
@@ -451,13 +461,13 @@ class SimulatedMarketplace:
                             offer_id=offer.offer_id,
                             status="loading",
                             target_status="running" if boots else "exited",
-                            ready_at=_now() + self._delay(FIRST_BOOT_S),
+                            ready_at=self.clock.now() + self._delay(FIRST_BOOT_S),
                             label=request.label,
                             image=request.image,
                             onstart_script=request.onstart_script,
                             ssh_key=request.ssh_key,
                             disk_gb=request.disk_gb,
-                            created_at=_now(),
+                            created_at=self.clock.now(),
                         )
                     )
         except IntegrityError:
@@ -482,7 +492,8 @@ class SimulatedMarketplace:
         await self._call("list_instances")
         with self.db.read() as s:
             rows = s.execute(self._instance_query().order_by(simmkt_instances.c.id)).all()
-        return [self._instance(self._settle(row)) for row in rows]
+        settled = (self._settle(row) for row in rows)
+        return [self._instance(row) for row in settled if row is not None]  # None: deleted while being listed
 
     async def start(self, instance_id: str) -> None:
         """A stopped (or exited) instance reloads for ~8 s x time_scale, then runs. Idempotent."""
@@ -494,7 +505,7 @@ class SimulatedMarketplace:
             s.execute(
                 update(simmkt_instances)
                 .where(simmkt_instances.c.id == row.id, simmkt_instances.c.status == row.status)
-                .values(status="loading", target_status="running", ready_at=_now() + self._delay(RESTART_S))
+                .values(status="loading", target_status="running", ready_at=self.clock.now() + self._delay(RESTART_S))
             )
 
     async def stop(self, instance_id: str) -> None:

@@ -2,23 +2,25 @@
 
 Its inventory lives in tables of its own (`sim_*`) so that, like a real cloud, it outlives a crash of the
 control plane: the crash test checks that no machine is doubled there. Timings are real-cloud-like seconds
-multiplied by `time_scale` (0 in tests). With the same seed the same faults hit the same calls.
+multiplied by `time_scale` (0 in tests), on an injectable clock (`providers/clock.py`) that tests move by
+hand. With the same seed the same faults hit the same calls.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import random
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     Column,
     DateTime,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -32,15 +34,20 @@ from sqlalchemy.exc import IntegrityError
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers.base import (
+    SUPPORTED,
     TRANSITIONAL_STATES,
     Capabilities,
     CreateRequest,
+    Feature,
+    Features,
     Machine,
     MachineState,
     Metrics,
     Pacing,
     SnapshotInfo,
+    not_implemented_yet,
 )
+from cloudplane.providers.clock import SYSTEM_CLOCK, Clock
 
 metadata = MetaData()
 
@@ -87,10 +94,6 @@ PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking ran
 PRIVATE_NET = ipaddress.IPv4Network("10.0.0.0/8")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _aware(dt: datetime | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
@@ -111,10 +114,30 @@ class SimulatorProvider:
 
     name = "simulator"
     capabilities = Capabilities()
+    features = Features(
+        Feature,
+        {
+            Feature.CREATE: SUPPORTED,
+            Feature.START: SUPPORTED,
+            Feature.STOP: SUPPORTED,
+            Feature.REBOOT: SUPPORTED,
+            Feature.DELETE: SUPPORTED,
+            Feature.SNAPSHOT: SUPPORTED,
+            Feature.RESTORE: SUPPORTED,
+            Feature.DELETE_SNAPSHOT: SUPPORTED,
+            Feature.METRICS: SUPPORTED,
+            Feature.REBUILD: not_implemented_yet("the simulator"),
+            Feature.RESIZE: not_implemented_yet("the simulator"),
+            Feature.SUSPEND: not_implemented_yet("the simulator"),
+            Feature.RESUME: not_implemented_yet("the simulator"),
+            Feature.CONSOLE: not_implemented_yet("the simulator"),
+        },
+    )
 
-    def __init__(self, db: Database, config: SimulatorConfig | None = None) -> None:
+    def __init__(self, db: Database, config: SimulatorConfig | None = None, *, clock: Clock | None = None) -> None:
         self.db = db
         self.config = config or SimulatorConfig()
+        self.clock = clock or SYSTEM_CLOCK
         self._rng = random.Random(self.config.seed)
         self._rng_lock = threading.Lock()
         metadata.create_all(db.write_engine)
@@ -130,7 +153,7 @@ class SimulatorProvider:
     async def _call(self, operation: str) -> None:
         """Latency and injected faults, the same for every call."""
         if self.config.latency_ms:
-            await asyncio.sleep(self.config.latency_ms / 1000 * (0.5 + self._roll()))
+            await self.clock.sleep(self.config.latency_ms / 1000 * (0.5 + self._roll()))
         if self.config.error_rate and self._roll() < self.config.error_rate:
             raise ProviderError(f"Simulated provider error during {operation}", retryable=True)
 
@@ -138,7 +161,7 @@ class SimulatorProvider:
         return timedelta(seconds=TIMINGS[what] * self.config.time_scale)
 
     @staticmethod
-    def _machine(row) -> Machine:  # type: ignore[no-untyped-def]
+    def _machine(row: Row[Any]) -> Machine:
         offset = row.id
         return Machine(
             ref=f"sim-{row.id}",
@@ -155,12 +178,12 @@ class SimulatorProvider:
             raise NotFound(f"No simulated machine {ref}", ref=ref)
         return int(ref[4:])
 
-    def _settle(self, row):  # type: ignore[no-untyped-def]
+    def _settle(self, row: Row[Any] | None) -> Row[Any] | None:
         """Finish a transition whose time has come; the clock, not a background task, drives the simulator."""
         if row is None or MachineState(row.state) not in TRANSITIONAL_STATES:
             return row
         ready_at = _aware(row.ready_at)
-        if ready_at is not None and ready_at > _now():
+        if ready_at is not None and ready_at > self.clock.now():
             return row
         with self.db.write() as s:
             s.execute(
@@ -170,12 +193,12 @@ class SimulatorProvider:
             )
             return s.execute(select(sim_machines).where(sim_machines.c.id == row.id)).first()
 
-    def _row(self, ref: str):  # type: ignore[no-untyped-def]
+    def _row(self, ref: str) -> Row[Any] | None:
         with self.db.read() as s:
             row = s.execute(select(sim_machines).where(sim_machines.c.id == self._id(ref))).first()
         return self._settle(row)
 
-    def _require(self, ref: str):  # type: ignore[no-untyped-def]
+    def _require(self, ref: str) -> Row[Any]:
         row = self._row(ref)
         if row is None:
             raise NotFound(f"No simulated machine {ref}", ref=ref)
@@ -196,7 +219,7 @@ class SimulatorProvider:
             s.execute(
                 update(sim_machines)
                 .where(sim_machines.c.id == machine_id)
-                .values(state=via, target_state=to, ready_at=_now() + self._delay(via), **changes)
+                .values(state=via, target_state=to, ready_at=self.clock.now() + self._delay(via), **changes)
             )
 
     async def create(self, request: CreateRequest) -> Machine:
@@ -213,14 +236,14 @@ class SimulatorProvider:
                         hostname=request.hostname,
                         state=MachineState.PROVISIONING,
                         target_state=MachineState.RUNNING if boots else MachineState.ERROR,
-                        ready_at=_now() + self._delay(MachineState.PROVISIONING),
+                        ready_at=self.clock.now() + self._delay(MachineState.PROVISIONING),
                         cpu=request.cpu,
                         ram_mb=request.ram_mb,
                         disk_gb=request.disk_gb,
                         image=request.image,
                         location=request.location,
                         ssh_keys="\n".join(request.ssh_public_keys),
-                        created_at=_now(),
+                        created_at=self.clock.now(),
                     )
                 )
         except IntegrityError:
@@ -249,7 +272,8 @@ class SimulatorProvider:
         await self._call("list")
         with self.db.read() as s:
             rows = s.execute(select(sim_machines).order_by(sim_machines.c.id)).all()
-        return [self._machine(self._settle(r)) for r in rows]
+        settled = (self._settle(r) for r in rows)
+        return [self._machine(r) for r in settled if r is not None]  # None: deleted while being listed
 
     async def start(self, ref: str) -> None:
         await self._call("start")
@@ -281,7 +305,7 @@ class SimulatorProvider:
         with self.db.read() as s:
             snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
         if snap is None:
-            await asyncio.sleep(self._delay("snapshot").total_seconds())
+            await self.clock.sleep(self._delay("snapshot").total_seconds())
             size = max(1, row.disk_gb // 10 + row.disk_generation)
             try:
                 with self.db.write() as s:
@@ -291,13 +315,15 @@ class SimulatorProvider:
                             machine_id=row.id,
                             size_gb=size,
                             disk_generation=row.disk_generation,
-                            created_at=_now(),
+                            created_at=self.clock.now(),
                         )
                     )
             except IntegrityError:
                 pass
             with self.db.read() as s:
                 snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
+            if snap is None:  # deleted (with its machine, say) between our insert and this read
+                raise ProviderError(f"Simulated snapshot of {ref} vanished while it was taken", retryable=True)
         return SnapshotInfo(ref=f"simsnap-{snap.id}", machine_ref=ref, size_gb=snap.size_gb)
 
     @staticmethod
@@ -327,8 +353,9 @@ class SimulatorProvider:
         row = self._require(ref)
         running = MachineState(row.state) == MachineState.RUNNING
         # Deterministic per machine and minute, so repeated reads in one minute agree.
-        rng = random.Random(f"{self.config.seed}-{row.id}-{_now():%Y%m%d%H%M}")
-        uptime_s = max(0.0, (_now() - _aware(row.created_at)).total_seconds())
+        now = self.clock.now()
+        rng = random.Random(f"{self.config.seed}-{row.id}-{now:%Y%m%d%H%M}")
+        uptime_s = max(0.0, (now - (_aware(row.created_at) or now)).total_seconds())
         return Metrics(
             cpu_percent=round(rng.uniform(2, 60), 1) if running else 0.0,
             memory_used_mb=int(row.ram_mb * rng.uniform(0.2, 0.8)) if running else 0,

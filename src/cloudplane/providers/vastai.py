@@ -15,8 +15,15 @@ from typing import Any
 import httpx
 
 from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers.base import MachineState, Pacing
-from cloudplane.providers.marketplace import Instance, Offer, OfferQuery, RentRequest, gpu_model_matches
+from cloudplane.providers.base import SUPPORTED, Features, MachineState, Pacing
+from cloudplane.providers.marketplace import (
+    Instance,
+    MarketFeature,
+    Offer,
+    OfferQuery,
+    RentRequest,
+    gpu_model_matches,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +100,7 @@ class VastAIProvider:
     not for a rejected key or a refused request."""
 
     simulated = False
+    features = Features(MarketFeature, {MarketFeature.START: SUPPORTED, MarketFeature.STOP: SUPPORTED})
     # A rented machine takes minutes to pull its image and boot; no point asking every second.
     pacing = Pacing(poll_interval_s=5.0, timeout_s=1800.0)
 

@@ -66,12 +66,13 @@ async def test_oauth2_password_form(client) -> None:
 
 
 @pytest.mark.parametrize("login", ["\x00", "john\x00doe", "user\x00@example.com"])
-async def test_a_login_name_with_a_nul_byte_is_an_unknown_user(client, login: str) -> None:
-    # Found by schemathesis on PostgreSQL, whose text cannot hold NUL: it was a 500.
+async def test_a_login_name_with_a_nul_byte_is_422_naming_it(client, login: str) -> None:
+    # Found by schemathesis on PostgreSQL, whose text cannot hold NUL: it was a 500. No account can have such a
+    # name, so refusing it as input tells nothing about which accounts exist.
     form = await client.post("/api/v1/auth/token", data={"username": login, "password": "0"})
-    assert form.status_code == 401, form.text
+    assert form.status_code == 422 and form.json()["error"]["details"]["field"] == "username", form.text
     body = await client.post("/api/v1/auth/login", json={"username": login, "password": "whatever it is"})
-    assert body.status_code == 401, body.text
+    assert body.status_code == 422 and body.json()["error"]["details"]["field"] == "username", body.text
 
 
 async def test_duplicate_email_is_409_in_the_envelope(client) -> None:
@@ -180,6 +181,40 @@ async def test_bad_tokens_are_401(client, core, case) -> None:
     r = await client.get("/api/v1/users/me", headers=bearer(token))
     assert r.status_code == 401, (case, r.text)
     assert (await client.get("/api/v1/users/me", headers=bearer(_forge(core, claims)))).status_code == 200
+
+
+@pytest.mark.parametrize("sub", ["abc", "٣", "１", "1.0", "0", "-1", " 1", str(2**63), ""])
+async def test_a_token_whose_sub_is_not_an_ascii_user_id_is_401(client, core, sub: str) -> None:
+    _, reply = await register(client)
+    good = jwt.decode(reply["access_token"], options={"verify_signature": False})
+    token = _forge(core, {"sub": sub, "sid": good["sid"], "jti": good["jti"]})
+    r = await client.get("/api/v1/users/me", headers=bearer(token))
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_a_token_whose_session_belongs_to_another_user_is_401(client, core) -> None:
+    _, mine = await register(client)
+    _, theirs = await register(client)
+    me = jwt.decode(mine["access_token"], options={"verify_signature": False})
+    them = jwt.decode(theirs["access_token"], options={"verify_signature": False})
+    # My user id with their live session, and their user id with my live session: each names a real user and a
+    # real session, just not together.
+    for sub, sid in [(me["sub"], them["sid"]), (them["sub"], me["sid"])]:
+        r = await client.get("/api/v1/users/me", headers=bearer(_forge(core, {"sub": sub, "sid": sid, "jti": "x1"})))
+        assert r.status_code == 401, r.text
+        out = await client.post("/api/v1/auth/logout", headers=bearer(_forge(core, {"sub": sub, "sid": sid})))
+        assert out.status_code in (200, 401), out.text
+    # Neither sign-out above ended a session of the other user.
+    for reply in (mine, theirs):
+        assert (await client.get("/api/v1/users/me", headers=bearer(reply["access_token"]))).status_code == 200
+    # A refresh token presented under another user's id is refused too, and stays usable by its owner.
+    refresh = jwt.decode(theirs["refresh_token"], options={"verify_signature": False})
+    forged = _forge(core, {"sub": me["sub"], "sid": refresh["sid"], "jti": refresh["jti"], "typ": "refresh"})
+    assert (await client.post("/api/v1/auth/refresh", json={"refresh_token": forged})).status_code == 401
+    assert (
+        await client.post("/api/v1/auth/refresh", json={"refresh_token": theirs["refresh_token"]})
+    ).status_code == 200
 
 
 async def test_access_token_is_not_a_refresh_token(client) -> None:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
-from cloudplane.api.common.idempotency import IdempotencyMiddleware, fingerprint
+from cloudplane.api.common.idempotency import IdempotencyMiddleware, Sealer, fingerprint, key_hash
 from cloudplane.db.tables import IdempotencyRecord, utcnow
 from tests.conftest import SERVER_BODY
 
@@ -41,9 +41,10 @@ async def server_count(client: httpx.AsyncClient, tenant: Any) -> int:
     return r.json()["total"]
 
 
-def stored_rows(core: Any, key: str) -> int:
+def stored_rows(core: Any, tenant: Any, key: str) -> int:
     with core.db.read() as s:
-        return s.scalar(select(func.count()).select_from(IdempotencyRecord).where(IdempotencyRecord.key == key))
+        hashed = key_hash(tenant.principal.account_id, key)
+        return s.scalar(select(func.count()).select_from(IdempotencyRecord).where(IdempotencyRecord.key_hash == hashed))
 
 
 async def test_same_key_and_body_replays_the_reply(client, tenant) -> None:
@@ -153,7 +154,7 @@ async def test_an_unauthenticated_request_gets_401_and_claims_nothing(client, co
     headers = {"Idempotency-Key": key} | ({"Authorization": authorization} if authorization else {})
     r = await client.post("/api/servers", json=SERVER_BODY, headers=headers)
     assert r.status_code == 401 and r.json()["code"] == "UNAUTHORIZED"
-    assert stored_rows(core, key) == 0
+    assert stored_rows(core, tenant, key) == 0
     ok = await client.post("/api/servers", json=SERVER_BODY, headers=keyed(tenant, key))
     assert ok.status_code == 201 and "idempotent-replayed" not in ok.headers
 
@@ -163,7 +164,7 @@ async def test_an_oversized_body_with_a_key_is_413_and_claims_nothing(client, co
     for content in (b"x" * (MIB + 1), _chunks(b"x" * (MIB + 1))):
         r = await client.post("/api/servers", content=content, headers=keyed(tenant, key))
         assert r.status_code == 413 and r.json()["code"] == "PAYLOAD_TOO_LARGE"
-    assert stored_rows(core, key) == 0
+    assert stored_rows(core, tenant, key) == 0
 
 
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:
@@ -176,15 +177,15 @@ async def test_an_expired_record_is_replaced(client, core, tenant) -> None:
     scope = {"method": "POST", "path": "/api/servers", "query_string": b""}
     with core.db.write() as s:
         for key, status in (("stale-done", "done"), ("stale-claim", "in_flight")):
+            sealer = Sealer.derive(tenant.principal.account_id, key, fingerprint(scope, body))
             s.add(
                 IdempotencyRecord(
                     account_id=tenant.principal.account_id,
-                    key=key,
-                    fingerprint=fingerprint(scope, body),
+                    key_hash=sealer.key_hash,
+                    fingerprint=sealer.fingerprint,
                     status=status,
                     response_status=201,
-                    response_headers="[]",
-                    response_body=b"{}",
+                    response_sealed=sealer.seal([], b"{}"),
                     expires_at=utcnow() - timedelta(seconds=1),
                 )
             )
@@ -273,3 +274,53 @@ async def test_replayed_headers_keep_the_meaningful_ones(core, tenant) -> None:
     assert replay.headers["content-type"] == "application/json"
     assert replay.headers["content-length"] == str(len(first.content))
     assert "x-ratelimit-remaining" not in replay.headers and "set-cookie" not in replay.headers
+
+
+def _row_text(core: Any, tenant: Any, key: str) -> bytes:
+    """Every column of the key's stored row, as the database holds them."""
+    with core.db.read() as s:
+        row = s.execute(
+            select(IdempotencyRecord.__table__).where(
+                IdempotencyRecord.key_hash == key_hash(tenant.principal.account_id, key)
+            )
+        ).one()
+    return b"\0".join(value if isinstance(value, bytes) else str(value).encode() for value in row)
+
+
+async def test_a_replayed_create_server_leaves_no_root_password_nor_key_in_the_database(client, core, tenant) -> None:
+    key = "5f0c6a2e-9b1d-4f7e-8a3c-create-server"
+    first = await client.post("/api/servers", json=SERVER_BODY, headers=keyed(tenant, key))
+    assert first.status_code == 201, first.text
+    password = first.json()["root_password"]
+    assert password
+    again = await client.post("/api/servers", json=SERVER_BODY, headers=keyed(tenant, key))
+    assert again.headers["idempotent-replayed"] == "true" and again.json()["root_password"] == password
+    stored = _row_text(core, tenant, key)
+    assert password.encode() not in stored and key.encode() not in stored
+    assert b"root_password" not in stored and b"webserver-01" not in stored, "the whole reply is sealed"
+
+
+async def test_a_replayed_api_key_creation_leaves_no_key_in_the_database(client, core, tenant) -> None:
+    key = "0d9e8f7a-api-key-creation"
+    first = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=keyed(tenant, key))
+    assert first.status_code == 201, first.text
+    made = first.json()["data"]["key"]
+    again = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=keyed(tenant, key))
+    assert again.headers["idempotent-replayed"] == "true" and again.json()["data"]["key"] == made
+    stored = _row_text(core, tenant, key)
+    assert made.encode() not in stored and key.encode() not in stored
+
+
+async def test_a_stored_reply_opens_only_with_its_key_and_request(core, tenant) -> None:
+    digest = fingerprint({"method": "POST", "path": "/api/thing", "query_string": b""}, b"body")
+    sealer = Sealer.derive(tenant.principal.account_id, "right-key", digest)
+    sealed = sealer.seal([("location", "/x")], b"secret reply")
+    assert sealer.open(sealed) == ([("location", "/x")], b"secret reply")
+    other_digest = fingerprint({"method": "POST", "path": "/api/thing", "query_string": b""}, b"other")
+    for other in (
+        Sealer.derive(tenant.principal.account_id, "wrong-key", digest),
+        Sealer.derive(tenant.principal.account_id + 1, "right-key", digest),
+        Sealer.derive(tenant.principal.account_id, "right-key", other_digest),
+    ):
+        assert other.open(sealed) is None
+    assert Sealer.derive(tenant.principal.account_id, "right-key", other_digest).fingerprint != sealer.fingerprint

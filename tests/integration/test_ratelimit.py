@@ -356,3 +356,37 @@ async def test_with_the_store_down_sign_in_is_refused_until_it_can_be_counted(cl
     )
     assert reply.status_code == 503, reply.text
     assert reply.json()["error"]["code"] == "SERVICE_UNAVAILABLE" and reply.headers["retry-after"] == "5"
+
+
+async def test_failed_sign_ins_count_per_account_whichever_name_is_used(limited_client) -> None:
+    stamp = time.monotonic_ns()
+    body = {"email": f"Acct-{stamp}@example.com", "username": f"acct{stamp}", "password": "correct horse battery"}
+    assert (await limited_client.post("/api/v1/auth/register", json=body)).status_code == 201
+    # Ten failures spread over the email in two cases, the username and the OAuth form.
+    names = [body["email"], body["email"].lower(), body["email"].upper(), body["username"]] * 2 + [body["username"]]
+    for name in names:
+        wrong = await limited_client.post("/api/v1/auth/login", json={"username": name, "password": "wrong password"})
+        assert wrong.status_code == 401, wrong.text
+    form = await limited_client.post("/api/v1/auth/token", data={"username": body["email"], "password": "wrong one"})
+    assert form.status_code == 401
+    for name in (body["username"], body["email"].lower()):
+        right = await limited_client.post("/api/v1/auth/login", json={"username": name, "password": body["password"]})
+        assert right.status_code == 429, (name, right.text)
+    right = await limited_client.post(
+        "/api/v1/auth/token", data={"username": body["username"], "password": body["password"]}
+    )
+    assert right.status_code == 429
+
+
+async def test_unknown_names_are_locked_like_known_ones(limited_client) -> None:
+    stamp = time.monotonic_ns()
+    known = {"email": f"known-{stamp}@example.com", "password": "correct horse battery"}
+    assert (await limited_client.post("/api/v1/auth/register", json=known)).status_code == 201
+    unknown = f"nobody-{stamp}@example.com"
+    replies: dict[str, list[int]] = {}
+    for name in (known["email"], unknown):
+        replies[name] = [
+            (await limited_client.post("/api/v1/auth/login", json={"email": name, "password": "wrong"})).status_code
+            for _ in range(11)
+        ]
+    assert replies[known["email"]] == replies[unknown] == [401] * 10 + [429]

@@ -6,11 +6,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloudplane.config import get_settings
+
+if TYPE_CHECKING:
+    from cloudplane.core import Core
 
 app = typer.Typer(help="Cloudplane: a self-hosted cloud control plane.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -37,7 +40,17 @@ def serve(
     settings = get_settings()
     from cloudplane.app import create_app
 
-    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    # Forwarded headers only from the proxies the operator names: uvicorn's default believes any local caller.
+    proxies = settings.trusted_proxies
+    uvicorn.run(
+        create_app(),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or "",
+    )
 
 
 @db_app.command("upgrade")
@@ -49,7 +62,7 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
-def _core():  # type: ignore[no-untyped-def]
+def _core() -> Core:
     from cloudplane.app import prepare
     from cloudplane.core import Core
 

@@ -24,6 +24,9 @@ from cloudplane.config import get_settings
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, RefreshToken, SystemSecret, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from cloudplane.domain.events import EventType
+from cloudplane.domain.ids import parse_id
+from cloudplane.services import events
 from cloudplane.services.accounts import Principal
 
 ISSUER = "cloudplane"
@@ -113,6 +116,15 @@ def register(db: Database, *, email: str, password: str, name: str | None = None
             )
             s.add(user)
             s.flush()
+            events.record(
+                s,
+                EventType.USER_REGISTERED,
+                account_id=account.id,
+                target_type="user",
+                target_id=user.id,
+                actor_user_id=user.id,
+                data={"email": email},
+            )
             return user
     except IntegrityError:
         raise Conflict("That email or username is already registered", field="email") from None
@@ -124,6 +136,13 @@ def _find_login_user(db: Database, login: str) -> User | None:
         return None
     with db.read() as s:
         return s.scalar(select(User).where(or_(User.email == login.lower(), User.username == login)))
+
+
+def login_subject(db: Database, login: str) -> str:
+    """What failed sign-ins with `login` count against: the account it names (by email or username, whatever the
+    case of an email), or, for a name no account has, the name itself, so unknown names are limited alike."""
+    user = _find_login_user(db, login) if len(login) <= 320 else None
+    return f"user:{user.id}" if user is not None else f"name:{login.strip().lower()}"
 
 
 def authenticate_password(db: Database, login: str, password: str) -> User:
@@ -171,6 +190,9 @@ def _decode(db: Database, token: str, expected_type: str) -> dict:
         raise Unauthorized("Invalid token") from None
     if claims.get("typ") != expected_type:
         raise Unauthorized(f"Invalid token: expected an {expected_type} token")
+    # Only this service signs tokens, yet a claim is checked before use: `sub` must be a user id ...
+    if not isinstance(claims["sub"], str) or parse_id(claims["sub"]) is None or not isinstance(claims["sid"], str):
+        raise Unauthorized("Invalid token")
     return claims
 
 
@@ -205,6 +227,8 @@ def refresh(db: Database, refresh_token: str) -> Tokens:
         token = s.get(RefreshToken, claims["jti"])
         if token is None or token.revoked_at is not None or token.expires_at <= now:
             raise Unauthorized("Refresh token revoked or expired; sign in again")
+        if str(token.user_id) != claims["sub"] or token.family_id != claims["sid"]:
+            raise Unauthorized("Invalid token")
         if token.used_at is not None:
             s.execute(update(RefreshToken).where(RefreshToken.family_id == token.family_id).values(revoked_at=now))
             forget_session(token.family_id)
@@ -221,11 +245,13 @@ def refresh(db: Database, refresh_token: str) -> Tokens:
     return _issue(db, user, family_id)
 
 
-def revoke_session(db: Database, family_id: str) -> None:
+def revoke_session(db: Database, family_id: str, user_id: int) -> None:
     with db.write() as s:
         s.execute(
             update(RefreshToken)
-            .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+            .where(
+                RefreshToken.family_id == family_id, RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None)
+            )
             .values(revoked_at=utcnow())
         )
     forget_session(family_id)
@@ -239,7 +265,7 @@ def logout(db: Database, access_token: str | None = None, refresh_token: str | N
         claims = _decode(db, access_token, "access")
     else:
         raise Unauthorized("Send the access token (Authorization header) or a refresh_token to sign out")
-    revoke_session(db, claims["sid"])
+    revoke_session(db, claims["sid"], int(claims["sub"]))
 
 
 def change_password(db: Database, principal: Principal, current_password: str, new_password: str) -> None:
@@ -280,9 +306,14 @@ _ACTIVE_SESSION = (
     .join(Account, Account.id == User.account_id)
     .where(
         User.id == bindparam("user_id"),
+        # ... and the session its `sid` names must be that user's.
         select(func.count())
         .select_from(RefreshToken)
-        .where(RefreshToken.family_id == bindparam("sid"), RefreshToken.revoked_at.is_(None))
+        .where(
+            RefreshToken.family_id == bindparam("sid"),
+            RefreshToken.user_id == bindparam("user_id"),
+            RefreshToken.revoked_at.is_(None),
+        )
         .scalar_subquery()
         > 0,
     )
@@ -291,7 +322,7 @@ _principal_cache: dict[str, tuple[Principal, float]] = {}
 
 
 def forget_session(family_id: str) -> None:
-    for cache_key in [k for k in _principal_cache if k.endswith(family_id)]:
+    for cache_key in [k for k in _principal_cache if k.endswith(f":{family_id}")]:
         _principal_cache.pop(cache_key, None)
 
 
@@ -303,13 +334,18 @@ def forget_user_sessions(user_id: int) -> None:
 def cached_access_principal(db: Database, token: str) -> Principal | None:
     """The principal of a recently verified access token (CPU only: signature and claims); None if unknown."""
     claims = _decode(db, token, "access")
-    cached = _principal_cache.get(f"{claims['jti']}:{claims['sid']}")
+    cached = _principal_cache.get(_cache_key(claims))
     return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+
+def _cache_key(claims: dict) -> str:
+    # Every claim the principal depends on; the session id last, as forget_session matches on it.
+    return f"{claims['jti']}:{claims['sub']}:{claims['sid']}"
 
 
 def authenticate_access_token(db: Database, token: str) -> Principal:
     claims = _decode(db, token, "access")
-    cache_key = f"{claims['jti']}:{claims['sid']}"
+    cache_key = _cache_key(claims)
     cached = _principal_cache.get(cache_key)
     if cached is not None and cached[1] > time.monotonic():
         return cached[0]

@@ -13,6 +13,7 @@ from cloudplane.api.cloudvps.envelope import cloudvps_renderer, ok
 from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, bearer_token
 from cloudplane.api.common.faces import face_route_class
 from cloudplane.api.common.ratelimit import enforce_anonymous_limit, login_attempt
+from cloudplane.api.common.schemas import StorableText
 from cloudplane.domain.errors import Unauthorized
 from cloudplane.services import auth, users
 from cloudplane.services.accounts import create_api_key
@@ -50,8 +51,8 @@ async def login(request: Request, body: w.LoginRequest, core: CoreDep) -> JSONRe
 async def token(
     request: Request,
     core: CoreDep,
-    username: Annotated[str, Form(min_length=1, max_length=320)],
-    password: Annotated[str, Form(min_length=1, max_length=1024)],
+    username: Annotated[StorableText, Form(min_length=1, max_length=320)],
+    password: Annotated[StorableText, Form(min_length=1, max_length=1024)],
 ) -> JSONResponse:
     """OAuth2 password flow (form encoded), as VibeCaaS documents it."""
     async with login_attempt(request, username):
@@ -77,7 +78,7 @@ def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = Non
 
 
 @auth_router.post("/auth/logout", tags=["Auth"])
-def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
+def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> Response:
     """End this session: its access and refresh tokens stop working."""
     bearer = bearer_token(request.headers.get("authorization"))
     auth.logout(
@@ -92,13 +93,13 @@ router.include_router(auth_router)
 
 
 @router.get("/api-keys", tags=["API keys"])
-async def list_api_keys(core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+async def list_api_keys(core: CoreDep, principal: PrincipalDep) -> Response:
     keys = await run_in_threadpool(users.list_api_keys, core.db, principal)
     return ok([w.ApiKeyOut.of(k).model_dump(mode="json") for k in keys])
 
 
 @router.post("/api-keys", status_code=201, tags=["API keys"])
-def create_key(core: CoreDep, principal: PrincipalDep, body: w.ApiKeyCreate | None = None) -> JSONResponse:
+def create_key(core: CoreDep, principal: PrincipalDep, body: w.ApiKeyCreate | None = None) -> Response:
     """Make an API key; the key itself is in this reply only."""
     key, plain = create_api_key(core.db, user_id=principal.user_id, name=body.name if body else "api")
     return ok({**w.ApiKeyOut.of(key).model_dump(mode="json"), "key": plain}, status_code=201)
@@ -111,7 +112,7 @@ def revoke_key(key_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
 
 
 @router.get("/admin/users", tags=["Admin"])
-def admin_list_users(core: CoreDep, principal: PrincipalDep, page: PageDep) -> JSONResponse:
+def admin_list_users(core: CoreDep, principal: PrincipalDep, page: PageDep) -> Response:
     """All users (admin only)."""
     views, total = users.list_users(core.db, principal, page=page.page, per_page=page.per_page)
     return ok(
@@ -127,19 +128,19 @@ def admin_list_users(core: CoreDep, principal: PrincipalDep, page: PageDep) -> J
 
 
 @router.put("/admin/users/{user_id}/tier", tags=["Admin"])
-def admin_set_tier(user_id: str, body: w.TierUpdate, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def admin_set_tier(user_id: str, body: w.TierUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
     """Change a user's subscription tier (admin only)."""
     view = users.set_tier(core.db, principal, w.parse_user_id(user_id), body.tier)
     return ok(w.user_json(view), **w.user_json(view))
 
 
 @router.post("/admin/users/{user_id}/suspend", tags=["Admin"])
-def admin_suspend(user_id: str, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def admin_suspend(user_id: str, core: CoreDep, principal: PrincipalDep) -> Response:
     """Suspend a user: their keys and tokens stop working (admin only)."""
     return ok(w.user_json(users.set_status(core.db, principal, w.parse_user_id(user_id), "suspended")))
 
 
 @router.post("/admin/users/{user_id}/activate", tags=["Admin"])
-def admin_activate(user_id: str, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def admin_activate(user_id: str, core: CoreDep, principal: PrincipalDep) -> Response:
     """Lift a suspension (admin only)."""
     return ok(w.user_json(users.set_status(core.db, principal, w.parse_user_id(user_id), "active")))

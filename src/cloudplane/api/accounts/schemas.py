@@ -7,13 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cloudplane.api.common.ids import parse_id
+from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.db.tables import ApiKey
 from cloudplane.domain.tiers import QUOTAS
 from cloudplane.services.auth import EMAIL, MAX_PASSWORD, MIN_PASSWORD, USERNAME, Tokens
 from cloudplane.services.users import UserView
 
 
-class Request(BaseModel):
+class Request(BaseRequest):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -117,8 +119,8 @@ def user_id(view_or_id: UserView | int) -> str:
 
 
 def parse_user_id(value: str) -> int:
-    digits = value.removeprefix("user-")
-    return int(digits) if digits.isdigit() and len(digits) < 19 else -1
+    number = parse_id(value.removeprefix("user-"))
+    return -1 if number is None else number
 
 
 def user_json(view: UserView) -> dict[str, Any]:

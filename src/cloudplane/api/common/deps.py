@@ -6,10 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Path, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from cloudplane import context
+from cloudplane.api.common.ids import MAX_ID, Id
 from cloudplane.api.common.ratelimit import count_principal
 from cloudplane.core import Core
 from cloudplane.domain.errors import Unauthorized
@@ -40,15 +42,18 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
     # A recently verified key or token costs no I/O and no thread hop; a miss does its database work in the
     # threadpool. Either kind of credential works on every face.
     if looks_like_jwt(token):
-        return cached_access_principal(core.db, token) or await run_in_threadpool(
-            authenticate_access_token, core.db, token
-        )
-    return cached_principal(token) or await run_in_threadpool(authenticate_api_key, core.db, token)
+        if (principal := cached_access_principal(core.db, token)) is not None:
+            return principal
+        return await run_in_threadpool(authenticate_access_token, core.db, token)
+    if (principal := cached_principal(token)) is not None:
+        return principal
+    return await run_in_threadpool(authenticate_api_key, core.db, token)
 
 
 async def current_principal(request: Request, core: CoreDep) -> Principal:
     """The authenticated caller, counted against the rate limit of their tier."""
     principal = await principal_from_header(core, request.headers.get("authorization"))
+    context.bind(actor_user_id=principal.user_id, actor_account_id=principal.account_id)
     await count_principal(request, principal)
     return principal
 
@@ -56,9 +61,7 @@ async def current_principal(request: Request, core: CoreDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-# Ids are 64-bit: a larger number can name nothing, and would overflow the database driver.
-MAX_ID = 2**63 - 1
-Id = Annotated[int, Path(ge=1, le=MAX_ID, description="The object's id")]
+__all__ = ["MAX_ID", "Id"]  # the id rule lives in ids.py; faces import it from here too
 
 
 @dataclass(frozen=True)

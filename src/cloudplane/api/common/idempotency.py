@@ -1,16 +1,28 @@
 """`Idempotency-Key` on POST: the first request with a key runs and its reply is stored per account; a retry with
-the same key and request gets that reply again, a different request with the key is refused."""
+the same key and request gets that reply again, a different request with the key is refused.
+
+Creation replies carry secrets (an API key, a root password), so the store cannot read what it keeps: a reply is
+sealed with AES-GCM under a key derived (HKDF) from the client's Idempotency-Key, the account and the request,
+and a row holds only a hash of the Idempotency-Key and an HMAC of the request. Only a client presenting the key
+with the same request again can open the reply; the database alone cannot, as long as keys are unguessable.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -87,18 +99,65 @@ def fingerprint(scope: Scope, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def claim(db: Database, account_id: int, key: str, digest: str, *, in_flight_for: timedelta) -> Outcome:
+NONCE_BYTES = 12
+
+
+def key_hash(account_id: int, key: str) -> str:
+    """How a row names its Idempotency-Key: the key itself is never stored."""
+    return hashlib.sha256(f"cloudplane idempotency key\0{account_id}\0{key}".encode("ascii")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Sealer:
+    """What one (account, key, request) stores under: the key's lookup hash, the request's HMAC, the reply's AEAD.
+    Derived from the Idempotency-Key itself, so none of it can be recomputed from a row."""
+
+    account_id: int
+    key_hash: str
+    fingerprint: str
+    aead: AESGCM
+
+    @classmethod
+    def derive(cls, account_id: int, key: str, request_digest: str) -> Sealer:
+        secret, account = key.encode("ascii"), str(account_id).encode()
+
+        def subkey(purpose: bytes) -> bytes:
+            info = b"cloudplane idempotency " + purpose + b"\0" + account
+            salt = bytes.fromhex(request_digest)
+            return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(secret)
+
+        # An HMAC, not the request's plain digest: a body holding a chosen password must not be guessable from it.
+        fingerprint = hmac.new(subkey(b"fingerprint"), bytes.fromhex(request_digest), hashlib.sha256).hexdigest()
+        return cls(account_id, key_hash(account_id, key), fingerprint, AESGCM(subkey(b"reply")))
+
+    def seal(self, headers: list[tuple[str, str]], body: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        # JSON escapes newlines, so the first one ends the headers.
+        plain = json.dumps(headers).encode() + b"\n" + body
+        return nonce + self.aead.encrypt(nonce, plain, self.key_hash.encode())
+
+    def open(self, sealed: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
+        try:
+            plain = self.aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], self.key_hash.encode())
+        except (InvalidTag, ValueError):
+            return None
+        headers, _, body = plain.partition(b"\n")
+        return [(str(k), str(v)) for k, v in json.loads(headers)], body
+
+
+def claim(db: Database, sealer: Sealer, *, in_flight_for: timedelta) -> Outcome:
     """Take the key for this request, or say why not (stored reply, in flight, used for another request)."""
     for _ in range(CLAIM_ATTEMPTS - 1):
         try:
-            return _claim_once(db, account_id, key, digest, in_flight_for)
+            return _claim_once(db, sealer, in_flight_for)
         except (IntegrityError, _Retry):
             # A concurrent request inserted or replaced the same key first; the next look sees its row.
             continue
-    return _claim_once(db, account_id, key, digest, in_flight_for)
+    return _claim_once(db, sealer, in_flight_for)
 
 
-def _claim_once(db: Database, account_id: int, key: str, digest: str, in_flight_for: timedelta) -> Outcome:
+def _claim_once(db: Database, sealer: Sealer, in_flight_for: timedelta) -> Outcome:
+    account_id, key_hash, digest = sealer.account_id, sealer.key_hash, sealer.fingerprint
     now = utcnow()
     table = IdempotencyRecord
     with db.write() as s:
@@ -106,21 +165,24 @@ def _claim_once(db: Database, account_id: int, key: str, digest: str, in_flight_
         # different order would otherwise deadlock.
         expired = select(table.id).where(table.expires_at <= now).limit(PURGE_BATCH).with_for_update(skip_locked=True)
         s.execute(delete(table).where(table.id.in_(expired)), execution_options={"synchronize_session": False})
-        row = s.execute(select(table).where(table.account_id == account_id, table.key == key)).scalar_one_or_none()
+        row = s.execute(
+            select(table).where(table.account_id == account_id, table.key_hash == key_hash)
+        ).scalar_one_or_none()
         if row is not None and row.expires_at <= now:
             # Conditional, so that of two requests replacing the same expired row only one goes on to insert.
             gone = s.execute(
                 delete(table).where(table.id == row.id, table.expires_at <= now),
                 execution_options={"synchronize_session": False},
             )
-            if gone.rowcount != 1:
+            # A DELETE returns a CursorResult; Session.execute is typed as returning the base Result.
+            if cast(CursorResult[Any], gone).rowcount != 1:
                 raise _Retry
             s.expunge(row)
             row = None
         if row is None:
             record = IdempotencyRecord(
                 account_id=account_id,
-                key=key,
+                key_hash=key_hash,
                 fingerprint=digest,
                 status="in_flight",
                 created_at=now,
@@ -133,12 +195,21 @@ def _claim_once(db: Database, account_id: int, key: str, digest: str, in_flight_
             return Mismatch()
         if row.status != "done":
             return InFlight()
-        headers = [(str(k), str(v)) for k, v in json.loads(row.response_headers or "[]")]
-        return Stored(int(row.response_status or 200), headers, bytes(row.response_body or b""))
+        opened = sealer.open(bytes(row.response_sealed or b""))
+        if opened is None:
+            # Same key hash and request HMAC yet the seal does not open: only a damaged row does that.
+            raise RuntimeError(f"idempotency record {row.id} cannot be opened")
+        return Stored(int(row.response_status or 200), *opened)
 
 
 def store(
-    db: Database, record_id: int, status: int, headers: list[tuple[str, str]], body: bytes, ttl: timedelta
+    db: Database,
+    record_id: int,
+    sealer: Sealer,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    ttl: timedelta,
 ) -> None:
     with db.write() as s:
         s.execute(
@@ -147,8 +218,7 @@ def store(
             .values(
                 status="done",
                 response_status=status,
-                response_headers=json.dumps(headers),
-                response_body=body,
+                response_sealed=sealer.seal(headers, body),
                 expires_at=utcnow() + ttl,
             )
         )
@@ -227,9 +297,8 @@ class IdempotencyMiddleware:
         body = await _read_body(receive)
         if body is None:
             return
-        outcome = await run_in_threadpool(
-            claim, core.db, principal.account_id, key, fingerprint(scope, body), in_flight_for=self.in_flight_for
-        )
+        sealer = Sealer.derive(principal.account_id, key, fingerprint(scope, body))
+        outcome = await run_in_threadpool(claim, core.db, sealer, in_flight_for=self.in_flight_for)
         if isinstance(outcome, Mismatch):
             message = "was already used with a different request"
             error = ValidationFailed(
@@ -237,13 +306,13 @@ class IdempotencyMiddleware:
             )
             await render_error(scope, error)(scope, receive, send)
         elif isinstance(outcome, InFlight):
-            error = Conflict(f"A request with this {HEADER} is still being processed; retry later")
-            error.headers["Retry-After"] = "1"
-            await render_error(scope, error)(scope, receive, send)
+            busy = Conflict(f"A request with this {HEADER} is still being processed; retry later")
+            busy.headers["Retry-After"] = "1"
+            await render_error(scope, busy)(scope, receive, send)
         elif isinstance(outcome, Stored):
             await self._replay(outcome, send)
         else:
-            await self._run(scope, receive, send, body, core.db, outcome.record_id)
+            await self._run(scope, receive, send, body, core.db, outcome.record_id, sealer)
 
     async def _replay(self, stored: Stored, send: Send) -> None:
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
@@ -251,7 +320,9 @@ class IdempotencyMiddleware:
         await send({"type": "http.response.start", "status": stored.status, "headers": headers})
         await send({"type": "http.response.body", "body": stored.body, "more_body": False})
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, db: Database, record_id: int) -> None:
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, db: Database, record_id: int, sealer: Sealer
+    ) -> None:
         body_given = False
         status = 0
         raw_headers: list[tuple[bytes, bytes]] = []
@@ -271,7 +342,8 @@ class IdempotencyMiddleware:
             try:
                 if complete and status < 500 and status not in UNSTORED_STATUSES:
                     reply = b"".join(chunks)
-                    await run_in_threadpool(store, db, record_id, status, _kept_headers(raw_headers), reply, self.ttl)
+                    kept = _kept_headers(raw_headers)
+                    await run_in_threadpool(store, db, record_id, sealer, status, kept, reply, self.ttl)
                 else:
                     await run_in_threadpool(release, db, record_id)
             except Exception:  # noqa: BLE001 - the reply still goes out; the claim then lapses after its timeout

@@ -9,10 +9,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import JsonDict
 
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
 from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
-from cloudplane.api.common.faces import face_route_class
+from cloudplane.api.common.faces import Responses, face_route_class
+from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.api.vibecaas.envelope import vibecaas_renderer
 from cloudplane.services import apps
 from cloudplane.services.apps import (
@@ -29,8 +31,10 @@ from cloudplane.services.apps import (
     AppView,
 )
 
-_NO_SUCH_APP = {404: {"model": ErrorEnvelope, "description": "No such application in your account"}}
-_QUOTA = {403: {"model": ErrorEnvelope, "description": "Beyond your tier's quotas (`error.details` name the limit)"}}
+_NO_SUCH_APP: Responses = {404: {"model": ErrorEnvelope, "description": "No such application in your account"}}
+_QUOTA: Responses = {
+    403: {"model": ErrorEnvelope, "description": "Beyond your tier's quotas (`error.details` name the limit)"}
+}
 router = APIRouter(
     route_class=face_route_class(vibecaas_renderer),
     tags=["VibeCaaS applications"],
@@ -44,7 +48,7 @@ EnvValue = Annotated[str, StringConstraints(pattern=ENV_VALUE.pattern, max_lengt
 # JSON Schema counts 1000.0 as an integer; strict validation alone would refuse it.
 WholeNumber = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)]
 # pydantic states a key pattern as `patternProperties`, which lets other names through; `propertyNames` does not.
-_ENV_NAMES = {"propertyNames": {"pattern": ENV_NAME.pattern, "maxLength": MAX_ENV_NAME}}
+_ENV_NAMES: JsonDict = {"propertyNames": {"pattern": ENV_NAME.pattern, "maxLength": MAX_ENV_NAME}}
 
 
 def _text(field: str, description: str, **kwargs: Any) -> Any:
@@ -55,6 +59,12 @@ def _text(field: str, description: str, **kwargs: Any) -> Any:
 def _whole(field: str, description: str, **kwargs: Any) -> Any:
     least, greatest = INT_FIELDS[field]
     return Field(ge=least, le=greatest, description=description, **kwargs)
+
+
+def _omittable(**kwargs: Any) -> Any:
+    """A field an update may leave out (it is then unset, and stays as it is) but, its type not allowing None,
+    may not send as null."""
+    return Field(default=None, **kwargs)
 
 
 _DESCRIPTIONS = {
@@ -71,7 +81,7 @@ _DESCRIPTIONS = {
 }
 
 
-class Request(BaseModel):
+class Request(BaseRequest):
     # Strict: the document's types exactly (`0` is not false, "1000" is not 1000).
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -109,8 +119,7 @@ class AppUpdate(Request):
     framework: str | None = _text("framework", _DESCRIPTIONS["framework"], default=None)
     github_repo: str | None = _text("github_repo", _DESCRIPTIONS["github_repo"], default=None)
     branch: str = _text("branch", _DESCRIPTIONS["branch"], default=None)
-    environment_variables: dict[EnvName, EnvValue | None] = Field(
-        default=None,
+    environment_variables: dict[EnvName, EnvValue | None] = _omittable(
         max_length=MAX_ENV_VARS,
         description="Merged into the app's variables: each name given is set, and a null value removes it",
         json_schema_extra=_ENV_NAMES,
@@ -119,7 +128,7 @@ class AppUpdate(Request):
     cpu_limit: WholeNumber = _whole("cpu_limit", _DESCRIPTIONS["cpu_limit"], default=None)
     memory_limit: WholeNumber = _whole("memory_limit", _DESCRIPTIONS["memory_limit"], default=None)
     storage_limit: WholeNumber = _whole("storage_limit", _DESCRIPTIONS["storage_limit"], default=None)
-    gpu_enabled: bool = Field(default=None, description=_DESCRIPTIONS["gpu_enabled"])
+    gpu_enabled: bool = _omittable(description=_DESCRIPTIONS["gpu_enabled"])
     health_check_path: str | None = _text("health_check_path", _DESCRIPTIONS["health_check_path"], default=None)
 
 

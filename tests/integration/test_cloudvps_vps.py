@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from cloudplane.app import create_app, v1_document
 from cloudplane.db.tables import Plan
 from tests.conftest import SERVER_BODY, Tenant, eventually
 from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
+from tests.integration.test_locations import placed
 
 V1 = "/api/v1"
 # The CloudVPS plans the catalog seed is to carry; added here when the seed of this database lacks them.
@@ -261,7 +263,9 @@ async def test_plans_in_the_documents_shape(api, tenant) -> None:
 def test_annual_price_and_next_billing_date() -> None:
     from decimal import Decimal
 
-    assert [vps.annual_price(Decimal(m)) for m in ("9.99", "19.99", "5.00", "24.00", "0.05")] == [
+    from cloudplane.domain.pricing import annual_from_monthly
+
+    assert [annual_from_monthly(Decimal(m)) for m in ("9.99", "19.99", "5.00", "24.00", "0.05")] == [
         Decimal("99.99"),
         Decimal("199.99"),
         Decimal("49.99"),
@@ -384,7 +388,8 @@ async def test_a_rented_gpu_instance_is_a_vps(api, make_tenant) -> None:
     assert running["gpu"] == {"model": offer["gpu_model"], "count": offer["gpu_count"]}
     assert running["specifications"]["bandwidth"] is None and running["specifications"]["cpu"] == offer["cpu_count"]
     assert running["pricing"]["hourly_price"] == offer["price_per_hour"]
-    assert running["pricing"]["monthly_price"] == round(offer["price_per_hour"] * 730, 2)
+    monthly = (Decimal(str(offer["price_per_hour"])) * 730).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert Decimal(str(running["pricing"]["monthly_price"])) == monthly
     assert running["location"] == offer["region"]
     assert [v["id"] for v in (await api.get(f"{V1}/vps", headers=tenant.headers)).json()["data"]] == [vps_id]
     # Deleting it through this face gives the offer back to the market.
@@ -415,3 +420,29 @@ def test_the_v1_document_describes_every_route_and_its_errors(vps_app) -> None:
         assert statuses <= documented, (method, path, documented)
     create = paths["/api/v1/vps"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert create == {"$ref": "#/components/schemas/VpsCreate"}
+
+
+async def test_a_create_refused_by_its_location_leaves_nothing_behind(api, make_tenant, core) -> None:
+    """One transaction: the SSH keys a refused create would have added are not in the account, and the error
+    names the field as this document does."""
+    tenant = make_tenant()
+    with placed(core, {"sgp1": "lxc"}, lxc=ImportError("no LXC on this host")):
+        body = {**DOCUMENT_BODY, "location": "sgp1", "ssh_keys": [ed25519_public_key("refused@laptop")]}
+        r = await api.post(f"{V1}/vps", json=body, headers=tenant.headers)
+        assert r.status_code == 422, r.text
+        assert error_of(r)["code"] == "VALIDATION_ERROR" and error_of(r)["details"]["field"] == "location"
+        assert "Location 'sgp1' takes no new servers now" in error_of(r)["message"]
+    assert (await api.get("/api/ssh-keys", headers=tenant.headers)).json()["total"] == 0
+    assert (await api.get(f"{V1}/vps", headers=tenant.headers)).json()["pagination"]["total"] == 0
+
+
+async def test_accepted_actions_name_their_operation(api, make_tenant) -> None:
+    tenant = make_tenant()
+    made = await create_vps(api, tenant)
+    assert made["operation_id"]
+    op = await api.get(f"{V1}/operations/{made['operation_id']}", headers=tenant.headers)
+    assert op.status_code == 200 and op.json()["data"]["kind"] == "create", op.text
+    running = await wait_for(api, tenant, made["id"], "running")
+    assert running["operation_id"] is None, "a read accepts nothing"
+    stop = (await api.post(f"{V1}/vps/{made['id']}/stop", headers=tenant.headers)).json()["data"]
+    assert stop["operation_id"] and stop["operation_id"] != made["operation_id"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from decimal import Decimal
 
+import pytest
+from sqlalchemy import update
+
+from cloudplane.db.tables import Server
 from cloudplane.domain.errors import ProviderError
 from tests.conftest import eventually
 
@@ -65,6 +69,8 @@ async def test_the_curl_example_rents_offer_12345_and_the_instance_is_a_server(c
     assert r.status_code == 201, r.text
     instance = r.json()["data"]
     assert instance["price_per_hour"] == 1.5 and instance["region"] == "US-East"
+    op = await client.get(f"{V1}/operations/{instance['operation_id']}", headers=tenant.headers)
+    assert op.status_code == 200 and op.json()["data"]["kind"] == "rent", op.text
 
     async def get():
         return (await client.get(f"{V1}/instances/{instance['id']}", headers=tenant.headers)).json()["data"]
@@ -89,12 +95,18 @@ async def test_the_curl_example_rents_offer_12345_and_the_instance_is_a_server(c
     assert again.status_code == 409 and again.json()["success"] is False
 
     stop = await client.post(f"{V1}/instances/{instance['id']}/stop", headers=tenant.headers)
-    assert stop.json() == {"success": True, "message": "Instance stopped successfully"}
+    assert stop.json() == {
+        "success": True,
+        "message": "Instance stopped successfully",
+        "operation_id": stop.json()["operation_id"],
+    }
+    assert stop.json()["operation_id"] not in (None, instance["operation_id"])
     await eventually(get, lambda i: i["status"] == "stopped")
     assert (await client.post(f"{V1}/instances/{instance['id']}/start", headers=tenant.headers)).status_code == 200
     await eventually(get, lambda i: i["status"] == "running")
     destroy = await client.delete(f"{V1}/instances/{instance['id']}", headers=tenant.headers)
-    assert destroy.json() == {"success": True, "message": "Instance destroyed successfully"}
+    assert destroy.json()["success"] is True and destroy.json()["message"] == "Instance destroyed successfully"
+    assert destroy.json()["operation_id"]
 
     async def status():
         return (await client.get(f"{V1}/instances/{instance['id']}", headers=tenant.headers)).status_code
@@ -185,3 +197,38 @@ async def test_its_own_openapi_document(client) -> None:
         "/api/v1/instances/{instance_id}/start",
         "/api/v1/instances/{instance_id}/stop",
     }
+
+
+async def test_money_is_exact_on_every_face(client, make_tenant, core) -> None:
+    """One price, computed once in Decimal: 0.0545 an hour is 39.785 a month, which is 39.79 to the cent (in
+    floats, 39.78)."""
+    tenant = make_tenant()
+    offers = (await client.get(f"{V1}/offers/search", params={"available": True}, headers=tenant.headers)).json()
+    for offer in offers["data"][5:]:
+        r = await client.post(
+            f"{V1}/instances",
+            json={"provider": "vast_ai", "offer_id": offer["provider_id"], "image": "ubuntu:24.04", "label": "exact"},
+            headers=tenant.headers,
+        )
+        if r.status_code != 409:  # rented by another test while the search was cached
+            break
+    assert r.status_code == 201, r.text
+    server_id = int(r.json()["data"]["id"].rpartition("_")[2])
+    with core.db.write() as s:
+        s.execute(update(Server).where(Server.id == server_id).values(price_per_hour=Decimal("0.0545")))
+
+    def exact(response):  # every JSON number as written on the wire
+        return response.json(parse_float=Decimal)
+
+    gpu = exact(await client.get(f"{V1}/instances/vast_{server_id}", headers=tenant.headers))["data"]
+    assert gpu["price_per_hour"] == Decimal("0.0545")
+    server = exact(await client.get(f"/api/servers/{server_id}", headers=tenant.headers))
+    assert server["plan"]["price"] == Decimal("39.79")
+    vps = exact(await client.get(f"{V1}/vps/vps-{server_id}", headers=tenant.headers))["data"]
+    assert vps["pricing"] == {"monthly_price": Decimal("39.79"), "currency": "USD", "hourly_price": Decimal("0.0545")}
+
+    async def status():
+        return (await client.get(f"{V1}/instances/vast_{server_id}", headers=tenant.headers)).json()["data"]["status"]
+
+    await eventually(status, lambda s: s == "running")  # then give the offer back to the market
+    assert (await client.delete(f"{V1}/instances/vast_{server_id}", headers=tenant.headers)).status_code == 200

@@ -170,3 +170,20 @@ async def test_text_with_a_nul_character_is_never_a_server_error(client, tenant)
     if r.status_code == 422:
         assert r.json()["code"] == "VALIDATION_ERROR" and "NUL" in r.json()["error"]
     assert (await client.get("/api/servers", headers=tenant.headers)).status_code == 200
+
+
+async def test_accepted_actions_name_the_operation_that_carries_them(client, make_tenant) -> None:
+    tenant = make_tenant()
+    made = (await client.post("/api/servers", json=SERVER_BODY, headers=tenant.headers)).json()
+    op = await client.get(f"/api/operations/{made['operation_id']}", headers=tenant.headers)
+    assert op.status_code == 200 and op.json()["kind"] == "create", op.text
+
+    async def get():
+        return (await client.get(f"/api/servers/{made['id']}", headers=tenant.headers)).json()
+
+    running = await eventually(get, lambda s: s["status"] == "running")
+    assert "operation_id" not in running, "a read accepts nothing"
+    stop = (await client.post(f"/api/servers/{made['id']}/stop", headers=tenant.headers)).json()
+    assert stop["status"] == "stopping" and stop["operation_id"] not in (None, made["operation_id"])
+    op = await client.get(f"/api/operations/{stop['operation_id']}", headers=tenant.headers)
+    assert op.json()["kind"] == "stop" and op.json()["target"]["id"] == made["id"], op.text

@@ -162,7 +162,7 @@ class CatalogView:
 def refuse(kind: str, slug: str, why: str, choices: list[str]) -> NoReturn:
     raise ValidationFailed(
         f"{kind.capitalize()} {slug!r} {why}; choose one of: {', '.join(choices) or 'none'}",
-        field=f"{kind}_slug",
+        field=kind,
         choices=choices,
     )
 

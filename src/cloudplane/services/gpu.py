@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from decimal import Decimal
 
 from sqlalchemy import bindparam, func, select
 
@@ -67,7 +69,7 @@ def rent(
             cpu_count=offer.cpu_count,
             ram_gb=offer.ram_gb,
             storage_gb=offer.storage_gb,
-            price_per_hour=offer.price_per_hour,
+            price_per_hour=Decimal(str(offer.price_per_hour)),  # money is Decimal from here on
             region=offer.region,
             offer_id=offer.offer_id,
             provider_data=json.dumps(
@@ -90,7 +92,7 @@ def rent(
             },
         )
     operations.launch(op.id)
-    return get_server(core, principal, server.id)
+    return replace(get_server(core, principal, server.id), operation_id=op.id)
 
 
 _servers = Server.__table__
@@ -113,7 +115,7 @@ def list_instances(core: Core, principal: Principal, *, page: int, per_page: int
             .offset(bindparam("offset")),
             params,
         ).all()
-        return Page(items=server_views(conn, rows), total=total, page=page, per_page=per_page)
+        return Page(items=server_views(conn, rows, core.catalog.view()), total=total, page=page, per_page=per_page)
 
 
 def get_instance(core: Core, principal: Principal, server_id: int) -> ServerView:

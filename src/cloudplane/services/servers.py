@@ -1,39 +1,70 @@
-"""Servers: create, read, and the lifecycle actions, each claimed by one conditional UPDATE."""
+"""Servers: create, read, and the lifecycle actions, each claimed by one conditional UPDATE; and ServerView,
+the one view of a server every face renames."""
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
-from sqlalchemy import Connection, Row, bindparam, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, Row, bindparam, case, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
-from cloudplane.db.tables import Server, ServerSSHKey, Snapshot, SSHKey, utcnow
+from cloudplane.db.tables import Image, Location, Operation, Plan, Server, ServerSSHKey, Snapshot, SSHKey, utcnow
 from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, ValidationFailed
-from cloudplane.domain.states import ACTIONS, Action, ServerStatus, TaskState, refusal_reason
+from cloudplane.domain.pricing import CURRENCY, monthly_from_hourly, transfer_allowance_gb
+from cloudplane.domain.states import ACTIONS, Action, ServerStatus, refusal_reason
+from cloudplane.domain.status_words import STATUS_WORDS, VISIBLE_TASKS, StatusWords, status_words
+from cloudplane.providers.base import ACTION_FEATURES, Feature, require_feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
+from cloudplane.services.catalog import CatalogView
+from cloudplane.services.pages import Page
 from cloudplane.services.passwords import generate_root_password, shadow_hash
+from cloudplane.services.ssh_keys import parse_public_keys, register_keys
+
+__all__ = ["Page", "ServerView", "Specs", "Prices", "Gpu"]
 
 HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
-@dataclass(frozen=True)
-class Page:
-    items: Sequence[Any]
-    total: int
-    page: int
-    per_page: int
+@dataclass(frozen=True, slots=True)
+class Specs:
+    cpu: int | None
+    ram_gb: Decimal | None
+    disk_gb: Decimal | None
+    # Monthly transfer included; None for a rented GPU instance, which meters none.
+    bandwidth_gb: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Prices:
+    monthly: Decimal
+    # Rented GPU instances bill by the hour (their monthly price is derived from it); catalog plans by the month.
+    hourly: Decimal | None
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    model: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServerView:
-    """A server as read for a reply: its row plus the SSH keys and live snapshots it carries."""
+    """A server as every face shows it; a face only renames these fields.
+
+    A catalog server has its `plan`, `image` and `location`; a GPU instance rented from a marketplace has none of
+    them, but its `region`, `offer_id`, `gpu` and the provider's own `details` (ssh host, image reference...)."""
 
     id: int
     account_id: int
@@ -41,28 +72,34 @@ class ServerView:
     hostname: str
     status: str
     task_state: str | None
+    words: StatusWords
     provider: str
     provider_ref: str | None
-    plan_id: int | None
-    image_id: int | None
-    location_id: int | None
+    plan: Plan | None
+    image: Image | None
+    location: Location | None
+    # The catalog image's name, or the image reference a rented instance runs.
+    image_name: str
+    region: str | None
+    specs: Specs
+    prices: Prices
     ipv4: str | None
     private_ipv4: str | None
+    gpu: Gpu | None
+    offer_id: str | None
+    details: Mapping[str, Any]
     error_message: str | None
     created_at: datetime
     updated_at: datetime
-    deleted_at: datetime | None
-    gpu_model: str | None
-    gpu_count: int | None
-    cpu_count: int | None
-    ram_gb: Decimal | None
-    storage_gb: Decimal | None
-    price_per_hour: Decimal | None
-    region: str | None
-    offer_id: str | None
-    provider_data: str | None
     ssh_keys: tuple[Row[Any], ...]
     snapshots: tuple[Row[Any], ...]
+    # The operation carrying the action this reply accepted (a create, start, stop...); None on reads.
+    operation_id: str | None = None
+
+    @property
+    def state(self) -> str:
+        """The current-state word (see `current_state`)."""
+        return self.words.state
 
 
 def validate_hostname(hostname: str) -> str:
@@ -81,7 +118,7 @@ def hostname_from_label(label: str) -> str:
     return slug or "server"
 
 
-def _owned(account_id: int, server_id: int):  # type: ignore[no-untyped-def]
+def _owned(account_id: int, server_id: int) -> tuple[ColumnElement[bool], ...]:
     return (Server.id == server_id, Server.account_id == account_id, Server.deleted_at.is_(None))
 
 
@@ -107,10 +144,75 @@ _SNAPSHOTS_OF = (
 )
 
 
-assert [c.name for c in _servers.c] == [f.name for f in fields(ServerView)][:-2], "ServerView must mirror servers"
+_NO_DETAILS: Mapping[str, Any] = MappingProxyType({})
+# What a catalog plan gives (specs and prices) is the same for every server on it: made once per plan row, for as
+# long as the catalog keeps that row.
+_plan_terms: weakref.WeakKeyDictionary[Plan, tuple[Specs, Prices]] = weakref.WeakKeyDictionary()
 
 
-def server_views(conn: Connection, rows: Sequence[Row[Any]]) -> list[ServerView]:
+def plan_terms(plan: Plan) -> tuple[Specs, Prices]:
+    """The specs and prices of a catalog plan: monthly, no hourly price."""
+    terms = _plan_terms.get(plan)
+    if terms is None:
+        specs = Specs(
+            cpu=plan.cpu,
+            ram_gb=Decimal(plan.ram_mb) / 1024,  # exact: a power of two
+            disk_gb=Decimal(plan.disk_gb),
+            bandwidth_gb=transfer_allowance_gb(plan.ram_mb),
+        )
+        terms = _plan_terms[plan] = (specs, Prices(monthly=Decimal(plan.price_monthly), hourly=None, currency=CURRENCY))
+    return terms
+
+
+def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: tuple[Row[Any], ...]) -> ServerView:
+    details = json.loads(r.provider_data) if r.provider_data else _NO_DETAILS
+    plan: Plan | None
+    image: Image | None
+    location: Location | None
+    if r.plan_id is not None:
+        plan, image, location = catalog.plan(r.plan_id), catalog.image(r.image_id), catalog.location(r.location_id)
+        specs, prices = plan_terms(plan)
+        image_name = image.name
+    else:  # rented from a GPU marketplace: what was rented is on the server itself
+        plan = image = location = None
+        specs = Specs(cpu=r.cpu_count, ram_gb=r.ram_gb, disk_gb=r.storage_gb, bandwidth_gb=None)
+        hourly = Decimal(r.price_per_hour or 0)
+        prices = Prices(monthly=monthly_from_hourly(hourly), hourly=hourly, currency=CURRENCY)
+        image_name = str(details.get("image") or "unknown")
+    # Positional, in field order: this runs for every server of every list.
+    return ServerView(
+        r.id,
+        r.account_id,
+        r.label,
+        r.hostname,
+        r.status,
+        r.task_state,
+        STATUS_WORDS.get((r.status, r.task_state)) or status_words(r.status, r.task_state),
+        r.provider,
+        r.provider_ref,
+        plan,
+        image,
+        location,
+        image_name,
+        r.region,
+        specs,
+        prices,
+        r.ipv4,
+        r.private_ipv4,
+        Gpu(model=r.gpu_model, count=r.gpu_count or 1) if r.gpu_model else None,
+        r.offer_id,
+        details,
+        r.error_message,
+        r.created_at,
+        r.updated_at,
+        keys,
+        snaps,
+    )
+
+
+def server_views(conn: Connection, rows: Sequence[Row[Any]], catalog: CatalogView) -> list[ServerView]:
+    """The views of these server rows (as `select(servers)` reads them), with their SSH keys and live snapshots:
+    two more queries whatever the number of rows."""
     if not rows:
         return []
     ids = [r.id for r in rows]
@@ -120,8 +222,7 @@ def server_views(conn: Connection, rows: Sequence[Row[Any]]) -> list[ServerView]
         keys[k.server_id].append(k)
     for sn in conn.execute(_SNAPSHOTS_OF, {"ids": ids}):
         snaps[sn.server_id].append(sn)
-    # Positional: the columns come in table order, which the module checks matches ServerView's fields.
-    return [ServerView(*r, ssh_keys=tuple(keys[r.id]), snapshots=tuple(snaps[r.id])) for r in rows]
+    return [_view(r, catalog, tuple(keys[r.id]), tuple(snaps[r.id])) for r in rows]
 
 
 def require_server(conn: Connection | Session, principal: Principal, server_id: int) -> None:
@@ -135,14 +236,10 @@ def get_server(core: Core, principal: Principal, server_id: int) -> ServerView:
         row = conn.execute(_ONE_SERVER, {"server_id": server_id, "account_id": principal.account_id}).first()
         if row is None:
             raise NotFound("Server not found", server_id=server_id)
-        return server_views(conn, [row])[0]
+        return server_views(conn, [row], core.catalog.view())[0]
 
 
-# What a server is doing, in one word: the task of a running action, else its status. A snapshot leaves the
-# server as it was (running or stopped), so "snapshotting" does not show.
-VISIBLE_TASKS = frozenset(
-    {TaskState.STARTING, TaskState.STOPPING, TaskState.REBOOTING, TaskState.RESTORING, TaskState.DELETING}
-)
+# What a server is doing, in one word (domain/status_words.py): the task of a running action, else its status.
 _CURRENT_STATE = case(
     (_servers.c.task_state.in_(sorted(t.value for t in VISIBLE_TASKS)), _servers.c.task_state),
     else_=_servers.c.status,
@@ -158,7 +255,7 @@ _SORT_KEYS = {
 
 def current_state(status: str, task_state: str | None) -> str:
     """The word `list_servers(state=...)` filters on: the visible task while one runs, else the status."""
-    return task_state if task_state in VISIBLE_TASKS else status
+    return status_words(status, task_state).state
 
 
 def list_servers(
@@ -175,7 +272,7 @@ def list_servers(
     `sort` ("id", "created_at", "label" or "state"), ties by id."""
     if sort not in _SORT_KEYS:
         raise ValidationFailed(f"Cannot sort by {sort!r}; sort by one of {', '.join(_SORT_KEYS)}", field="sort")
-    params = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
+    params: dict[str, Any] = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
     if state is None and sort == "id" and not descending:
         page_query, count_query = _SERVER_PAGE, _SERVER_COUNT
     else:
@@ -189,7 +286,7 @@ def list_servers(
         params["state"] = state
     with core.db.connect() as conn:
         total = conn.execute(count_query, params).scalar_one()
-        items = server_views(conn, conn.execute(page_query, params).all())
+        items = server_views(conn, conn.execute(page_query, params).all(), core.catalog.view())
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 
@@ -202,7 +299,8 @@ def rename_server(core: Core, principal: Principal, server_id: int, label: str) 
         result = s.execute(
             update(Server).where(*_owned(principal.account_id, server_id)).values(label=label, updated_at=utcnow())
         )
-    if result.rowcount != 1:
+    # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
+    if cast(CursorResult[Any], result).rowcount != 1:
         raise NotFound("Server not found", server_id=server_id)
     return get_server(core, principal, server_id)
 
@@ -212,68 +310,94 @@ def create_server(
     principal: Principal,
     *,
     label: str,
-    plan_slug: str,
-    image_slug: str,
-    location_slug: str,
+    plan: str,
+    image: str,
+    location: str,
     hostname: str | None = None,
     password: str | None = None,
     ssh_key_ids: Sequence[int] = (),
+    public_keys: Sequence[str] = (),
 ) -> tuple[ServerView, str | None]:
-    """Record the server and its create operation; returns the server and the generated root password, if any."""
+    """Record the server and its create operation in one transaction; returns the server (with the operation's
+    id) and the generated root password, if any.
+
+    `plan`, `image` and `location` are catalog slugs. The server gets the keys `ssh_key_ids` names (the caller's
+    own) and `public_keys` (OpenSSH lines: each one the account holds is reused, another added), so a create that
+    is refused leaves no key behind."""
     label = label.strip()
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     view = core.catalog.view()
-    found = {}
-    for kind, slug in (("plan", plan_slug), ("image", image_slug), ("location", location_slug)):
+    found: dict[str, Location | Plan | Image] = {}
+    for kind, slug in (("plan", plan), ("image", image), ("location", location)):
         row = view.by_slug(kind, slug)
         if row is None or not row.available:
             raise BadRequest(
                 f"{kind.capitalize()} {slug!r} not found; list {kind}s for the available slugs",
-                field=f"{kind}_slug",
+                field=kind,
                 message=f"{kind.capitalize()} not found",
             )
         found[kind] = row
-    view.check_placement(found["location"], found["plan"], found["image"])
+    # by_slug(kind, ...) returns a row of that kind.
+    location_row, plan_row, image_row = (
+        cast(Location, found["location"]),
+        cast(Plan, found["plan"]),
+        cast(Image, found["image"]),
+    )
+    view.check_placement(location_row, plan_row, image_row)
     hostname = validate_hostname(hostname) if hostname else hostname_from_label(label)
     generated = None
     if password is None:
         password = generated = generate_root_password()
     elif not 8 <= len(password) <= 128:
         raise ValidationFailed("Password must be 8 to 128 characters long", field="password")
-    key_ids = list(dict.fromkeys(ssh_key_ids))
+    parsed_keys = parse_public_keys(public_keys, field="ssh_keys")
     password_hash = shadow_hash(password)  # deliberately slow (crypt rounds): outside the write transaction
 
-    with core.db.write() as s:
-        if key_ids:
-            owned = set(
-                s.scalars(select(SSHKey.id).where(SSHKey.account_id == principal.account_id, SSHKey.id.in_(key_ids)))
+    def record() -> tuple[int, Operation]:
+        with core.db.write() as s:
+            key_ids = list(dict.fromkeys(ssh_key_ids))
+            if key_ids:
+                owned = set(
+                    s.scalars(
+                        select(SSHKey.id).where(SSHKey.account_id == principal.account_id, SSHKey.id.in_(key_ids))
+                    )
+                )
+                missing = [k for k in key_ids if k not in owned]
+                if missing:
+                    raise NotFound("SSH key not found", field="ssh_keys", ssh_key_ids=missing)
+            key_ids = list(dict.fromkeys([*key_ids, *register_keys(s, principal.account_id, parsed_keys)]))
+            server = Server(
+                account_id=principal.account_id,
+                label=label,
+                hostname=hostname,
+                status=ServerStatus.CREATING,
+                provider=location_row.provider,
+                plan_id=plan_row.id,
+                image_id=image_row.id,
+                location_id=location_row.id,
             )
-            missing = [k for k in key_ids if k not in owned]
-            if missing:
-                raise NotFound("SSH key not found", field="ssh_keys", ssh_key_ids=missing)
-        server = Server(
-            account_id=principal.account_id,
-            label=label,
-            hostname=hostname,
-            status=ServerStatus.CREATING,
-            provider=found["location"].provider,
-            plan_id=found["plan"].id,
-            image_id=found["image"].id,
-            location_id=found["location"].id,
-        )
-        s.add(server)
-        s.flush()
-        s.add_all(ServerSSHKey(server_id=server.id, ssh_key_id=k) for k in key_ids)
-        op = operations.new_operation(
-            s,
-            account_id=principal.account_id,
-            kind="create",
-            server_id=server.id,
-            params={"root_password_hash": password_hash},
-        )
+            s.add(server)
+            s.flush()
+            s.add_all(ServerSSHKey(server_id=server.id, ssh_key_id=k) for k in key_ids)
+            op = operations.new_operation(
+                s,
+                account_id=principal.account_id,
+                kind="create",
+                server_id=server.id,
+                params={"root_password_hash": password_hash},
+            )
+        return server.id, op
+
+    try:
+        server_id, op = record()
+    except IntegrityError:
+        if not parsed_keys:
+            raise
+        # A concurrent request added one of these keys first; it is there to reuse now.
+        server_id, op = record()
     operations.launch(op.id)
-    return get_server(core, principal, server.id), generated
+    return replace(get_server(core, principal, server_id), operation_id=op.id), generated
 
 
 def claim(session: Session, principal: Principal, server_id: int, action: Action) -> None:
@@ -287,7 +411,8 @@ def claim(session: Session, principal: Principal, server_id: int, action: Action
         )
         .values(task_state=action.task_state, updated_at=utcnow())
     )
-    if result.rowcount == 1:
+    # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
+    if cast(CursorResult[Any], result).rowcount == 1:
         return
     row = session.execute(
         select(Server.status, Server.task_state).where(*_owned(principal.account_id, server_id))
@@ -302,27 +427,21 @@ def claim(session: Session, principal: Principal, server_id: int, action: Action
     )
 
 
-def require_capability(core: Core, session: Session, principal: Principal, server_id: int, operation: str) -> None:
+def require_capability(core: Core, session: Session, principal: Principal, server_id: int, feature: Feature) -> None:
     """Refuse, before anything changes, an action the server's provider cannot do (a rented GPU instance has no
     snapshots), saying why."""
     provider = session.scalar(select(Server.provider).where(*_owned(principal.account_id, server_id)))
     if provider is None:
         raise NotFound("Server not found", server_id=server_id)
-    capabilities = core.providers.get(provider).capabilities
-    if not capabilities.supports(operation):
-        raise InvalidState(
-            f"{provider} servers cannot {operation}: {capabilities.unsupported[operation]}",
-            server_id=server_id,
-            provider=provider,
-        )
+    require_feature(core.providers.get(provider), feature, subject=f"{provider} servers", server_id=server_id)
 
 
 def server_action(core: Core, principal: Principal, server_id: int, action_name: str) -> ServerView:
     """start, stop, reboot or delete: claim the server, record the operation, start its workflow."""
     action = ACTIONS[action_name]
     with core.db.write() as s:
-        require_capability(core, s, principal, server_id, action.name)
+        require_capability(core, s, principal, server_id, ACTION_FEATURES[action.name])
         claim(s, principal, server_id, action)
         op = operations.new_operation(s, account_id=principal.account_id, kind=action.name, server_id=server_id)
     operations.launch(op.id)
-    return get_server(core, principal, server_id)
+    return replace(get_server(core, principal, server_id), operation_id=op.id)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import SSHKey
 from cloudplane.domain.errors import Conflict, NotFound, ValidationFailed
+from cloudplane.domain.events import EventType
 from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
+from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page
+from cloudplane.services.pages import Page
 
 
 def list_keys(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
@@ -60,6 +64,7 @@ def create_key(core: Core, principal: Principal, *, title: str, public_key: str)
             )
             s.add(key)
             s.flush()
+            _created(s, key)
     except IntegrityError:  # a concurrent insert of the same key won the race
         raise duplicate from None
     return key
@@ -68,48 +73,61 @@ def create_key(core: Core, principal: Principal, *, title: str, public_key: str)
 def delete_key(core: Core, principal: Principal, key_id: int) -> None:
     with core.db.write() as s:
         result = s.execute(delete(SSHKey).where(SSHKey.id == key_id, SSHKey.account_id == principal.account_id))
-    if result.rowcount != 1:
-        raise NotFound("SSH key not found", key_id=key_id)
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise NotFound("SSH key not found", key_id=key_id)
+        events.record(
+            s, EventType.SSH_KEY_DELETED, account_id=principal.account_id, target_type="ssh_key", target_id=key_id
+        )
 
 
-def ensure_keys(core: Core, principal: Principal, public_keys: Sequence[str], *, field: str = "ssh_keys") -> list[int]:
-    """The ids of these public keys in the caller's account, in order and without repeats: a key the account holds
-    (same fingerprint) is reused whatever its title; another is added, titled by its comment or fingerprint.
-    A key that does not parse is refused, naming `field[i]`, before anything is added."""
+def _created(session: Session, key: SSHKey) -> None:
+    events.record(
+        session,
+        EventType.SSH_KEY_CREATED,
+        account_id=key.account_id,
+        target_type="ssh_key",
+        target_id=key.id,
+        data={"fingerprint": key.fingerprint, "title": key.title},
+    )
+
+
+def parse_public_keys(public_keys: Sequence[str], *, field: str = "ssh_keys") -> list[ParsedKey]:
+    """Parse OpenSSH public key lines; one that does not parse is refused, naming `field[i]`."""
     parsed = []
     for i, text in enumerate(public_keys):
         try:
             parsed.append(parse_public_key(text))
         except SSHKeyError as e:
             raise ValidationFailed(f"{field}[{i}]: {e}", field=f"{field}[{i}]") from None
+    return parsed
+
+
+def register_keys(session: Session, account_id: int, parsed: Sequence[ParsedKey]) -> list[int]:
+    """In the caller's transaction: the ids of these keys in the account, in order and without repeats. A key the
+    account holds (same fingerprint) is reused whatever its title; another is added, titled by its comment or
+    fingerprint. A concurrent insert of the same key makes the transaction fail with IntegrityError; running it
+    again then reuses that key."""
     if not parsed:
         return []
-    try:
-        return _ensure_parsed(core, principal, parsed)
-    except IntegrityError:  # a concurrent request added one of these keys first; now it is there to reuse
-        return _ensure_parsed(core, principal, parsed)
-
-
-def _ensure_parsed(core: Core, principal: Principal, parsed: list[ParsedKey]) -> list[int]:
     fingerprints = list(dict.fromkeys(k.fingerprint for k in parsed))
-    with core.db.write() as s:
-        held = dict(
-            s.execute(
-                select(SSHKey.fingerprint, SSHKey.id).where(
-                    SSHKey.account_id == principal.account_id, SSHKey.fingerprint.in_(fingerprints)
-                )
-            ).all()
-        )
-        for key in parsed:
-            if key.fingerprint not in held:
-                row = SSHKey(
-                    account_id=principal.account_id,
-                    title=(key.comment.strip() or key.fingerprint)[:200],
-                    public_key=key.normalized,
-                    key_type=key.key_type,
-                    fingerprint=key.fingerprint,
-                )
-                s.add(row)
-                s.flush()
-                held[key.fingerprint] = row.id
+    held = dict(
+        session.execute(
+            select(SSHKey.fingerprint, SSHKey.id).where(
+                SSHKey.account_id == account_id, SSHKey.fingerprint.in_(fingerprints)
+            )
+        ).all()
+    )
+    for key in parsed:
+        if key.fingerprint not in held:
+            row = SSHKey(
+                account_id=account_id,
+                title=(key.comment.strip() or key.fingerprint)[:200],
+                public_key=key.normalized,
+                key_type=key.key_type,
+                fingerprint=key.fingerprint,
+            )
+            session.add(row)
+            session.flush()
+            _created(session, row)
+            held[key.fingerprint] = row.id
     return [held[f] for f in fingerprints]

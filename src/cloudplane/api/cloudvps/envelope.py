@@ -8,17 +8,24 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from cloudplane.api.common.faces import face_details
 from cloudplane.domain.errors import CloudplaneError
 
 # CloudVPS names some codes differently from the core.
 _CODES = {"BAD_REQUEST": "INVALID_REQUEST", "INTERNAL_ERROR": "SYSTEM_ERROR", "INVALID_STATE": "CONFLICT"}
+# What CloudVPS calls the fields whose neutral ids differ from its own names (a VPS's label is its name).
+CLOUDVPS_FIELDS = {"plan": "plan_id", "image": "operating_system", "label": "name"}
 
 
 def cloudvps_renderer(error: CloudplaneError) -> JSONResponse:
     return JSONResponse(
         {
             "success": False,
-            "error": {"code": _CODES.get(error.code, error.code), "message": error.message, "details": error.details},
+            "error": {
+                "code": _CODES.get(error.code, error.code),
+                "message": error.message,
+                "details": face_details(error, CLOUDVPS_FIELDS),
+            },
         },
         status_code=error.status_code,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from cloudplane.api.accounts import schemas as w
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer, ok
@@ -23,12 +23,12 @@ def profile_json(view: users.UserView) -> dict:
 
 
 @router.get("/users/profile")
-def get_profile(core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def get_profile(core: CoreDep, principal: PrincipalDep) -> Response:
     return ok(profile_json(users.get_user(core.db, principal)))
 
 
 @router.put("/users/profile")
-def update_profile(body: w.ProfileUpdate, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def update_profile(body: w.ProfileUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
     view = users.update_profile(
         core.db, principal, name=body.name or body.full_name, email=body.email, username=body.username
     )
@@ -36,7 +36,7 @@ def update_profile(body: w.ProfileUpdate, core: CoreDep, principal: PrincipalDep
 
 
 @router.post("/users/change-password")
-def change_password(body: w.PasswordChange, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
+def change_password(body: w.PasswordChange, core: CoreDep, principal: PrincipalDep) -> Response:
     """Set a new password; every signed-in session of this user ends (sign in again)."""
     auth.change_password(core.db, principal, body.current_password, body.new_password)
     return ok(None, message="Password changed; sign in again")

@@ -4,39 +4,37 @@ shapes of that document. A VPS is a `Server`, so every server of the account is 
 from __future__ import annotations
 
 import calendar
-import json
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
-from cloudplane.api.common.deps import MAX_ID, CoreDep, PrincipalDep, read, reply
-from cloudplane.api.common.faces import face_route_class
+from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
+from cloudplane.api.common.faces import Responses, face_route_class
+from cloudplane.api.common.ids import parse_id
+from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.api.letscloud.openapi_doc import HOSTNAME_PATTERN
 from cloudplane.core import Core
 from cloudplane.db.tables import Image, Location, Plan
 from cloudplane.domain.errors import NotFound
-from cloudplane.domain.pricing import HOURS_PER_MONTH
-from cloudplane.services import servers, ssh_keys
+from cloudplane.domain.pricing import CENT, annual_from_monthly
+from cloudplane.services import servers
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
-from cloudplane.services.servers import ServerView
+from cloudplane.services.servers import ServerView, plan_terms
 
-_STATE_CONFLICT = {409: {"model": ErrorEnvelope, "description": "Not possible in the VPS's current state"}}
-_NO_SUCH_VPS = {404: {"model": ErrorEnvelope, "description": "No such VPS in your account"}}
+_STATE_CONFLICT: Responses = {409: {"model": ErrorEnvelope, "description": "Not possible in the VPS's current state"}}
+_NO_SUCH_VPS: Responses = {404: {"model": ErrorEnvelope, "description": "No such VPS in your account"}}
 router = APIRouter(
     route_class=face_route_class(cloudvps_renderer),
     tags=["CloudVPS VPS"],
     responses=errors(400, 401, 403, 422, 429),
 )
 
-CURRENCY = "USD"  # the catalog's prices are in US dollars
-# Monthly transfer allowance per GB of RAM: the document's examples give 1000 GB for 2 GB and 2000 GB for 4 GB.
-BANDWIDTH_GB_PER_RAM_GB = 500
 DEFAULT_IMAGE = "ubuntu-22-04"
 PLAN_FEATURES = ["SSD Storage", "99.9% Uptime", "24/7 Support"]
 # Taglines of the seeded CloudVPS plans; any other plan is described by its figures.
@@ -46,7 +44,9 @@ PLAN_DESCRIPTIONS = {
     "business": "For busy stores, databases and teams",
     "enterprise": "For demanding production workloads",
 }
-CENT = Decimal("0.01")
+# Money is Decimal up to here; the document writes prices as JSON numbers (19.99). A price has a few decimal
+# places, and a float prints such a value exactly.
+Money = Annotated[Decimal, PlainSerializer(float, return_type=float)]
 
 VpsStatus = Literal[
     "creating", "running", "stopped", "starting", "stopping", "rebooting", "restoring", "deleting", "error"
@@ -55,7 +55,7 @@ VpsId = Annotated[str, Path(description='The VPS id, e.g. "vps-123" (a bare "123
 PlanId = Annotated[str, Path(description='The plan id, e.g. "plan-starter" (the bare catalog slug works too)')]
 
 
-class Request(BaseModel):
+class Request(BaseRequest):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -91,9 +91,9 @@ class Specifications(BaseModel):
 
 
 class VpsPricing(BaseModel):
-    monthly_price: float
+    monthly_price: Money
     currency: str
-    hourly_price: float | None = Field(description="Rented GPU instances bill by the hour; null for monthly plans")
+    hourly_price: Money | None = Field(description="Rented GPU instances bill by the hour; null for monthly plans")
 
 
 class Gpu(BaseModel):
@@ -124,10 +124,16 @@ class VpsOut(BaseModel):
     gpu: Gpu | None
     ssh_keys: list[SshKeyRef]
     error_message: str | None
+    operation_id: str | None = Field(
+        default=None, description="The operation carrying out the action this reply accepted; null on reads"
+    )
 
 
 class VpsCreated(VpsOut):
     root_password: str | None = Field(description="The generated root password; shown only in this reply")
+
+
+V = TypeVar("V", bound=VpsOut)
 
 
 class VpsReply(BaseModel):
@@ -167,8 +173,8 @@ class PlanSpecifications(BaseModel):
 
 
 class PlanPricing(BaseModel):
-    monthly: float
-    annually: float
+    monthly: Money
+    annually: Money
     currency: str
 
 
@@ -193,28 +199,18 @@ class PlanListReply(BaseModel):
 
 
 def parse_vps_id(value: str) -> int:
-    digits = value.removeprefix("vps-")
-    # The length check comes first: int() of thousands of digits is slow, and refused past 4300.
-    if len(digits) > 19 or not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) <= MAX_ID:
+    number = parse_id(value.removeprefix("vps-"))
+    if number is None:
         raise NotFound("VPS not found", vps_id=value)
-    return int(digits)
+    return number
 
 
-def _gb(mb: int) -> int | float:
-    return mb // 1024 if mb % 1024 == 0 else round(mb / 1024, 2)
-
-
-def _number(value: Decimal | None) -> int | float | None:
-    return None if value is None else (int(value) if value == int(value) else float(value))
-
-
-def annual_price(monthly: Decimal) -> Decimal:
-    """Ten months' price (two months free) at the nearest price ending in .99, as the document prices Starter:
-    9.99 a month, 99.99 a year."""
-    ten_months = Decimal(str(monthly)).quantize(CENT) * 10
-    if ten_months < 1:
-        return ten_months
-    return (ten_months + CENT).quantize(Decimal(1), ROUND_HALF_UP) - CENT
+def _gb(value: Decimal | None) -> int | float | None:
+    """GB as the document writes them: 4, or 1.5 for what is not whole."""
+    if value is None:
+        return None
+    value = value.quantize(CENT)
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def _add_months(moment: datetime, months: int) -> datetime:
@@ -232,8 +228,8 @@ def next_billing_date(created_at: datetime, now: datetime) -> datetime:
 
 
 def plan_out(plan: Plan) -> PlanOut:
-    ram = _gb(plan.ram_mb)
-    monthly = Decimal(str(plan.price_monthly)).quantize(CENT)
+    specs, prices = plan_terms(plan)
+    ram = _gb(specs.ram_gb)
     return PlanOut(
         id=f"plan-{plan.slug}",
         name=plan.name,
@@ -241,9 +237,11 @@ def plan_out(plan: Plan) -> PlanOut:
             plan.slug, f"{plan.cpu} vCPU, {ram} GB RAM and {plan.disk_gb} GB SSD storage"
         ),
         specifications=PlanSpecifications(
-            cpu=plan.cpu, ram=ram, storage=plan.disk_gb, bandwidth=round(BANDWIDTH_GB_PER_RAM_GB * plan.ram_mb / 1024)
+            cpu=plan.cpu, ram=ram or 0, storage=plan.disk_gb, bandwidth=specs.bandwidth_gb or 0
         ),
-        pricing=PlanPricing(monthly=float(monthly), annually=float(annual_price(monthly)), currency=CURRENCY),
+        pricing=PlanPricing(
+            monthly=prices.monthly, annually=annual_from_monthly(prices.monthly), currency=prices.currency
+        ),
         features=PLAN_FEATURES,
         available=plan.available,
     )
@@ -265,7 +263,7 @@ def find_image(catalog: CatalogView, operating_system: str | None, location: Loc
         offered = catalog.images_at(location) if location else [i for i in catalog.offered_images if i.available]
         default = catalog.by_slug("image", DEFAULT_IMAGE)
         if default in offered:
-            return default  # type: ignore[return-value]
+            return default
         if offered:
             return offered[0]
     else:
@@ -301,48 +299,34 @@ def default_location(catalog: CatalogView, plan: Plan, image: Image) -> Location
     raise NotFound("Location not found", field="location", location=None, available=[])
 
 
-def vps_out(
-    server: ServerView, catalog: CatalogView, now: datetime, model: type[VpsOut] = VpsOut, **extra: Any
-) -> VpsOut:
-    if server.plan_id is None:  # rented from a GPU marketplace: its figures are on the server itself
-        details = json.loads(server.provider_data or "{}")
-        hourly = Decimal(str(server.price_per_hour or 0))
-        operating_system = str(details.get("image") or "unknown")
-        specifications = Specifications(
-            cpu=server.cpu_count,
-            ram=_number(server.ram_gb),
-            storage=_number(server.storage_gb),
-            bandwidth=None,
-        )
-        pricing = VpsPricing(
-            monthly_price=float((hourly * HOURS_PER_MONTH).quantize(CENT)),
-            currency=CURRENCY,
-            hourly_price=float(hourly),
-        )
-        location, plan_id = server.region, None
-    else:
-        plan = plan_out(catalog.plan(server.plan_id))
-        operating_system = catalog.image(server.image_id).name  # type: ignore[arg-type]
-        specifications = Specifications(**plan.specifications.model_dump())
-        pricing = VpsPricing(monthly_price=plan.pricing.monthly, currency=CURRENCY, hourly_price=None)
-        location, plan_id = catalog.location(server.location_id).slug, plan.id  # type: ignore[arg-type]
+def vps_out(server: ServerView, now: datetime, model: type[V], **extra: Any) -> V:
     return model(
         id=f"vps-{server.id}",
         name=server.label,
-        status=servers.current_state(server.status, server.task_state),
+        status=server.words.state,  # type: ignore[arg-type]
         ip_address=server.ipv4,
         private_ip=server.private_ipv4,
-        operating_system=operating_system,
-        specifications=specifications,
-        pricing=pricing,
+        operating_system=server.image_name,
+        specifications=Specifications(
+            cpu=server.specs.cpu,
+            ram=_gb(server.specs.ram_gb),
+            storage=_gb(server.specs.disk_gb),
+            bandwidth=server.specs.bandwidth_gb,
+        ),
+        pricing=VpsPricing(
+            monthly_price=server.prices.monthly,
+            currency=server.prices.currency,
+            hourly_price=server.prices.hourly,
+        ),
         created_at=server.created_at,
         next_billing_date=next_billing_date(server.created_at, now),
         hostname=server.hostname,
-        location=location,
-        plan_id=plan_id,
-        gpu=Gpu(model=server.gpu_model, count=server.gpu_count or 1) if server.gpu_model else None,
+        location=server.location.slug if server.location else server.region,
+        plan_id=f"plan-{server.plan.slug}" if server.plan else None,
+        gpu=Gpu(model=server.gpu.model, count=server.gpu.count) if server.gpu else None,
         ssh_keys=[SshKeyRef(id=k.id, title=k.title, fingerprint=k.fingerprint) for k in server.ssh_keys],
         error_message=server.error_message,
+        operation_id=server.operation_id,
         **extra,
     )
 
@@ -371,10 +355,10 @@ async def list_vps(
         sort=SORT_KEYS[sort],
         descending=order == "desc",
     )
-    catalog, now = core.catalog.view(), datetime.now(UTC)
+    now = datetime.now(UTC)
     return reply(
         VpsListReply(
-            data=[vps_out(s, catalog, now) for s in result.items],
+            data=[vps_out(s, now, VpsOut) for s in result.items],
             pagination=PaginationOut(
                 page=page, limit=limit, total=result.total, has_next=page * limit < result.total, has_prev=page > 1
             ),
@@ -392,41 +376,40 @@ def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Respo
     """Create a VPS: it is "creating" at once and "running" when its machine has started. The root password is
     in this reply only."""
     catalog = core.catalog.view()
-    # Resolved here, before any key is added, so that an unknown plan is the document's 404 and changes nothing.
+    # The document's ids and defaults, resolved to catalog slugs: an unknown plan is its 404.
     plan = find_plan(catalog, body.plan_id, for_sale=True)
     location = find_location(catalog, body.location) if body.location is not None else None
     image = find_image(catalog, body.operating_system, location)
     location = location or default_location(catalog, plan, image)
-    key_ids = ssh_keys.ensure_keys(core, principal, body.ssh_keys)
     server, root_password = servers.create_server(
         core,
         principal,
         label=body.name,
-        plan_slug=plan.slug,
-        image_slug=image.slug,
-        location_slug=location.slug,
+        plan=plan.slug,
+        image=image.slug,
+        location=location.slug,
         hostname=body.hostname,
-        ssh_key_ids=key_ids,
+        public_keys=body.ssh_keys,
     )
-    data = vps_out(server, core.catalog.view(), datetime.now(UTC), VpsCreated, root_password=root_password)
+    data = vps_out(server, datetime.now(UTC), VpsCreated, root_password=root_password)
     return reply(VpsCreatedReply(message="VPS creation started", data=data), 201)
 
 
 @router.get("/vps/{vps_id}", response_model=VpsReply, responses=_NO_SUCH_VPS)
 async def get_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
     server = await read(core, servers.get_server, core, principal, parse_vps_id(vps_id))
-    return reply(VpsReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC))))
+    return reply(VpsReply(data=vps_out(server, datetime.now(UTC), VpsOut)))
 
 
 @router.put("/vps/{vps_id}", response_model=VpsActionReply, responses=_NO_SUCH_VPS)
 def update_vps(vps_id: VpsId, body: VpsUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
     server = servers.rename_server(core, principal, parse_vps_id(vps_id), body.name)
-    return reply(VpsActionReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC)), message="VPS updated"))
+    return reply(VpsActionReply(data=vps_out(server, datetime.now(UTC), VpsOut), message="VPS updated"))
 
 
 def _act(core: Core, principal: Principal, vps_id: str, action: str, message: str) -> Response:
     server = servers.server_action(core, principal, parse_vps_id(vps_id), action)
-    return reply(VpsActionReply(data=vps_out(server, core.catalog.view(), datetime.now(UTC)), message=message))
+    return reply(VpsActionReply(data=vps_out(server, datetime.now(UTC), VpsOut), message=message))
 
 
 @router.delete(

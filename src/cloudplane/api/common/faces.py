@@ -7,7 +7,7 @@ router uses a route class that names its error renderer, and one handler per err
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, routing
@@ -23,11 +23,34 @@ from cloudplane.domain.errors import CloudplaneError, NotFound, Unauthorized, Va
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[CloudplaneError], JSONResponse]
+# A route's `responses=`: the extra replies the OpenAPI document shows for it, by status code.
+Responses = dict[int | str, dict[str, Any]]
+
+
+class RequestInvalid(ValidationFailed):
+    """A request body or parameter the face's schema refused: it names the face's own fields already."""
+
+
+def face_details(error: CloudplaneError, field_names: Mapping[str, str]) -> dict[str, Any]:
+    """The error's details with its neutral field id (services say "plan", "ssh_keys[1]") under the name the face
+    gives that field ("plan_slug", "plan_id"); ids the mapping does not name are the face's names too."""
+    field = error.details.get("field")
+    if not isinstance(field, str) or isinstance(error, RequestInvalid):
+        return error.details
+    base, bracket, index = field.partition("[")
+    if base not in field_names:
+        return error.details
+    return {**error.details, "field": field_names[base] + bracket + index}
+
+
+# What LetsCloud calls the fields whose neutral ids differ from its own names.
+LETSCLOUD_FIELDS = {"plan": "plan_slug", "image": "image_slug", "location": "location_slug"}
 
 
 def default_renderer(error: CloudplaneError) -> JSONResponse:
     return JSONResponse(
-        {"error": error.message, "code": error.code, "details": error.details}, status_code=error.status_code
+        {"error": error.message, "code": error.code, "details": face_details(error, LETSCLOUD_FIELDS)},
+        status_code=error.status_code,
     )
 
 
@@ -71,13 +94,13 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or str(loc[-1] if loc else "body")
 
 
-def validation_error(exc: RequestValidationError) -> ValidationFailed:
+def validation_error(exc: RequestValidationError) -> RequestInvalid:
     errors = [
         {"field": _field_of(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid"), "type": e.get("type")}
         for e in exc.errors()
     ]
     first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-    return ValidationFailed(
+    return RequestInvalid(
         f"Validation failed: {first['field']}: {first['message']}",
         field=first["field"],
         message=first["message"],
@@ -90,7 +113,7 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
         {
             method
             for ctx in routing.iter_route_contexts(app.routes)
-            if compile_path(ctx.path)[0].match(path)
+            if ctx.path is not None and compile_path(ctx.path)[0].match(path)
             for method in ctx.methods or ()
         }
     )

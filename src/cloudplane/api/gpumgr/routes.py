@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -10,10 +10,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from cloudplane.api.common.deps import MAX_ID, CoreDep, PrincipalDep
-from cloudplane.api.common.faces import face_route_class
+from cloudplane.api.common.deps import CoreDep, PrincipalDep
+from cloudplane.api.common.faces import Responses, face_route_class
+from cloudplane.api.common.ids import parse_id
+from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.domain.errors import CloudplaneError, NotFound
-from cloudplane.domain.states import ServerStatus
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import gpu, servers
 from cloudplane.services.servers import ServerView
@@ -32,7 +33,7 @@ class ErrorReply(BaseModel):
     details: dict[str, Any] | None = None
 
 
-_ERRORS = {
+_ERRORS: Responses = {
     code: {"model": ErrorReply, "description": text}
     for code, text in {
         400: "Invalid request data",
@@ -77,10 +78,10 @@ def instance_id(server: ServerView) -> str:
 
 
 def parse_instance_id(value: str) -> int:
-    _, _, number = value.rpartition("_")
-    if not number.isdigit() or not 0 < int(number) <= MAX_ID:
+    number = parse_id(value.rpartition("_")[2])
+    if number is None:
         raise NotFound("Instance not found", instance_id=value)
-    return int(number)
+    return number
 
 
 def offer_json(offer: Offer) -> dict[str, Any]:
@@ -103,44 +104,36 @@ def offer_json(offer: Offer) -> dict[str, Any]:
     }
 
 
-_STATUS = {
-    ServerStatus.CREATING: "loading",
-    ServerStatus.RUNNING: "running",
-    ServerStatus.STOPPED: "stopped",
-    ServerStatus.ERROR: "error",
-    ServerStatus.DELETED: "destroyed",
-}
-_TASK_STATUS = {"starting": "loading", "stopping": "stopping", "deleting": "destroying"}
-
-
-def _number(value: Any) -> float | None:
+def _number(value: Decimal | None) -> float | None:
+    # The document writes figures and prices as JSON numbers (1.50); they have a few decimal places, which a float
+    # prints exactly.
     return None if value is None else float(value)
 
 
 def instance_json(server: ServerView) -> dict[str, Any]:
-    details = json.loads(server.provider_data or "{}")
     return {
         "id": instance_id(server),
         "provider": server.provider,
         "provider_id": server.provider_ref,
         "name": server.label,
-        "status": _TASK_STATUS.get(server.task_state or "", _STATUS.get(server.status, server.status)),  # type: ignore[call-overload]
-        "gpu_model": server.gpu_model,
-        "gpu_count": server.gpu_count,
-        "cpu_count": server.cpu_count,
-        "ram_gb": _number(server.ram_gb),
-        "storage_gb": _number(server.storage_gb),
-        "price_per_hour": _number(server.price_per_hour),
+        "status": server.words.gpu,
+        "gpu_model": server.gpu.model if server.gpu else None,
+        "gpu_count": server.gpu.count if server.gpu else None,
+        "cpu_count": server.specs.cpu,
+        "ram_gb": _number(server.specs.ram_gb),
+        "storage_gb": _number(server.specs.disk_gb),
+        "price_per_hour": _number(server.prices.hourly),
         "region": server.region,
         "offer_id": server.offer_id,
         "created_at": server.created_at.isoformat().replace("+00:00", "Z"),
         "updated_at": server.updated_at.isoformat().replace("+00:00", "Z"),
         "error": server.error_message,
-        "provider_data": {k: v for k, v in details.items() if v is not None},
+        "provider_data": {k: v for k, v in server.details.items() if v is not None},
+        "operation_id": server.operation_id,
     }
 
 
-class InstanceCreate(BaseModel):
+class InstanceCreate(BaseRequest):
     model_config = ConfigDict(extra="forbid")
 
     provider: str = Field(min_length=1, max_length=50)
@@ -189,7 +182,8 @@ async def search_offers(
         limit=limit,
     )
     result = await gpu.search_offers(core, query, provider)
-    extra = {"errors": result.errors} if result.errors else {}
+    # Only an "errors" key: it goes to the reply body, never to `status_code`.
+    extra: dict[str, Any] = {"errors": result.errors} if result.errors else {}
     return ok([offer_json(o) for o in result.offers], "Offers retrieved successfully", **extra)
 
 
@@ -225,25 +219,27 @@ async def get_instance(instance_id: InstanceId, core: CoreDep, principal: Princi
     return ok(instance_json(server), "Instance retrieved successfully")
 
 
-async def _act(core: CoreDep, principal: PrincipalDep, instance_id: str, action: str) -> None:
+async def _act(core: CoreDep, principal: PrincipalDep, instance_id: str, action: str) -> str | None:
+    """Run the action; the id of the operation carrying it out."""
     server_id = parse_instance_id(instance_id)
     await run_in_threadpool(gpu.get_instance, core, principal, server_id)
-    await run_in_threadpool(servers.server_action, core, principal, server_id, action)
+    server = await run_in_threadpool(servers.server_action, core, principal, server_id, action)
+    return server.operation_id
 
 
 @router.post("/instances/{instance_id}/start")
 async def start_instance(instance_id: InstanceId, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
-    await _act(core, principal, instance_id, "start")
-    return ok(None, "Instance started successfully")
+    operation_id = await _act(core, principal, instance_id, "start")
+    return ok(None, "Instance started successfully", operation_id=operation_id)
 
 
 @router.post("/instances/{instance_id}/stop")
 async def stop_instance(instance_id: InstanceId, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
-    await _act(core, principal, instance_id, "stop")
-    return ok(None, "Instance stopped successfully")
+    operation_id = await _act(core, principal, instance_id, "stop")
+    return ok(None, "Instance stopped successfully", operation_id=operation_id)
 
 
 @router.delete("/instances/{instance_id}")
 async def destroy_instance(instance_id: InstanceId, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
-    await _act(core, principal, instance_id, "delete")
-    return ok(None, "Instance destroyed successfully")
+    operation_id = await _act(core, principal, instance_id, "delete")
+    return ok(None, "Instance destroyed successfully", operation_id=operation_id)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Response, status
 from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
-from cloudplane.core import Core
 from cloudplane.services import accounts, servers, snapshots, ssh_keys
 from cloudplane.services.servers import ServerView
 
@@ -18,8 +17,12 @@ router = APIRouter(route_class=face_route_class(default_renderer))
 T = TypeVar("T")
 
 
-def server_out(core: Core, server: ServerView, model: type[w.ServerOut] = w.ServerOut) -> w.ServerOut:
-    return model.of(server, core.catalog.view())
+def server_out(server: ServerView, model: type[w.ServerOut] = w.ServerOut) -> w.ServerOut:
+    return model.of(server)
+
+
+def accepted(server: ServerView) -> Response:
+    return reply(server_out(server, w.ServerAccepted))
 
 
 def _page(items: Sequence[T], page: PageDep) -> list[T]:
@@ -32,7 +35,7 @@ async def list_servers(core: CoreDep, principal: PrincipalDep, page: PageDep) ->
     result = await read(core, servers.list_servers, core, principal, page=page.page, per_page=page.per_page)
     return reply(
         w.ServerList(
-            servers=[server_out(core, s) for s in result.items],
+            servers=[server_out(s) for s in result.items],
             total=result.total,
             page=page.page,
             per_page=page.per_page,
@@ -48,21 +51,21 @@ def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) 
         core,
         principal,
         label=body.label,
-        plan_slug=body.plan_slug,
-        image_slug=body.image_slug,
-        location_slug=body.location_slug,
+        plan=body.plan_slug,
+        image=body.image_slug,
+        location=body.location_slug,
         hostname=body.hostname,
         password=body.password,
         ssh_key_ids=body.ssh_keys,
     )
-    out = server_out(core, server, w.ServerCreated)
+    out = server_out(server, w.ServerCreated)
     out.root_password = generated_password  # type: ignore[attr-defined]
     return reply(out, 201)
 
 
 @router.get("/servers/{server_id}", operation_id="getServer", response_model=w.ServerOut)
 async def get_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return reply(server_out(core, await read(core, servers.get_server, core, principal, server_id)))
+    return reply(server_out(await read(core, servers.get_server, core, principal, server_id)))
 
 
 @router.delete("/servers/{server_id}", operation_id="deleteServer", status_code=204, response_class=Response)
@@ -71,19 +74,19 @@ def delete_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/servers/{server_id}/start", operation_id="startServer", response_model=w.ServerOut)
+@router.post("/servers/{server_id}/start", operation_id="startServer", response_model=w.ServerAccepted)
 def start_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return reply(server_out(core, servers.server_action(core, principal, server_id, "start")))
+    return accepted(servers.server_action(core, principal, server_id, "start"))
 
 
-@router.post("/servers/{server_id}/stop", operation_id="shutdownServer", response_model=w.ServerOut)
+@router.post("/servers/{server_id}/stop", operation_id="shutdownServer", response_model=w.ServerAccepted)
 def shutdown_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return reply(server_out(core, servers.server_action(core, principal, server_id, "stop")))
+    return accepted(servers.server_action(core, principal, server_id, "stop"))
 
 
-@router.post("/servers/{server_id}/reboot", operation_id="rebootServer", response_model=w.ServerOut)
+@router.post("/servers/{server_id}/reboot", operation_id="rebootServer", response_model=w.ServerAccepted)
 def reboot_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return reply(server_out(core, servers.server_action(core, principal, server_id, "reboot")))
+    return accepted(servers.server_action(core, principal, server_id, "reboot"))
 
 
 @router.get("/ssh-keys", operation_id="listSSHKeys", response_model=w.SSHKeyList)
@@ -155,10 +158,12 @@ def delete_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: Pr
 
 
 @router.post(
-    "/servers/{server_id}/snapshots/{snapshot_id}/restore", operation_id="restoreSnapshot", response_model=w.ServerOut
+    "/servers/{server_id}/snapshots/{snapshot_id}/restore",
+    operation_id="restoreSnapshot",
+    response_model=w.ServerAccepted,
 )
 def restore_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return reply(server_out(core, snapshots.restore_snapshot(core, principal, server_id, snapshot_id)))
+    return accepted(snapshots.restore_snapshot(core, principal, server_id, snapshot_id))
 
 
 @router.get("/plans", operation_id="listPlans", response_model=w.PlanList)
@@ -213,7 +218,7 @@ async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
             email=user.email,
             name=account.name,
             company=account.company,
-            balance=float(account.balance),
+            balance=account.balance,
             currency=account.currency,
             created_at=account.created_at,
         )

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from sqlalchemy import Row
 
 from cloudplane.api.common.deps import MAX_ID
+from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
-from cloudplane.domain.pricing import HOURS_PER_MONTH
-from cloudplane.domain.states import ServerStatus, TaskState
-from cloudplane.services.catalog import CatalogView
 from cloudplane.services.servers import ServerView
 
 
-class Request(BaseModel):
+class Request(BaseRequest):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -42,13 +41,18 @@ class SnapshotCreate(Request):
     description: str | None = Field(default=None, max_length=2000)
 
 
+# Prices are Decimal up to here; the document's type is number, so they go out as JSON numbers. A price has a few
+# decimal places, and a float prints such a value exactly (19.99, not 19.989999...).
+Money = Annotated[Decimal, PlainSerializer(float, return_type=float)]
+
+
 class PlanOut(BaseModel):
     slug: str
     name: str
     ram: int
     cpu: int
     disk: int
-    price: float
+    price: Money
     available: bool
 
     @classmethod
@@ -59,9 +63,12 @@ class PlanOut(BaseModel):
             ram=p.ram_mb,
             cpu=p.cpu,
             disk=p.disk_gb,
-            price=float(p.price_monthly),
+            price=p.price_monthly,
             available=p.available,
         )
+
+
+Architecture = Literal["x86_64", "arm64"]
 
 
 class ImageOut(BaseModel):
@@ -69,7 +76,7 @@ class ImageOut(BaseModel):
     name: str
     distribution: str
     version: str
-    architecture: Literal["x86_64", "arm64"]
+    architecture: Architecture
     available: bool
 
     @classmethod
@@ -79,8 +86,9 @@ class ImageOut(BaseModel):
             name=i.name,
             distribution=i.distribution,
             version=i.version,
-            architecture=i.architecture,
-            available=i.available,  # type: ignore[arg-type]
+            # The column is a plain string; validation here refuses any other architecture.
+            architecture=cast(Architecture, i.architecture),
+            available=i.available,
         )
 
 
@@ -104,7 +112,7 @@ class SSHKeyOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, k: SSHKey) -> SSHKeyOut:
+    def of(cls, k: SSHKey | Row[Any]) -> SSHKeyOut:
         return cls(id=k.id, title=k.title, fingerprint=k.fingerprint, public_key=k.public_key, created_at=k.created_at)
 
 
@@ -121,7 +129,7 @@ class SnapshotOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, s: Snapshot) -> SnapshotOut:
+    def of(cls, s: Snapshot | Row[Any]) -> SnapshotOut:
         return cls(
             id=s.id,
             label=s.label,
@@ -135,56 +143,32 @@ class SnapshotOut(BaseModel):
 
 WireServerStatus = Literal["running", "stopped", "starting", "stopping", "rebooting", "error"]
 
-# The document's status enum has no "creating" or "deleting"; show the nearest state it knows, and the exact
-# one in `task_state`.
-_TASK_TO_WIRE = {
-    TaskState.STARTING: "starting",
-    TaskState.STOPPING: "stopping",
-    TaskState.REBOOTING: "rebooting",
-    TaskState.DELETING: "stopping",
-}
-_STATUS_TO_WIRE = {
-    ServerStatus.CREATING: "starting",
-    ServerStatus.RUNNING: "running",
-    ServerStatus.STOPPED: "stopped",
-    ServerStatus.ERROR: "error",
-    ServerStatus.DELETED: "stopped",
-}
-
-
-def wire_status(status: str, task_state: str | None) -> str:
-    if task_state in _TASK_TO_WIRE:
-        return _TASK_TO_WIRE[task_state]  # type: ignore[index]
-    return _STATUS_TO_WIRE[status]  # type: ignore[index]
-
 
 def _rented_specs(server: ServerView) -> tuple[PlanOut, ImageOut, LocationOut]:
     """A GPU instance rented from a marketplace has no catalog plan, image or location: describe what was rented
     in the same shapes, so LetsCloud clients see it like any server."""
-    details = json.loads(server.provider_data or "{}")
-    gpu = f"{server.gpu_count or 1}x {server.gpu_model or 'GPU'}"
-    image_ref = str(details.get("image") or "unknown")
-    name, _, tag = image_ref.partition(":")
+    gpu = f"{server.gpu.count}x {server.gpu.model}" if server.gpu else "1x GPU"
+    name, _, tag = server.image_name.partition(":")
     region = server.region or "unknown"
     return (
-        PlanOut(
+        PlanOut.model_construct(
             slug=re.sub(r"[^a-z0-9]+", "-", f"gpu-{gpu}".lower()).strip("-"),
             name=f"{gpu} ({server.provider})",
-            ram=int((server.ram_gb or 0) * 1024),
-            cpu=server.cpu_count or 0,
-            disk=int(server.storage_gb or 0),
-            price=round(float(server.price_per_hour or 0) * HOURS_PER_MONTH, 2),
+            ram=int((server.specs.ram_gb or 0) * 1024),
+            cpu=server.specs.cpu or 0,
+            disk=int(server.specs.disk_gb or 0),
+            price=server.prices.monthly,
             available=False,
         ),
-        ImageOut(
-            slug=image_ref,
-            name=image_ref,
+        ImageOut.model_construct(
+            slug=server.image_name,
+            name=server.image_name,
             distribution=name,
             version=tag or "latest",
             architecture="x86_64",
             available=False,
         ),
-        LocationOut(slug=region.lower(), name=region, country="", region=region, available=False),
+        LocationOut.model_construct(slug=region.lower(), name=region, country="", region=region, available=False),
     )
 
 
@@ -216,21 +200,21 @@ class ServerOut(BaseModel):
     snapshots: list[SnapshotOut]
 
     @classmethod
-    def of(cls, server: ServerView, catalog: CatalogView) -> ServerOut:
+    def of(cls, server: ServerView, **extra: Any) -> Any:
         # Built without validation: every value comes from our own rows, and this runs for each server of
         # every list. The catalog parts are built once per catalog row.
-        if server.plan_id is None:
+        if server.plan is None or server.image is None or server.location is None:
             plan, image, location = _rented_specs(server)
         else:
-            plan = _catalog_out(PlanOut, catalog.plan(server.plan_id))
-            image = _catalog_out(ImageOut, catalog.image(server.image_id))  # type: ignore[arg-type]
-            location = _catalog_out(LocationOut, catalog.location(server.location_id))  # type: ignore[arg-type]
+            plan = _catalog_out(PlanOut, server.plan)
+            image = _catalog_out(ImageOut, server.image)
+            location = _catalog_out(LocationOut, server.location)
         return cls.model_construct(
             id=server.id,
             label=server.label,
             hostname=server.hostname,
-            status=wire_status(server.status, server.task_state),  # type: ignore[arg-type]
-            task_state=server.task_state if server.status != ServerStatus.CREATING else "creating",
+            status=server.words.letscloud,
+            task_state=server.words.letscloud_task,
             ip_address=server.ipv4,
             private_ip=server.private_ipv4,
             plan=plan,
@@ -240,10 +224,23 @@ class ServerOut(BaseModel):
             updated_at=server.updated_at,
             ssh_keys=[SSHKeyOut.of(k) for k in server.ssh_keys],
             snapshots=[SnapshotOut.of(s) for s in server.snapshots],
+            **extra,
         )
 
 
-class ServerCreated(ServerOut):
+class ServerAccepted(ServerOut):
+    """The reply to an accepted action: the server, and the operation that carries the action out."""
+
+    operation_id: str | None = Field(
+        default=None, description="The operation carrying this action out: poll GET /operations/{id} until it ends"
+    )
+
+    @classmethod
+    def of(cls, server: ServerView, **extra: Any) -> Any:
+        return super().of(server, operation_id=server.operation_id, **extra)
+
+
+class ServerCreated(ServerAccepted):
     root_password: str | None = Field(default=None, description="The generated root password; shown only in this reply")
 
 
@@ -294,6 +291,6 @@ class AccountOut(BaseModel):
     email: str
     name: str
     company: str | None
-    balance: float
+    balance: Money
     currency: str
     created_at: datetime

@@ -14,6 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
+from starlette.types import ASGIApp
 
 from cloudplane import __version__
 from cloudplane.api.accounts.routes import router as accounts_router
@@ -27,11 +28,17 @@ from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddlew
 from cloudplane.api.gpumgr.routes import router as gpumgr_router
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
+from cloudplane.api.operations.audit import router as audit_router
+from cloudplane.api.operations.routes import OperationLocationMiddleware
+from cloudplane.api.operations.routes import letscloud_router as letscloud_operations_router
+from cloudplane.api.operations.routes import v1_router as operations_router
 from cloudplane.api.vibecaas.apps import router as vibecaas_apps_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
 from cloudplane.db.migrate import upgrade
+from cloudplane.observability import RequestObservabilityMiddleware, configure_logging
+from cloudplane.observability import router as metrics_router
 from cloudplane.services.accounts import bootstrap_admin_key
 from cloudplane.services.catalog import assign_location_providers, seed_catalog
 from cloudplane.workflows import engine
@@ -51,7 +58,8 @@ def prepare(core: Core) -> str | None:
 
 
 def start(settings: Settings) -> Core:
-    """Everything a serving process needs, in order: database, catalog, workflow engine (with recovery)."""
+    """Everything a serving process needs, in order: logging, database, catalog, workflow engine (with recovery)."""
+    configure_logging(settings.log_level, settings.log_format)
     core = Core.build(settings)
     bootstrap_key = prepare(core)
     if bootstrap_key:
@@ -67,7 +75,7 @@ def start(settings: Settings) -> Core:
 
 @functools.cache
 def _v1_schema(app: FastAPI) -> dict:
-    contexts = [c for c in routing.iter_route_contexts(app.routes) if c.path.startswith("/api/v1/")]
+    contexts = [c for c in routing.iter_route_contexts(app.routes) if (c.path or "").startswith("/api/v1/")]
     return get_openapi(
         title="Cloudplane /api/v1 (CloudVPS Pro, VibeCaaS, GPU Cloud Manager)",
         version=__version__,
@@ -107,13 +115,19 @@ def gpu_document(app: FastAPI, base_url: str) -> dict:
 
 
 # Sign-in routes need no credentials; refresh and logout may carry a token as bearer.
-ANONYMOUS_V1_ROUTES = {
+ANONYMOUS_V1_ROUTES: dict[str, list[dict[str, list[str]]]] = {
     "/api/v1/auth/register": [],
     "/api/v1/auth/login": [],
     "/api/v1/auth/token": [],
     "/api/v1/auth/refresh": [{}, {"bearer": []}],
     "/api/v1/auth/logout": [{}, {"bearer": []}],
 }
+
+
+class CloudplaneApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside even Starlette's ServerErrorMiddleware, so a 500 too carries its X-Request-ID and is counted.
+        return RequestObservabilityMiddleware(super().build_middleware_stack())
 
 
 def create_app(core: Core | None = None) -> FastAPI:
@@ -138,7 +152,7 @@ def create_app(core: Core | None = None) -> FastAPI:
             if app.state.ratelimiter is not None:
                 await app.state.ratelimiter.aclose()
 
-    app = FastAPI(
+    app = CloudplaneApp(
         title="Cloudplane",
         version=__version__,
         lifespan=lifespan,
@@ -155,6 +169,7 @@ def create_app(core: Core | None = None) -> FastAPI:
         else None
     )
     app.add_middleware(RateLimitHeadersMiddleware)
+    app.add_middleware(OperationLocationMiddleware)
     # The last added is outermost: the body limit must wrap idempotency, which reads the whole body.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
@@ -162,12 +177,16 @@ def create_app(core: Core | None = None) -> FastAPI:
     register_prefix("/api", default_renderer)
     register_prefix("/api/v1", cloudvps_renderer)
     app.include_router(letscloud_router, prefix="/api", tags=["LetsCloud"])
+    app.include_router(letscloud_operations_router, prefix="/api", tags=["LetsCloud"])
+    app.include_router(operations_router, prefix="/api/v1")
+    app.include_router(audit_router, prefix="/api/v1")
     app.include_router(accounts_router, prefix="/api/v1")
     app.include_router(cloudvps_users_router, prefix="/api/v1")
     app.include_router(cloudvps_vps_router, prefix="/api/v1")
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
+    app.include_router(metrics_router)
 
     @app.get("/health", include_in_schema=False)
     def health(request: Request) -> JSONResponse:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
     rate_limits_enabled: bool = True
     # Namespace of the counters in Redis, so several Cloudplane deployments (or test runs) can share one Redis.
     rate_limit_key_prefix: str = "cloudplane-ratelimit"
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of the reverse proxies whose X-Forwarded-For/-Proto are "
+        "believed; empty (the default) believes nobody, so no caller picks the address the per-IP limits count.",
+    )
     vastai_api_key: str | None = Field(
         default=None, description="Vast.ai API key; unset, a simulated marketplace serves as vast_ai."
     )
@@ -104,8 +110,34 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         default=30.0, ge=0, description="Seconds between reconciler passes in each API process; 0 turns it off."
     )
+    executor_id: str | None = Field(
+        default=None,
+        description="This process's workflow executor id; unset: host:port. Give each API process its own, the same "
+        "across its restarts.",
+    )
+    dispatch_interval_s: float = Field(
+        default=2.0, gt=0, description="Seconds between dispatcher sweeps (pending operations, heartbeats, takeovers)."
+    )
+    executor_stale_after_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A process whose heartbeat is older than this is taken for dead: a live one finishes its work.",
+    )
+    # Test builds only: `CLOUDPLANE_CRASH_AT=<kind>:<step>` kills the process inside that workflow step, and is
+    # ignored unless `CLOUDPLANE_TEST_HOOKS=1`.
+    test_hooks: bool = False
+    crash_at: str | None = None
     max_page_size: int = 100
-    log_level: str = "WARNING"
+    log_level: str = Field(
+        default="INFO",
+        description="DEBUG, INFO (one access-log line per request), WARNING, ERROR or CRITICAL; any case.",
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="`json`: one JSON object per log line; `console`: readable lines for people."
+    )
+    metrics_token: str | None = Field(
+        default=None, description="When set, `GET /metrics` requires `Authorization: Bearer <token>`."
+    )
     # The LXC provider (pip install 'cloudplane[lxc]'; see README "Real servers on this host").
     lxc_path: str = Field(default="/var/lib/cloudplane/lxc", description="Where the LXC provider keeps its containers.")
     lxc_images_path: str = Field(
@@ -120,6 +152,30 @@ class Settings(BaseSettings):
     lxc_stop_timeout_s: float = Field(
         default=10.0, description="How long a container's init has to halt before a stop pulls the plug."
     )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        # logging (and DBOS, which is handed the same level) knows only upper-case names.
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"CLOUDPLANE_LOG_LEVEL {value!r}: one of debug, info, warning, error, critical")
+        return level
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        # uvicorn would take a mistyped entry as a literal host name that never matches, silently.
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"CLOUDPLANE_TRUSTED_PROXIES entry {entry!r} is not an IP address or CIDR (e.g. 10.0.0.5, "
+                    "10.0.0.0/24, ::1)"
+                ) from None
+        return ",".join(entries)
 
     @field_validator("location_providers", mode="before")
     @classmethod

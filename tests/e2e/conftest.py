@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 PG_URL = os.environ.get("CLOUDPLANE_DATABASE_URL", "")
 KEY_PATTERN = re.compile(r"cp_[A-Za-z0-9_-]+")
@@ -131,3 +131,51 @@ def service_factory(tmp_path: Path, e2e_database_url: str) -> Iterator:
     yield make
     for service in started:
         service.stop()
+
+
+def assert_provider_matches_database(database_url: str) -> None:
+    """The simulator's inventory equals what the database says is live, and no operation is unfinished: every live
+    server has exactly one machine (made with its create operation's token), every machine has its live server,
+    every live snapshot has exactly one provider snapshot and none is orphaned. Read with the service stopped."""
+    from cloudplane.config import Settings
+    from cloudplane.db.tables import Operation, Server, Snapshot
+    from cloudplane.providers.simulator import sim_machines, sim_snapshots
+
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            servers = conn.execute(select(Server.id, Server.provider_ref).where(Server.deleted_at.is_(None))).all()
+            create_tokens = dict(
+                conn.execute(select(Operation.server_id, Operation.id).where(Operation.kind == "create")).all()
+            )
+            snapshots = conn.execute(
+                select(Snapshot.id, Snapshot.provider_ref).where(Snapshot.deleted_at.is_(None))
+            ).all()
+            unfinished = conn.execute(
+                select(Operation.id, Operation.kind, Operation.status).where(
+                    Operation.status.in_(["pending", "running"])
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    sim_engine = create_engine(settings.simulator_database_url)
+    try:
+        with sim_engine.connect() as conn:
+            machines = conn.execute(select(sim_machines.c.id, sim_machines.c.token)).all()
+            sim_snaps = conn.execute(select(sim_snapshots.c.id, sim_snapshots.c.machine_id)).all()
+    finally:
+        sim_engine.dispose()
+
+    assert not unfinished, f"operations left unfinished: {unfinished}"
+    machine_refs = {f"sim-{m.id}": m.token for m in machines}
+    assert len({m.token for m in machines}) == len(machines), f"a machine made twice: {machines}"
+    server_refs = [s.provider_ref for s in servers]
+    assert None not in server_refs, f"a live server without its machine: {servers}"
+    assert len(set(server_refs)) == len(server_refs), f"two servers on one machine: {servers}"
+    assert set(server_refs) == set(machine_refs), f"servers {servers} != provider machines {machines}"
+    for server in servers:
+        assert machine_refs[server.provider_ref] == create_tokens.get(server.id), (server, machines)
+    snapshot_refs = [s.provider_ref for s in snapshots]
+    assert len(set(snapshot_refs)) == len(snapshot_refs), f"two snapshots on one provider snapshot: {snapshots}"
+    assert set(snapshot_refs) == {f"simsnap-{s.id}" for s in sim_snaps}, f"{snapshots} != provider {sim_snaps}"

@@ -120,6 +120,8 @@ async def test_servers_an_operation_holds_are_left_alone(core, tenant, create_ru
             id=str(uuid.uuid4()),
             account_id=tenant.principal.account_id,
             kind="delete_snapshot",
+            target_type="server",
+            target_id=str(busy["id"]),
             server_id=busy["id"],
             status="running",
         )
@@ -196,6 +198,8 @@ async def test_machines_no_server_owns_are_reported_not_destroyed(core, tenant, 
                 id=in_flight.token,
                 account_id=tenant.principal.account_id,
                 kind="create",
+                target_type="server",
+                target_id=str(making.id),
                 server_id=making.id,
                 status="running",
             )

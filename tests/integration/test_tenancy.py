@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import routing
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
 
-from tests.conftest import SERVER_BODY, eventually
+import httpx
+from fastapi import routing
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from tests.conftest import SERVER_BODY, Tenant, eventually
+
+Ids = dict[str, Any]
 
 # (method, path template) -> how an intruder calls it with the owner's ids; every /api route taking an id or a
 # body that names ids must be here, so a new route without a tenancy check fails this test.
@@ -64,6 +73,8 @@ INTRUSIONS = {
         {"description": "mine now", "environment_variables": {"SECRET": None}},
     ),
     ("DELETE", "/api/v1/apps/{app_id}"): lambda ids: ("DELETE", f"/api/v1/apps/{ids['app']}", None),
+    ("GET", "/api/operations/{operation_id}"): lambda ids: ("GET", f"/api/operations/{ids['operation']}", None),
+    ("GET", "/api/v1/operations/{operation_id}"): lambda ids: ("GET", f"/api/v1/operations/{ids['operation']}", None),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -95,6 +106,7 @@ ID_FREE |= {
     ("POST", "/api/v1/vps"),
     ("GET", "/api/v1/apps"),
     ("POST", "/api/v1/apps"),
+    ("GET", "/api/v1/operations"),
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
@@ -110,6 +122,7 @@ ANONYMOUS = {
 # Admin-only: a user gets 403, whatever the id.
 ADMIN = {
     ("GET", "/api/v1/admin/users"): ("GET", "/api/v1/admin/users", None),
+    ("GET", "/api/v1/admin/audit-logs"): ("GET", "/api/v1/admin/audit-logs", None),
     ("PUT", "/api/v1/admin/users/{user_id}/tier"): ("PUT", "/api/v1/admin/users/user-1/tier", {"tier": "enterprise"}),
     ("POST", "/api/v1/admin/users/{user_id}/suspend"): ("POST", "/api/v1/admin/users/user-1/suspend", None),
     ("POST", "/api/v1/admin/users/{user_id}/activate"): ("POST", "/api/v1/admin/users/user-1/activate", None),
@@ -125,17 +138,96 @@ PUBLIC = {
 }
 
 
-def api_routes(app) -> set[tuple[str, str]]:
-    return {
-        (method, ctx.path)
-        for ctx in routing.iter_route_contexts(app.routes)
-        if ctx.path.startswith("/api/")
-        for method in ctx.methods or ()
-    }
+# How a path parameter names an account's object, for the routes this file derives from the route table.
+PATH_IDS: dict[str, Callable[[Ids], str]] = {
+    "server_id": lambda ids: str(ids["stopped"]),  # the stopped one: a start or a restore on it would be accepted
+    "snapshot_id": lambda ids: str(ids["snapshot"]),
+    "vps_id": lambda ids: f"vps-{ids['stopped']}",
+    "instance_id": lambda ids: str(ids["gpu"]),
+    "app_id": lambda ids: str(ids["app"]),
+}
+# Bodies for nested routes that need one (none yet); the others get no body.
+NESTED_BODIES: dict[tuple[str, str], Any] = {}
+
+# Body fields whose name says they name something: each is walked with another account's id below, or names
+# what every account shares (said why).
+REFERENCE = re.compile(r"(^|_)(id|ids|slug|slugs|ref|refs|key|keys)$")
+BODY_IDS: dict[tuple[str, str, str], Callable[[Ids, Ids], tuple[str, str, Any]]] = {
+    # The intruder's own key first: one foreign id among owned ones is enough to refuse the whole create.
+    ("POST", "/api/servers", "ssh_keys"): lambda owner, intruder: (
+        "POST",
+        "/api/servers",
+        {**SERVER_BODY, "ssh_keys": [intruder["key"], owner["key"]]},
+    ),
+}
+SHARED_BODY_REFS = {
+    ("POST", "/api/servers", "plan_slug"): "the catalog",
+    ("POST", "/api/servers", "image_slug"): "the catalog",
+    ("POST", "/api/servers", "location_slug"): "the catalog",
+    ("POST", "/api/ssh-keys", "key"): "a whole public key, added to the caller's account",
+    ("POST", "/api/v1/vps", "plan_id"): "the catalog",
+    ("POST", "/api/v1/vps", "ssh_keys"): "whole public keys, added to the caller's account",
+    ("POST", "/api/v1/instances", "offer_id"): "a marketplace offer, listed to every account",
+    ("POST", "/api/v1/instances", "ssh_key"): "a whole public key",
+}
+
+
+def path_params(template: str) -> list[str]:
+    return re.findall(r"{(\w+)}", template)
+
+
+def nested_routes(app: Any) -> list[tuple[str, str]]:
+    """Every route naming an object inside another (a server's snapshot): two ids or more in its path. Deletes
+    come last, so that a hole in a read or an action is seen before a delete could hide it."""
+    nested = [route for route in api_routes(app) if len(path_params(route[1])) > 1]
+    return sorted(nested, key=lambda route: (route[0] == "DELETE", route))
+
+
+def mixed_urls(template: str, owner: Ids, intruder: Ids) -> list[str]:
+    """The template with the intruder's own objects in every place but one, which holds the owner's: a child
+    must be found under its own parent, not merely under any parent the caller owns."""
+    params = path_params(template)
+    return [
+        template.format(**{p: PATH_IDS[p](owner if i == j else intruder) for j, p in enumerate(params)})
+        for i in range(len(params))
+    ]
+
+
+def body_fields(app: Any) -> set[tuple[str, str, str]]:
+    """(method, path, field) for every top-level field of every /api request body."""
+    fields: set[tuple[str, str, str]] = set()
+    for ctx in routing.iter_route_contexts(app.routes):
+        route, path = ctx.route, ctx.path or ""
+        if not path.startswith("/api/") or not isinstance(route, APIRoute):
+            continue
+        for param in route.dependant.body_params:
+            annotation = param.field_info.annotation
+            models = [
+                t for t in (annotation, *get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel)
+            ]
+            names = [name for model in models for name in model.model_fields] or [param.name]
+            fields |= {(method, path, name) for method in ctx.methods or () for name in names}
+    return fields
+
+
+def api_routes(app: Any) -> set[tuple[str, str]]:
+    paths = ((ctx.path or "", ctx.methods or ()) for ctx in routing.iter_route_contexts(app.routes))
+    return {(method, path) for path, methods in paths if path.startswith("/api/") for method in methods}
 
 
 def test_every_route_is_covered(app) -> None:
     assert api_routes(app) == set(INTRUSIONS) | ID_FREE | PUBLIC | ANONYMOUS | set(ADMIN)
+
+
+def test_every_nested_route_and_every_id_in_a_body_is_walked(app) -> None:
+    nested = nested_routes(app)
+    assert ("POST", "/api/servers/{server_id}/snapshots/{snapshot_id}/restore") in nested
+    for method, template in nested:
+        unknown = set(path_params(template)) - set(PATH_IDS)
+        assert not unknown, f"{method} {template}: say in PATH_IDS how {unknown} names an account's object"
+    references = {field for field in body_fields(app) if REFERENCE.search(field[2])}
+    assert ("POST", "/api/servers", "ssh_keys") in references
+    assert references == set(BODY_IDS) | set(SHARED_BODY_REFS)
 
 
 async def test_admin_routes_answer_403_to_a_user(client, make_tenant) -> None:
@@ -156,49 +248,51 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             vps_id="vps-1",
             plan_id="plan-starter",
             app_id="00000000-0000-4000-8000-000000000000",
+            operation_id="00000000-0000-4000-8000-000000000000",
         )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
 
 
-async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
+async def holdings(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    create_running_server: Callable[..., Awaitable[dict[str, Any]]],
+) -> Ids:
+    """One of everything an account can own, each ready for the actions on it: a key, a running and a stopped
+    server with a snapshot, an API key, a GPU instance and an app."""
     from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
 
-    owner, intruder = make_tenant(), make_tenant()
-    key = (
-        await client.post("/api/ssh-keys", json={"title": "k", "key": ed25519_public_key()}, headers=owner.headers)
-    ).json()
-    server = await create_running_server(owner)
-    stopped = await create_running_server(owner, label="stopped one")
-    await client.post(f"/api/servers/{stopped['id']}/stop", headers=owner.headers)
+    headers = tenant.headers
 
-    async def get(url):
-        return (await client.get(url, headers=owner.headers)).json()
+    async def get(url: str) -> Any:
+        return (await client.get(url, headers=headers)).json()
 
-    await eventually(
-        lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["status"] == "stopped" and not s["task_state"]
-    )
-    snap = (
-        await client.post(f"/api/servers/{stopped['id']}/snapshots", json={"label": "s"}, headers=owner.headers)
-    ).json()
-    snap_url = f"/api/servers/{stopped['id']}/snapshots/{snap['id']}"
-    await eventually(lambda: get(snap_url), lambda s: s["status"] == "available")
-    await eventually(lambda: get(f"/api/servers/{stopped['id']}"), lambda s: s["task_state"] is None)
+    key = (await client.post("/api/ssh-keys", json={"title": "k", "key": ed25519_public_key()}, headers=headers)).json()
+    server = await create_running_server(tenant)
+    stopped = await create_running_server(tenant, label="stopped one")
+    await client.post(f"/api/servers/{stopped['id']}/stop", headers=headers)
+    stopped_url = f"/api/servers/{stopped['id']}"
+    await eventually(lambda: get(stopped_url), lambda s: s["status"] == "stopped" and not s["task_state"])
+    snap = (await client.post(f"{stopped_url}/snapshots", json={"label": "s"}, headers=headers)).json()
+    await eventually(lambda: get(f"{stopped_url}/snapshots/{snap['id']}"), lambda s: s["status"] == "available")
+    await eventually(lambda: get(stopped_url), lambda s: s["task_state"] is None)
 
-    api_key = (await client.post("/api/v1/api-keys", json={"name": "mine"}, headers=owner.headers)).json()["data"]
-    offers = (await client.get("/api/v1/offers/search", params={"available": True}, headers=owner.headers)).json()
-    rented = await client.post(
-        "/api/v1/instances",
-        json={"provider": "vast_ai", "offer_id": offers["data"][-1]["provider_id"], "image": "ubuntu", "label": "gpu"},
-        headers=owner.headers,
-    )
+    api_key = (await client.post("/api/v1/api-keys", json={"name": "mine"}, headers=headers)).json()["data"]
+    offers = await get("/api/v1/offers/search?available=true")
+    for offer in reversed(offers["data"]):  # searches are cached: an offer listed may be rented already
+        body = {"provider": "vast_ai", "offer_id": offer["provider_id"], "image": "ubuntu", "label": "gpu"}
+        rented = await client.post("/api/v1/instances", json=body, headers=headers)
+        if rented.status_code != 409:
+            break
+    assert rented.status_code == 201, rented.text
     gpu = rented.json()["data"]["id"]
     app = await client.post(
-        "/api/v1/apps", json={"name": "private", "environment_variables": {"SECRET": "s"}}, headers=owner.headers
+        "/api/v1/apps", json={"name": "private", "environment_variables": {"SECRET": "s"}}, headers=headers
     )
     assert app.status_code == 201, app.text
     await eventually(lambda: get(f"/api/v1/instances/{gpu}"), lambda i: i["data"]["status"] == "running")
-    ids = {
+    return {
         "server": server["id"],
         "stopped": stopped["id"],
         "key": key["id"],
@@ -206,38 +300,74 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         "api_key": api_key["id"],
         "gpu": gpu,
         "app": app.json()["id"],
+        "operation": (await get("/api/v1/operations"))["data"][0]["id"],
     }
-    before = [
-        await get(f"/api/servers/{server['id']}"),
-        await get(f"/api/servers/{stopped['id']}"),
-        await get(f"/api/ssh-keys/{key['id']}"),
-        await get(snap_url),
-        await get(f"/api/v1/instances/{gpu}"),
-        await get(f"/api/v1/apps/{ids['app']}"),
+
+
+async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> list[Any]:
+    """What the account sees of its holdings, to compare before and after an intrusion."""
+    urls = [
+        f"/api/servers/{ids['server']}",
+        f"/api/servers/{ids['stopped']}",
+        f"/api/servers/{ids['stopped']}/snapshots",
+        f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}",
+        f"/api/ssh-keys/{ids['key']}",
+        "/api/servers",
+        "/api/v1/vps",
+        f"/api/v1/instances/{ids['gpu']}",
+        f"/api/v1/apps/{ids['app']}",
     ]
+    seen = [(await client.get(url, headers=tenant.headers)).json() for url in urls]
+    keys = (await client.get("/api/v1/api-keys", headers=tenant.headers)).json()["data"]
+    return [*seen, sorted(k["id"] for k in keys)]
+
+
+async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
+    owner, intruder = make_tenant(), make_tenant()
+    ids = await holdings(client, owner, create_running_server)
+    before = await everything_of(client, owner, ids)
 
     for (method, template), make in INTRUSIONS.items():
         verb, url, body = make(ids)
         r = await client.request(verb, url, json=body, headers=intruder.headers)
         assert r.status_code == 404, (method, template, r.status_code, r.text)
-    owner_keys = (await client.get("/api/v1/api-keys", headers=owner.headers)).json()["data"]
-    assert api_key["id"] in [k["id"] for k in owner_keys]
 
-    after = [
-        await get(f"/api/servers/{server['id']}"),
-        await get(f"/api/servers/{stopped['id']}"),
-        await get(f"/api/ssh-keys/{key['id']}"),
-        await get(snap_url),
-        await get(f"/api/v1/instances/{gpu}"),
-        await get(f"/api/v1/apps/{ids['app']}"),
-    ]
-    assert after == before
+    assert await everything_of(client, owner, ids) == before
+    assert ids["api_key"] in before[-1]
     for url, field in (
         ("/api/servers", "servers"),
         ("/api/ssh-keys", "ssh_keys"),
         ("/api/v1/vps", "data"),
         ("/api/v1/apps", "items"),
+        ("/api/v1/operations", "data"),
     ):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []
     account = (await client.get("/api/account", headers=intruder.headers)).json()
     assert account["email"] == intruder.email
+
+
+async def test_the_intruders_own_parent_does_not_reach_the_owners_child(
+    client, make_tenant, create_running_server, app
+) -> None:
+    """`/api/servers/{mine}/snapshots/{yours}` and its kin on every nested route; ids in bodies likewise."""
+    owner, intruder = make_tenant(), make_tenant()
+    owner_ids = await holdings(client, owner, create_running_server)
+    intruder_ids = await holdings(client, intruder, create_running_server)
+    owner_before = await everything_of(client, owner, owner_ids)
+    intruder_before = await everything_of(client, intruder, intruder_ids)
+
+    tried = []
+    for method, template in nested_routes(app):
+        for url in mixed_urls(template, owner_ids, intruder_ids):
+            r = await client.request(method, url, json=NESTED_BODIES.get((method, template)), headers=intruder.headers)
+            assert r.status_code == 404, (method, url, r.status_code, r.text)
+            tried.append((method, url))
+    restore = f"/api/servers/{intruder_ids['stopped']}/snapshots/{owner_ids['snapshot']}/restore"
+    assert ("POST", restore) in tried
+    for (method, template, field), make in BODY_IDS.items():
+        verb, url, body = make(owner_ids, intruder_ids)
+        r = await client.request(verb, url, json=body, headers=intruder.headers)
+        assert r.status_code == 404, (method, template, field, r.status_code, r.text)
+
+    assert await everything_of(client, owner, owner_ids) == owner_before
+    assert await everything_of(client, intruder, intruder_ids) == intruder_before

@@ -103,25 +103,45 @@ def test_bundled_spec_is_the_upstream_spec_verbatim():
     assert BUNDLED_SPEC.read_bytes() == SHARED_UPSTREAM_SPEC.read_bytes()
 
 
-def test_has_all_twenty_operations_with_unique_ids(document):
+def test_has_all_twenty_operations_with_unique_ids_and_get_operation(document):
     operation_ids = [op["operationId"] for _, _, op in operations_of(document)]
-    assert len(operation_ids) == 20
+    assert len(operation_ids) == 21
     assert len(set(operation_ids)) == len(operation_ids)
-    assert set(operation_ids) == EXPECTED_OPERATION_IDS
+    assert set(operation_ids) == EXPECTED_OPERATION_IDS | {"getOperation"}
+
+
+def test_get_operation_lets_a_gpt_wait(document):
+    operation = document["paths"]["/operations/{operation_id}"]["get"]
+    assert operation["operationId"] == "getOperation"
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Operation"
+    }
+    assert set(document["components"]["schemas"]["Operation"]["properties"]) == {
+        "id",
+        "kind",
+        "status",
+        "progress",
+        "target",
+        "error",
+        "created_at",
+        "started_at",
+        "finished_at",
+    }
 
 
 def test_keeps_upstream_paths_methods_and_operation_ids(document):
     upstream = yaml.safe_load(BUNDLED_SPEC.read_text(encoding="utf-8"))
-    assert list(document["paths"]) == list(upstream["paths"])
+    # The upstream 20 as they are, and getOperation after them.
+    assert list(document["paths"]) == [*upstream["paths"], "/operations/{operation_id}"]
     as_served = {(path, method, op["operationId"]) for path, method, op in operations_of(document)}
     as_upstream = {(path, method, op["operationId"]) for path, method, op in operations_of(upstream)}
-    assert as_served == as_upstream
+    assert as_served == as_upstream | {("/operations/{operation_id}", "get", "getOperation")}
 
 
 def test_keeps_upstream_schemas_and_status_codes(document):
     upstream = yaml.safe_load(BUNDLED_SPEC.read_text(encoding="utf-8"))
     served_schemas = document["components"]["schemas"]
-    assert set(served_schemas) == set(upstream["components"]["schemas"])
+    assert set(served_schemas) == set(upstream["components"]["schemas"]) | {"Operation"}
     for name, schema in upstream["components"]["schemas"].items():
         served = served_schemas[name]
         # Only additions: every upstream property keeps its exact definition (some become nullable: they are null

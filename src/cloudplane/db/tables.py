@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -17,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -34,12 +38,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime")
         return value
 
-    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
@@ -58,7 +62,7 @@ class Account(Base):
     company: Mapped[str | None] = mapped_column(String(200))
     tier: Mapped[str] = mapped_column(String(20), default="free")
     status: Mapped[str] = mapped_column(String(20), default="active")
-    balance: Mapped[float] = mapped_column(Numeric(12, 2), default=0)
+    balance: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=0)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -120,20 +124,22 @@ class RefreshToken(Base):
 
 
 class IdempotencyRecord(Base):
-    """A creating POST made with an `Idempotency-Key`: claimed while in flight, then the reply to replay."""
+    """A creating POST made with an `Idempotency-Key`: claimed while in flight, then the reply to replay, sealed
+    under a key derived from the Idempotency-Key (api/common/idempotency.py), which is itself never stored."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("account_id", "key", name="uq_idempotency_account_key"),)
+    __table_args__ = (UniqueConstraint("account_id", "key_hash", name="uq_idempotency_account_key_hash"),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(255))
-    # sha256 of method, path and body: the same key with another request is refused.
+    # sha256 of the account and the Idempotency-Key.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC, under the key, of method, path and body: the same key with another request is refused.
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default="in_flight")
     response_status: Mapped[int | None] = mapped_column(Integer)
-    response_headers: Mapped[str | None] = mapped_column(Text)
-    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # AES-GCM nonce and ciphertext of the reply's headers and body.
+    response_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
@@ -159,7 +165,7 @@ class Plan(Base):
     cpu: Mapped[int] = mapped_column(Integer)
     ram_mb: Mapped[int] = mapped_column(Integer)
     disk_gb: Mapped[int] = mapped_column(Integer)
-    price_monthly: Mapped[float] = mapped_column(Numeric(10, 2))
+    price_monthly: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     available: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
@@ -223,9 +229,9 @@ class Server(Base):
     gpu_model: Mapped[str | None] = mapped_column(String(100))
     gpu_count: Mapped[int | None] = mapped_column(Integer)
     cpu_count: Mapped[int | None] = mapped_column(Integer)
-    ram_gb: Mapped[float | None] = mapped_column(Numeric(10, 2))
-    storage_gb: Mapped[float | None] = mapped_column(Numeric(10, 2))
-    price_per_hour: Mapped[float | None] = mapped_column(Numeric(10, 4))
+    ram_gb: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    storage_gb: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    price_per_hour: Mapped[Decimal | None] = mapped_column(Numeric(10, 4))
     region: Mapped[str | None] = mapped_column(String(100))
     offer_id: Mapped[str | None] = mapped_column(String(100))
     provider_data: Mapped[str | None] = mapped_column(Text)
@@ -249,24 +255,80 @@ class Snapshot(Base):
 
 
 class Operation(Base):
-    """A long action; its id is also the id of the durable workflow that carries it out."""
+    """A long action; its id is also the id of the durable workflow that carries it out.
+
+    `target_type`/`target_id` name what the user sees it act on (a server, a snapshot, later a deployment or an
+    invoice run); `server_id` is the server it holds while it runs (the reconciler leaves such servers alone) and
+    `snapshot_id` the snapshot it works with, when there are any.
+    """
 
     __tablename__ = "operations"
-    __table_args__ = (Index("ix_operations_unfinished", "status"),)
+    __table_args__ = (
+        Index("ix_operations_unfinished", "status"),
+        Index("ix_operations_account_created", "account_id", "created_at"),
+        Index("ix_operations_target", "target_type", "target_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
+    target_type: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(64))
     server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
     snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(40))
     # Inputs the workflow needs that are not on the server row (a root password hash); cleared when done.
     params: Mapped[str | None] = mapped_column(Text)
+    # Who asked, from where, in which request: copied onto the events the operation writes when it ends.
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    client_ip: Mapped[str | None] = mapped_column(String(45))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Event(Base):
+    """The outbox: every state change writes its events in its own transaction. Webhooks, streams, metering and
+    the audit log read from here. `seq` orders events for consumers that follow the log."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_account_seq", "account_id", "seq"),
+        Index("ix_events_target", "target_type", "target_id"),
+        Index("ix_events_created", "created_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    # None for events of the system itself (none yet); an account's events are its own to read.
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    target_type: Mapped[str] = mapped_column(String(40))
+    target_id: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[str | None] = mapped_column(String(36))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    client_ip: Mapped[str | None] = mapped_column(String(45))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Executor(Base):
+    """A process running workflows, with its heartbeat: a process whose heartbeat stopped has its unfinished
+    workflows taken over by a live one (`taken_over_by`, claimed by one conditional UPDATE)."""
+
+    __tablename__ = "executors"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    taken_over_by: Mapped[str | None] = mapped_column(String(128))
+    taken_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class App(Base):

@@ -10,16 +10,18 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Account, App, User, utcnow
 from cloudplane.domain.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
+from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import QUOTAS
+from cloudplane.services import events
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page
 
@@ -165,7 +167,8 @@ def check_quotas(tier: str, values: dict[str, Any]) -> None:
 def canonical_id(app_id: str) -> str:
     """The app id in its stored form; NotFound for anything that is not a UUID, so it never reaches a query."""
     try:
-        if len(app_id) <= 45:
+        # ASCII only: uuid.UUID reads Arabic-Indic or full-width digits as hex digits, naming another app.
+        if len(app_id) <= 45 and app_id.isascii():
             return str(uuid.UUID(app_id))
     except ValueError:
         pass
@@ -204,7 +207,9 @@ def create_app(core: Core, principal: Principal, *, name: str, **fields: Any) ->
             check_quotas(tier, values)
             if s.scalar(select(App.id).where(App.account_id == principal.account_id, App.name == name)):
                 raise duplicate
-            count = s.scalar(select(func.count()).select_from(App).where(App.account_id == principal.account_id))
+            count = s.execute(
+                select(func.count()).select_from(App).where(App.account_id == principal.account_id)
+            ).scalar_one()
             if count >= (limit := QUOTAS[tier].max_apps):
                 raise QuotaExceeded(
                     f"The {tier} tier allows {limit} apps and your account has {count}",
@@ -217,6 +222,14 @@ def create_app(core: Core, principal: Principal, *, name: str, **fields: Any) ->
             app = App(id=str(uuid.uuid4()), account_id=principal.account_id, name=name, status="stopped", **values)
             s.add(app)
             s.flush()
+            events.record(
+                s,
+                EventType.APP_CREATED,
+                account_id=principal.account_id,
+                target_type="app",
+                target_id=app.id,
+                data={"name": name},
+            )
             return _view(core, app, _owner_label(s, principal.account_id))
     except IntegrityError:  # a concurrent create of the same name won the race
         raise duplicate from None
@@ -278,11 +291,24 @@ def update_app(core: Core, principal: Principal, app_id: str, **changes: Any) ->
             setattr(app, field, value)
         app.updated_at = utcnow()
         s.flush()
+        # Names of what changed, never values: environment variables hold secrets.
+        changed = sorted({*values, *(["environment_variables"] if patching else [])})
+        events.record(
+            s,
+            EventType.APP_UPDATED,
+            account_id=principal.account_id,
+            target_type="app",
+            target_id=app.id,
+            data={"fields": changed},
+        )
         return _view(core, app, _owner_label(s, principal.account_id))
 
 
 def delete_app(core: Core, principal: Principal, app_id: str) -> None:
     with core.db.write() as s:
         result = s.execute(delete(App).where(App.id == canonical_id(app_id), App.account_id == principal.account_id))
-    if result.rowcount != 1:
-        raise NotFound("Application not found", app_id=app_id)
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise NotFound("Application not found", app_id=app_id)
+        events.record(
+            s, EventType.APP_DELETED, account_id=principal.account_id, target_type="app", target_id=canonical_id(app_id)
+        )

@@ -1,20 +1,49 @@
-"""Operations: the durable record of every long action, and handing them to the workflow engine."""
+"""Operations: the durable record of every long action, readable by their owners, and handed to the workflow
+engine after their transaction commits.
+
+Intent first: a request writes its state claim, its Operation (`pending`) and its Events in one transaction,
+then asks the dispatcher to start the workflow. Starting may fail or never happen (a crash); the dispatcher's
+sweep starts whatever is still pending, so the request never answers 500 for it and a retry never repeats it.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cloudplane import context
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Operation
-from cloudplane.domain.errors import NotFound
+from cloudplane.domain.errors import NotFound, ValidationFailed
+from cloudplane.domain.events import OPERATION_EVENTS
+from cloudplane.services import events
 from cloudplane.services.accounts import Principal
 
 UNFINISHED = ("pending", "running")
+STATUSES = ("pending", "running", "succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an operation acts on, by its core id: ("server", "12"), ("snapshot", "5"), ("deployment", uuid)."""
+
+    type: str
+    id: str
+
+
+def target_of(server_id: int | None, snapshot_id: int | None) -> Target:
+    if snapshot_id is not None:
+        return Target("snapshot", str(snapshot_id))
+    if server_id is not None:
+        return Target("server", str(server_id))
+    raise ValueError("an operation needs a target")
 
 
 def new_operation(
@@ -24,40 +53,155 @@ def new_operation(
     kind: str,
     server_id: int | None = None,
     snapshot_id: int | None = None,
+    target: Target | None = None,
     params: dict[str, Any] | None = None,
+    event_data: dict[str, Any] | None = None,
 ) -> Operation:
-    """Record an operation in the caller's transaction, so the change and its operation commit together."""
+    """Record an operation and its `accepted` event in the caller's transaction, so the change, its operation
+    and what it tells the world commit together. Call `launch` after the commit."""
+    target = target or target_of(server_id, snapshot_id)
+    ctx = context.current()
     op = Operation(
         id=str(uuid.uuid4()),
         account_id=account_id,
         kind=kind,
+        target_type=target.type,
+        target_id=target.id,
         server_id=server_id,
         snapshot_id=snapshot_id,
         status="pending",
+        progress=0,
         params=json.dumps(params) if params else None,
+        actor_user_id=ctx.actor_user_id,
+        request_id=ctx.request_id,
+        client_ip=ctx.client_ip,
     )
     session.add(op)
+    kind_events = OPERATION_EVENTS.get(kind)
+    if kind_events is not None:
+        data = {"kind": kind, **({"server_id": server_id} if server_id is not None else {}), **(event_data or {})}
+        events.record(
+            session,
+            kind_events.accepted,
+            account_id=account_id,
+            target_type=target.type,
+            target_id=target.id,
+            operation_id=op.id,
+            data=data,
+        )
+    context.bind(operation_id=op.id)
     return op
 
 
 def launch(op_id: str) -> None:
-    """Start the operation's workflow after its transaction committed. If the process dies before this runs,
-    `resume_unfinished` starts it on the next boot; starting twice is harmless (the workflow id is the op id)."""
-    from cloudplane.workflows.engine import start_operation
+    """Hand the committed operation to the workflow engine. Never raises: if the hand-off fails, the operation
+    stays pending and the dispatcher's sweep starts it (every process sweeps every few seconds)."""
+    from cloudplane.workflows.dispatcher import hand_off
 
-    start_operation(op_id)
+    hand_off(op_id)
 
 
-def get_operation(db: Database, principal: Principal, op_id: str) -> Operation:
+@dataclass(frozen=True)
+class OperationView:
+    """An operation as its owner reads it."""
+
+    id: str
+    kind: str
+    status: str
+    progress: int
+    target_type: str
+    target_id: str
+    server_id: int | None
+    snapshot_id: int | None
+    error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OperationPage:
+    items: Sequence[OperationView]
+    total: int
+    page: int
+    per_page: int
+
+
+def _view(op: Operation) -> OperationView:
+    return OperationView(
+        id=op.id,
+        kind=op.kind,
+        status=op.status,
+        progress=op.progress,
+        target_type=op.target_type,
+        target_id=op.target_id,
+        server_id=op.server_id,
+        snapshot_id=op.snapshot_id,
+        error_code=op.error_code,
+        error_message=op.error,
+        created_at=op.created_at,
+        started_at=op.started_at,
+        finished_at=op.finished_at,
+    )
+
+
+def get_operation(db: Database, principal: Principal, op_id: str) -> OperationView:
+    """The caller's operation; another account's is as unknown as one that never existed."""
     with db.read() as s:
         op = s.scalar(select(Operation).where(Operation.id == op_id, Operation.account_id == principal.account_id))
-    if op is None:
-        raise NotFound("Operation not found", operation_id=op_id)
-    return op
+        if op is None:
+            raise NotFound("Operation not found", operation_id=op_id)
+        return _view(op)
+
+
+def list_operations(
+    db: Database,
+    principal: Principal,
+    *,
+    page: int,
+    per_page: int,
+    status: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+) -> OperationPage:
+    """The caller's operations, newest first; filtered by status and by target."""
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed(f"Unknown status {status!r}; one of {', '.join(STATUSES)}", field="status")
+    where = [Operation.account_id == principal.account_id]
+    if status is not None:
+        where.append(Operation.status == status)
+    if target_type is not None:
+        where.append(Operation.target_type == target_type)
+    if target_id is not None:
+        where.append(Operation.target_id == target_id)
+    with db.read() as s:
+        total = s.scalar(select(func.count()).select_from(Operation).where(*where)) or 0
+        ops = s.scalars(
+            select(Operation)
+            .where(*where)
+            .order_by(Operation.created_at.desc(), Operation.id.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+        return OperationPage(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)
 
 
 def unfinished_operation_ids(db: Database) -> list[str]:
     with db.read() as s:
         return list(
             s.scalars(select(Operation.id).where(Operation.status.in_(UNFINISHED)).order_by(Operation.created_at))
+        )
+
+
+def pending_operation_ids(db: Database, *, created_before: datetime, limit: int = 500) -> list[str]:
+    """Operations committed but not yet picked up by a workflow, oldest first."""
+    with db.read() as s:
+        return list(
+            s.scalars(
+                select(Operation.id)
+                .where(Operation.status == "pending", Operation.created_at < created_before)
+                .order_by(Operation.created_at)
+                .limit(limit)
+            )
         )

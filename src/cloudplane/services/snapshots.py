@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from dataclasses import replace
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Snapshot
 from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.states import ACTIONS, SnapshotStatus
+from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page, ServerView, claim, get_server, require_capability, require_server
 
 
-def _live(principal: Principal, server_id: int):  # type: ignore[no-untyped-def]
+def _live(principal: Principal, server_id: int) -> tuple[ColumnElement[bool], ...]:
     return (
         Snapshot.account_id == principal.account_id,
         Snapshot.server_id == server_id,
@@ -56,7 +60,7 @@ def create_snapshot(
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     with core.db.write() as s:
-        require_capability(core, s, principal, server_id, "snapshot")
+        require_capability(core, s, principal, server_id, Feature.SNAPSHOT)
         claim(s, principal, server_id, ACTIONS["snapshot"])
         snap = Snapshot(
             account_id=principal.account_id,
@@ -77,6 +81,7 @@ def create_snapshot(
 def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> None:
     with core.db.write() as s:
         snap = _load(s, principal, server_id, snapshot_id)
+        require_capability(core, s, principal, server_id, Feature.DELETE_SNAPSHOT)
         result = s.execute(
             update(Snapshot)
             .where(
@@ -85,7 +90,8 @@ def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_i
             )
             .values(status=SnapshotStatus.DELETING)
         )
-        if result.rowcount != 1:
+        # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
+        if cast(CursorResult[Any], result).rowcount != 1:
             raise InvalidState(
                 f"Snapshot is {snap.status}; only an available or failed snapshot can be deleted.",
                 snapshot_id=snapshot_id,
@@ -106,9 +112,10 @@ def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_
                 snapshot_id=snapshot_id,
                 status=snap.status,
             )
+        require_capability(core, s, principal, server_id, Feature.RESTORE)
         claim(s, principal, server_id, ACTIONS["restore"])
         op = operations.new_operation(
             s, account_id=principal.account_id, kind="restore", server_id=server_id, snapshot_id=snapshot_id
         )
     operations.launch(op.id)
-    return get_server(core, principal, server_id)
+    return replace(get_server(core, principal, server_id), operation_id=op.id)

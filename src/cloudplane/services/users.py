@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, ApiKey, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import TIERS
+from cloudplane.services import events
 from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
 from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
 
@@ -88,6 +90,9 @@ def revoke_api_key(db: Database, principal: Principal, key_id: int) -> None:
             raise NotFound("API key not found", key_id=key_id)
         key.revoked_at = utcnow()
         digest = key.key_hash
+        events.record(
+            s, EventType.API_KEY_REVOKED, account_id=principal.account_id, target_type="api_key", target_id=key_id
+        )
     forget_api_key(digest)
 
 
@@ -117,6 +122,14 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
     view = view_of(db, user_id)
     with db.write() as s:
         s.execute(update(Account).where(Account.id == view.account.id).values(tier=tier))
+        events.record(
+            s,
+            EventType.USER_TIER_CHANGED,
+            account_id=view.account.id,
+            target_type="user",
+            target_id=user_id,
+            data={"from": view.account.tier, "to": tier},
+        )
     return view_of(db, user_id)
 
 
@@ -125,9 +138,13 @@ def set_status(db: Database, principal: Principal, user_id: int, status: str) ->
     require_admin(principal)
     if user_id == principal.user_id:
         raise Conflict("Admins cannot suspend themselves", user_id=user_id)
-    view_of(db, user_id)
+    before = view_of(db, user_id)
     with db.write() as s:
         s.execute(update(User).where(User.id == user_id).values(status=status))
+        if status == "suspended":
+            events.record(
+                s, EventType.USER_SUSPENDED, account_id=before.account.id, target_type="user", target_id=user_id
+            )
     forget_user_keys(user_id)
     forget_user_sessions(user_id)
     return view_of(db, user_id)

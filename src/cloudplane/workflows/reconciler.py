@@ -13,14 +13,16 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, exists, select, update
+from sqlalchemy import CursorResult, Row, exists, select, update
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, utcnow
+from cloudplane.domain.events import EventType
 from cloudplane.domain.states import ServerStatus
 from cloudplane.providers.base import Machine, MachineState, Provider
+from cloudplane.services import events
 from cloudplane.services.operations import UNFINISHED
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def settled_servers(core: Core, provider: str) -> list[Row[Any]]:
     with core.db.read() as s:
         return list(
             s.execute(
-                select(Server.id, Server.status, Server.provider_ref, Server.updated_at).where(
+                select(Server.id, Server.account_id, Server.status, Server.provider_ref, Server.updated_at).where(
                     Server.provider == provider,
                     Server.deleted_at.is_(None),
                     Server.status.in_(SETTLED),
@@ -112,7 +114,7 @@ def owned(core: Core, provider: str) -> tuple[set[str], set[str]]:
                 Server.provider == provider, Operation.kind.in_(("create", "rent")), Operation.status.in_(UNFINISHED)
             )
         )
-        return set(refs), set(tokens)
+        return {ref for ref in refs if ref is not None}, set(tokens)
 
 
 def apply(core: Core, server: Row[Any], values: dict[str, Any]) -> bool:
@@ -132,7 +134,17 @@ def apply(core: Core, server: Row[Any], values: dict[str, Any]) -> bool:
             )
             .values(updated_at=utcnow(), **values)
         )
-    return result.rowcount == 1
+        changed = cast(CursorResult[Any], result).rowcount == 1
+        if changed:
+            events.record(
+                s,
+                EventType.VPS_DRIFTED,
+                account_id=server.account_id,
+                target_type="server",
+                target_id=server.id,
+                data={"server_id": server.id, "from": server.status, "to": str(values["status"])},
+            )
+    return cast(CursorResult[Any], result).rowcount == 1
 
 
 async def follow(core: Core, name: str, provider: Provider, server: Row[Any], machine: Machine | None) -> Repair | None:

@@ -19,10 +19,13 @@ from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindow
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter as MovingWindow
 from limits.util import WindowStats
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudplane.domain.errors import RateLimited, ServiceUnavailable, Unauthorized
+from cloudplane.observability import rate_limit_refused
 from cloudplane.services.accounts import Principal
+from cloudplane.services.auth import login_subject
 
 log = logging.getLogger(__name__)
 
@@ -247,27 +250,38 @@ async def count_principal(request: Request, principal: Principal) -> None:
     Called by the authentication dependency, so every authenticated route is limited."""
     limiter = _limiter(request)
     if limiter is not None:
-        state = await limiter.hit(
-            f"account:{principal.account_id}", TIER_LIMITS.get(principal.tier, TIER_LIMITS["free"])
-        )
+        try:
+            state = await limiter.hit(
+                f"account:{principal.account_id}", TIER_LIMITS.get(principal.tier, TIER_LIMITS["free"])
+            )
+        except RateLimited:
+            rate_limit_refused("account")
+            raise
         if state is not None:
             request.state.ratelimit = state
 
 
-# Failed sign-ins per login name (email or username, known or not, so the answer reveals nothing): after ten in
-# fifteen minutes even the right password waits. The per-IP limit of the sign-in routes bounds guessing across
-# many accounts.
+# Failed sign-ins per account, whichever name it signs in with (email, username, any case of the email), and per
+# name for names no account has, so known and unknown names answer alike: after ten in fifteen minutes even the
+# right password waits. The per-IP limit of the sign-in routes bounds guessing across many accounts.
 LOGIN_FAILURE_LIMIT = ("10/15 minutes",)
 
 
 @asynccontextmanager
 async def login_attempt(request: Request, login: str) -> AsyncIterator[None]:
-    """Wrap a password check: refuse while `login` has too many recent failures, count a failure (Unauthorized)."""
+    """Wrap a password check: refuse while the account `login` names (or the unknown name) has too many recent
+    failures, count a failure (Unauthorized)."""
     limiter = _limiter(request)
-    key = f"login-failures:{login.strip().lower()}"
+    key = ""
     if limiter is not None:
+        subject = await run_in_threadpool(login_subject, request.app.state.core.db, login)
+        key = f"login-failures:{subject}"
         # Fail closed: with the store down a password guesser would otherwise go uncounted.
-        await limiter.check(key, LOGIN_FAILURE_LIMIT, fail_open=False)
+        try:
+            await limiter.check(key, LOGIN_FAILURE_LIMIT, fail_open=False)
+        except RateLimited:
+            rate_limit_refused("login")
+            raise
     try:
         yield
     except Unauthorized:
@@ -278,9 +292,13 @@ async def login_attempt(request: Request, login: str) -> AsyncIterator[None]:
 
 
 async def enforce_anonymous_limit(request: Request) -> None:
-    """Count the request against the client's IP address (behind a proxy, run uvicorn with
-    `--forwarded-allow-ips` so the address is the client's, not the proxy's)."""
+    """Count the request against the client's IP address (behind a proxy, name it in CLOUDPLANE_TRUSTED_PROXIES
+    so the address is the client's, not the proxy's)."""
     limiter = _limiter(request)
     if limiter is not None:
         host = request.client.host if request.client else "unknown"
-        request.state.ratelimit = await limiter.hit(f"ip:{host}", (ANONYMOUS_AUTH_LIMIT,))
+        try:
+            request.state.ratelimit = await limiter.hit(f"ip:{host}", (ANONYMOUS_AUTH_LIMIT,))
+        except RateLimited:
+            rate_limit_refused("ip")
+            raise

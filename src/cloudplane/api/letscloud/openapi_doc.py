@@ -108,8 +108,73 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
     }
 
     _state_served_limits(document, operations)
+    _add_operations(document)
     _check_description_lengths(document)
     return document
+
+
+# Beyond the upstream 20: every long action is an Operation a GPT can poll until it ends.
+GET_OPERATION = "getOperation"
+OPERATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "kind", "status", "progress", "target", "error", "created_at", "started_at", "finished_at"],
+    "properties": {
+        "id": {"type": "string", "format": "uuid", "description": "The operation's id"},
+        "kind": {
+            "type": "string",
+            "description": "create, start, stop, reboot, delete, snapshot, delete_snapshot, restore or rent",
+        },
+        "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed"]},
+        "progress": {"type": "integer", "minimum": 0, "maximum": 100, "description": "Percent done"},
+        "target": {
+            "type": "object",
+            "required": ["type", "id"],
+            "properties": {
+                "type": {"type": "string", "description": "server or snapshot"},
+                "id": {"type": "integer", "description": "The server's or snapshot's id"},
+            },
+        },
+        "error": {
+            "type": "object",
+            "nullable": True,
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "description": "Why it failed; null unless status is failed",
+        },
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {"type": "string", "format": "date-time", "nullable": True},
+        "finished_at": {"type": "string", "format": "date-time", "nullable": True},
+    },
+}
+
+
+def _add_operations(document: dict[str, Any]) -> None:
+    document["components"]["schemas"]["Operation"] = copy.deepcopy(OPERATION_SCHEMA)
+    document["paths"]["/operations/{operation_id}"] = {
+        "get": {
+            "operationId": GET_OPERATION,
+            "summary": "Get an operation",
+            "description": "The progress of a long action (create, start, stop, reboot, delete, snapshots). "
+            "Poll it until status is succeeded or failed; actions name it in their Operation-Location header.",
+            "parameters": [
+                {
+                    "name": "operation_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 36, "maxLength": 36, "pattern": "^[0-9a-f-]{36}$"},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The operation",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Operation"}}},
+                },
+                "401": {"$ref": UNAUTHORIZED_RESPONSE_REF},
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "422": {"$ref": "#/components/responses/ValidationError"},
+            },
+        }
+    }
 
 
 def _state_served_limits(document: dict[str, Any], operations: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,74 @@
+"""The vocabulary of events: what happened, named once for every face, webhook and the audit log.
+
+Names follow the CloudVPS document's webhook events (`vps.created`, `vps.backup.failed`, `user.registered` ...):
+a server is a "vps" whichever face made it, a snapshot a "vps.backup". An accepted long action writes its
+`...ing`/`..._requested` event in the request's transaction, and its outcome event when its operation ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    VPS_CREATE_REQUESTED = "vps.create_requested"
+    VPS_CREATED = "vps.created"
+    VPS_CREATE_FAILED = "vps.create_failed"
+    VPS_START_REQUESTED = "vps.start_requested"
+    VPS_STARTED = "vps.started"
+    VPS_STOP_REQUESTED = "vps.stop_requested"
+    VPS_STOPPED = "vps.stopped"
+    VPS_REBOOT_REQUESTED = "vps.reboot_requested"
+    VPS_REBOOTED = "vps.rebooted"
+    VPS_DELETE_REQUESTED = "vps.delete_requested"
+    VPS_DELETED = "vps.deleted"
+    VPS_RENAMED = "vps.renamed"
+    VPS_ACTION_FAILED = "vps.action_failed"
+    # The reconciler found the machine changed or gone behind Cloudplane's back.
+    VPS_DRIFTED = "vps.drifted"
+    VPS_BACKUP_REQUESTED = "vps.backup.requested"
+    VPS_BACKUP_CREATED = "vps.backup.created"
+    VPS_BACKUP_FAILED = "vps.backup.failed"
+    VPS_BACKUP_DELETE_REQUESTED = "vps.backup.delete_requested"
+    VPS_BACKUP_DELETED = "vps.backup.deleted"
+    VPS_RESTORE_REQUESTED = "vps.restore_requested"
+    VPS_RESTORED = "vps.restored"
+    SSH_KEY_CREATED = "ssh_key.created"
+    SSH_KEY_DELETED = "ssh_key.deleted"
+    USER_REGISTERED = "user.registered"
+    USER_SUSPENDED = "user.suspended"
+    USER_TIER_CHANGED = "user.tier_changed"
+    USER_PASSWORD_CHANGED = "user.password_changed"
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    APP_CREATED = "app.created"
+    APP_UPDATED = "app.updated"
+    APP_DELETED = "app.deleted"
+
+
+@dataclass(frozen=True)
+class OperationEvents:
+    """The events of one kind of operation: written when accepted, when it succeeds, when it fails."""
+
+    accepted: EventType
+    succeeded: EventType
+    failed: EventType
+
+
+# One line per kind of operation; a new kind adds its line here and its workflow in its own module.
+OPERATION_EVENTS: dict[str, OperationEvents] = {
+    "create": OperationEvents(EventType.VPS_CREATE_REQUESTED, EventType.VPS_CREATED, EventType.VPS_CREATE_FAILED),
+    "rent": OperationEvents(EventType.VPS_CREATE_REQUESTED, EventType.VPS_CREATED, EventType.VPS_CREATE_FAILED),
+    "start": OperationEvents(EventType.VPS_START_REQUESTED, EventType.VPS_STARTED, EventType.VPS_ACTION_FAILED),
+    "stop": OperationEvents(EventType.VPS_STOP_REQUESTED, EventType.VPS_STOPPED, EventType.VPS_ACTION_FAILED),
+    "reboot": OperationEvents(EventType.VPS_REBOOT_REQUESTED, EventType.VPS_REBOOTED, EventType.VPS_ACTION_FAILED),
+    "delete": OperationEvents(EventType.VPS_DELETE_REQUESTED, EventType.VPS_DELETED, EventType.VPS_ACTION_FAILED),
+    "snapshot": OperationEvents(
+        EventType.VPS_BACKUP_REQUESTED, EventType.VPS_BACKUP_CREATED, EventType.VPS_BACKUP_FAILED
+    ),
+    "delete_snapshot": OperationEvents(
+        EventType.VPS_BACKUP_DELETE_REQUESTED, EventType.VPS_BACKUP_DELETED, EventType.VPS_BACKUP_FAILED
+    ),
+    "restore": OperationEvents(EventType.VPS_RESTORE_REQUESTED, EventType.VPS_RESTORED, EventType.VPS_ACTION_FAILED),
+}

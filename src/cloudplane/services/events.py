@@ -1,0 +1,146 @@
+"""The events outbox: `record` writes an event in the caller's transaction, so a change and what it tells the
+world commit together; the audit log is read from it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cloudplane import context
+from cloudplane.db.engine import Database
+from cloudplane.db.tables import Event, User
+from cloudplane.domain.errors import Forbidden, ValidationFailed
+from cloudplane.domain.events import EventType
+
+if TYPE_CHECKING:  # accounts records events too
+    from cloudplane.services.accounts import Principal
+
+
+def record(
+    session: Session,
+    type: EventType,
+    *,
+    account_id: int | None,
+    target_type: str,
+    target_id: int | str,
+    data: dict[str, Any] | None = None,
+    operation_id: str | None = None,
+    actor_user_id: int | None = None,
+    request_id: str | None = None,
+    client_ip: str | None = None,
+) -> None:
+    """Add an event to the session's transaction. Who and from where default to the current request's caller
+    (none outside a request: a workflow passes what its operation recorded)."""
+    ctx = context.current()
+    session.add(
+        Event(
+            id=str(uuid.uuid4()),
+            type=str(type),
+            account_id=account_id,
+            actor_user_id=actor_user_id if actor_user_id is not None else ctx.actor_user_id,
+            target_type=target_type,
+            target_id=str(target_id),
+            operation_id=operation_id,
+            request_id=request_id if request_id is not None else ctx.request_id,
+            client_ip=client_ip if client_ip is not None else ctx.client_ip,
+            data=data or {},
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: str
+    type: str
+    account_id: int | None
+    actor_user_id: int | None
+    actor_email: str | None
+    target_type: str
+    target_id: str
+    operation_id: str | None
+    request_id: str | None
+    client_ip: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    items: Sequence[AuditEntry]
+    total: int
+    page: int
+    per_page: int
+
+
+def list_audit_log(
+    db: Database,
+    principal: Principal,
+    *,
+    page: int,
+    per_page: int,
+    action: str | None = None,
+    actor_user_id: int | None = None,
+    account_id: int | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditPage:
+    """Every event, newest first, for admins; filters combine. `action` is an event type or a prefix ending in a
+    dot (`vps.` for every server event)."""
+    if principal.role != "admin":
+        raise Forbidden("The audit log is for administrators")
+    # A time without a zone is UTC, as every time this service shows.
+    since = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    until = until.replace(tzinfo=UTC) if until is not None and until.tzinfo is None else until
+    if since is not None and until is not None and since > until:
+        raise ValidationFailed("`start_date` must not be after `end_date`", field="start_date")
+    where = []
+    if action:
+        where.append(Event.type.startswith(action, autoescape=True) if action.endswith(".") else Event.type == action)
+    if actor_user_id is not None:
+        where.append(Event.actor_user_id == actor_user_id)
+    if account_id is not None:
+        where.append(Event.account_id == account_id)
+    if target_type:
+        where.append(Event.target_type == target_type)
+    if target_id:
+        where.append(Event.target_id == target_id)
+    if since is not None:
+        where.append(Event.created_at >= since)
+    if until is not None:
+        where.append(Event.created_at <= until)
+    with db.read() as s:
+        total = s.scalar(select(func.count()).select_from(Event).where(*where)) or 0
+        rows = s.execute(
+            select(Event, User.email)
+            .outerjoin(User, User.id == Event.actor_user_id)
+            .where(*where)
+            .order_by(Event.seq.desc())
+            .limit(per_page)
+            .offset((page - 1) * per_page)
+        ).all()
+    items = [
+        AuditEntry(
+            id=e.id,
+            type=e.type,
+            account_id=e.account_id,
+            actor_user_id=e.actor_user_id,
+            actor_email=email,
+            target_type=e.target_type,
+            target_id=e.target_id,
+            operation_id=e.operation_id,
+            request_id=e.request_id,
+            client_ip=e.client_ip,
+            data=dict(e.data or {}),
+            created_at=e.created_at,
+        )
+        for e, email in rows
+    ]
+    return AuditPage(items=items, total=total, page=page, per_page=per_page)

@@ -1,0 +1,167 @@
+"""The workflows of a server's life: create, start, stop, reboot and delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbos import DBOS
+from sqlalchemy import select
+
+from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
+from cloudplane.domain.states import ACTIONS, ServerStatus
+from cloudplane.providers.base import CreateRequest, MachineState
+from cloudplane.workflows import steps
+from cloudplane.workflows.engine import current_core
+from cloudplane.workflows.kinds import register
+from cloudplane.workflows.steps import Changes, Job
+
+MACHINE_STATE_FOR = {ServerStatus.RUNNING: MachineState.RUNNING, ServerStatus.STOPPED: MachineState.STOPPED}
+SERVER_STATUS_FOR = {MachineState.RUNNING: ServerStatus.RUNNING, MachineState.STOPPED: ServerStatus.STOPPED}
+
+
+@DBOS.step()
+async def create_request(job: Job) -> CreateRequest:
+    """What the provider needs to make the server: its plan, image, location, keys and root password hash."""
+    core = current_core()
+    view = core.catalog.view()
+    with core.db.read() as s:
+        server = s.get(Server, job.server_id)
+        assert server is not None and server.plan_id and server.image_id and server.location_id
+        keys = s.scalars(select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == server.id)).all()
+        plan, image, location = (
+            view.plan(server.plan_id),
+            view.image(server.image_id),
+            view.location(server.location_id),
+        )
+        return CreateRequest(
+            token=job.id,
+            name=f"cp-{server.id}",
+            hostname=server.hostname,
+            cpu=plan.cpu,
+            ram_mb=plan.ram_mb,
+            disk_gb=plan.disk_gb,
+            image=image.slug,
+            location=location.slug,
+            ssh_public_keys=tuple(keys),
+            root_password_hash=job.params.get("root_password_hash"),
+        )
+
+
+async def _create(job: Job) -> None:
+    assert job.provider is not None
+    request = await create_request(job)
+    machine = await steps.create_machine(job.provider, request)
+    await steps.progress(job, 30, Changes(server={"provider_ref": machine.ref}))
+    machine = await steps.wait_for(job, machine.ref, MachineState.RUNNING)
+    await steps.succeed(
+        job,
+        Changes(
+            server={
+                "status": ServerStatus.RUNNING,
+                "task_state": None,
+                "ipv4": machine.public_ipv4,
+                "private_ipv4": machine.private_ipv4,
+            }
+        ),
+    )
+
+
+async def remove_what_create_made(job: Job, message: str) -> Changes:
+    """A failed create (or rent) removes whatever the provider made with the operation's token."""
+    assert job.provider is not None
+    try:
+        made = await steps.find_machine(job.provider, job.id)
+        if made is not None:
+            await steps.delete_machine(job.provider, made.ref)
+    except Exception as cleanup_error:  # noqa: BLE001 - recorded; the reconciler reports the orphan
+        message += f" (cleanup failed too: {cleanup_error})"
+    return Changes(
+        server={"status": ServerStatus.ERROR, "task_state": None, "provider_ref": None, "error_message": message}
+    )
+
+
+async def settle_on_machine(job: Job, message: str) -> Changes:
+    """A failed action leaves the server as the provider shows it, or in error when it cannot tell."""
+    machine = None
+    if job.provider and job.provider_ref:
+        try:
+            machine = await steps.get_machine(job.provider, job.provider_ref)
+        except Exception:  # noqa: BLE001 - the provider is failing; fall back to error
+            machine = None
+    status = SERVER_STATUS_FOR.get(machine.state, ServerStatus.ERROR) if machine else ServerStatus.ERROR
+    return Changes(server={"status": status, "task_state": None, "error_message": message})
+
+
+def _power_action(kind: str) -> Any:
+    target = ACTIONS[kind].ends_in
+    assert target is not None
+    call = {"start": steps.start_machine, "stop": steps.stop_machine, "reboot": steps.reboot_machine}[kind]
+
+    async def body(job: Job) -> None:
+        assert job.provider is not None and job.provider_ref is not None
+        await call(job.provider, job.provider_ref)
+        await steps.progress(job, 50)
+        await steps.wait_for(job, job.provider_ref, MACHINE_STATE_FOR[target])
+        await steps.succeed(job, Changes(server={"status": target, "task_state": None}))
+
+    return body
+
+
+@DBOS.step()
+async def create_token(job: Job) -> str | None:
+    """The id of the server's create operation: the token of a machine the server may have without knowing it."""
+    with current_core().db.read() as s:
+        return s.scalar(select(Operation.id).where(Operation.server_id == job.server_id, Operation.kind == "create"))
+
+
+async def _delete(job: Job) -> None:
+    assert job.provider is not None
+    ref = job.provider_ref
+    if ref is None:
+        token = await create_token(job)
+        made = await steps.find_machine(job.provider, token) if token else None
+        ref = made.ref if made else None
+    if ref is not None:
+        await steps.delete_machine(job.provider, ref)
+    await steps.succeed(
+        job,
+        Changes(
+            server={"status": ServerStatus.DELETED, "task_state": None, "deleted_at": utcnow()},
+            delete_server_snapshots=True,
+        ),
+    )
+
+
+@DBOS.workflow(name="server.create")
+async def create_server(op_id: str) -> str:
+    return await steps.run(op_id, _create, remove_what_create_made)
+
+
+_start, _stop, _reboot = (_power_action(kind) for kind in ("start", "stop", "reboot"))
+
+
+@DBOS.workflow(name="server.start")
+async def start_server(op_id: str) -> str:
+    return await steps.run(op_id, _start, settle_on_machine)
+
+
+@DBOS.workflow(name="server.stop")
+async def stop_server(op_id: str) -> str:
+    return await steps.run(op_id, _stop, settle_on_machine)
+
+
+@DBOS.workflow(name="server.reboot")
+async def reboot_server(op_id: str) -> str:
+    return await steps.run(op_id, _reboot, settle_on_machine)
+
+
+@DBOS.workflow(name="server.delete")
+async def delete_server(op_id: str) -> str:
+    return await steps.run(op_id, _delete, settle_on_machine)
+
+
+register("create", create_server)
+register("start", start_server)
+register("stop", stop_server)
+register("reboot", reboot_server)
+register("delete", delete_server)

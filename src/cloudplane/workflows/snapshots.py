@@ -1,0 +1,68 @@
+"""The workflows of snapshots: take one, delete one, restore a server from one."""
+
+from __future__ import annotations
+
+from dbos import DBOS
+
+from cloudplane.db.tables import utcnow
+from cloudplane.domain.states import SnapshotStatus
+from cloudplane.providers.base import MachineState
+from cloudplane.workflows import steps
+from cloudplane.workflows.kinds import register
+from cloudplane.workflows.servers import settle_on_machine
+from cloudplane.workflows.steps import Changes, Job
+
+
+async def _snapshot(job: Job) -> None:
+    assert job.provider is not None and job.provider_ref is not None
+    info = await steps.snapshot_machine(job.provider, job.provider_ref, job.id)
+    await steps.succeed(
+        job,
+        Changes(
+            server={"task_state": None},
+            snapshot={"status": SnapshotStatus.AVAILABLE, "provider_ref": info.ref, "size_gb": info.size_gb},
+        ),
+    )
+
+
+async def _snapshot_failed(job: Job, message: str) -> Changes:
+    return Changes(server={"task_state": None}, snapshot={"status": SnapshotStatus.ERROR, "error_message": message})
+
+
+async def _delete_snapshot(job: Job) -> None:
+    if job.snapshot_ref is not None:
+        assert job.provider is not None
+        await steps.delete_machine_snapshot(job.provider, job.snapshot_ref)
+    await steps.succeed(job, Changes(snapshot={"status": SnapshotStatus.DELETED, "deleted_at": utcnow()}))
+
+
+async def _delete_snapshot_failed(job: Job, message: str) -> Changes:
+    return Changes(snapshot={"status": SnapshotStatus.ERROR, "error_message": message})
+
+
+async def _restore(job: Job) -> None:
+    assert job.provider is not None and job.provider_ref is not None and job.snapshot_ref is not None
+    await steps.restore_machine(job.provider, job.provider_ref, job.snapshot_ref)
+    await steps.progress(job, 50)
+    await steps.wait_for(job, job.provider_ref, MachineState.STOPPED)
+    await steps.succeed(job, Changes(server={"task_state": None}))
+
+
+@DBOS.workflow(name="snapshot.create")
+async def create_snapshot(op_id: str) -> str:
+    return await steps.run(op_id, _snapshot, _snapshot_failed)
+
+
+@DBOS.workflow(name="snapshot.delete")
+async def delete_snapshot(op_id: str) -> str:
+    return await steps.run(op_id, _delete_snapshot, _delete_snapshot_failed)
+
+
+@DBOS.workflow(name="snapshot.restore")
+async def restore_snapshot(op_id: str) -> str:
+    return await steps.run(op_id, _restore, settle_on_machine)
+
+
+register("snapshot", create_snapshot)
+register("delete_snapshot", delete_snapshot)
+register("restore", restore_snapshot)

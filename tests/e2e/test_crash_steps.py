@@ -1,0 +1,210 @@
+"""Kill the real service inside each step of create, delete, snapshot and restore, at the worst moment (the
+provider call returned, or the rows committed, and DBOS has not recorded the step yet), restart it without the
+hook, and check that the action finishes: the server reaches its intended state, the operation reads
+`succeeded`, the provider holds exactly what the database says (no doubled or orphaned machine or snapshot) and
+no operation is left unfinished.
+
+Each case starts its service with `CLOUDPLANE_CRASH_AT=<kind>:<step>` already set: the servers the case needs are
+made first by operations of other kinds, which the hook does not touch, so the case needs one start with the hook
+and one restart without it.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from cloudplane.db.tables import Operation, Server
+from tests.e2e.conftest import ServiceProcess, assert_provider_matches_database
+
+BODY = {"label": "crash-step", "plan_slug": "basic-1gb", "image_slug": "ubuntu-22-04", "location_slug": "nyc1"}
+SETTINGS = {
+    "simulator_time_scale": "0.1",  # a create takes ~0.6 s, a stop ~0.2 s, a snapshot ~0.2 s
+    "rate_limits_enabled": "false",
+    # The reconciler would mend some drift by itself; the workflows must not need it.
+    "reconcile_interval_s": "0",
+    "dispatch_interval_s": "0.5",
+}
+TIMEOUT_S = 30.0
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not after {timeout}s (last seen {last!r})")
+
+
+def server(client: httpx.Client, server_id: int) -> dict[str, Any]:
+    r = client.get(f"/api/servers/{server_id}")
+    if r.status_code == 404:
+        return {"status": "gone", "task_state": None}
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def settled_in(client: httpx.Client, server_id: int, status: str) -> dict[str, Any] | None:
+    seen = server(client, server_id)
+    return seen if seen["status"] == status and seen["task_state"] is None else None
+
+
+def make_running_server(client: httpx.Client) -> int:
+    r = client.post("/api/servers", json=BODY)
+    assert r.status_code == 201, r.text
+    server_id: int = r.json()["id"]
+    wait_until(f"server {server_id} running", lambda: settled_in(client, server_id, "running"))
+    return server_id
+
+
+def make_snapshot(client: httpx.Client, server_id: int) -> int:
+    r = client.post(f"/api/servers/{server_id}/snapshots", json={"label": "before"})
+    assert r.status_code == 201, r.text
+    snap_id: int = r.json()["id"]
+    wait_until(
+        f"snapshot {snap_id} available",
+        lambda: client.get(f"/api/servers/{server_id}/snapshots/{snap_id}").json()["status"] == "available",
+    )
+    wait_until(f"server {server_id} free", lambda: server(client, server_id)["task_state"] is None)
+    return snap_id
+
+
+@dataclass
+class Case:
+    """What a case made before the action, so the checks after the restart know what to look at."""
+
+    server_id: int | None = None
+    snapshot_id: int | None = None
+
+
+def prepare(kind: str, client: httpx.Client) -> Case:
+    if kind == "create":
+        return Case()
+    case = Case(server_id=make_running_server(client))
+    if kind == "restore":
+        assert client.post(f"/api/servers/{case.server_id}/stop").status_code == 200
+        wait_until("server stopped", lambda: settled_in(client, case.server_id, "stopped"))  # type: ignore[arg-type]
+        case.snapshot_id = make_snapshot(client, case.server_id)
+    return case
+
+
+def act(kind: str, client: httpx.Client, case: Case) -> httpx.Response | None:
+    """Ask for the action; None when the process died before it could answer (the workflow starts, and may reach
+    the hook, before the reply is sent)."""
+    requests = {
+        "create": ("POST", "/api/servers", BODY),
+        "delete": ("DELETE", f"/api/servers/{case.server_id}", None),
+        "snapshot": ("POST", f"/api/servers/{case.server_id}/snapshots", {"label": "crashing"}),
+        "restore": ("POST", f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}/restore", None),
+    }
+    method, path, body = requests[kind]
+    try:
+        r = client.request(method, path, json=body)
+    except httpx.TransportError:
+        return None
+    assert r.status_code in (200, 201, 204), r.text
+    return r
+
+
+def the_operation(database_url: str, kind: str) -> tuple[str, int | None]:
+    """The one operation of this kind the action made (a retry must not have made another) and its server."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(Operation.id, Operation.server_id).where(Operation.kind == kind)).all()
+            server_ids = conn.scalars(select(Server.id)).all()
+    finally:
+        engine.dispose()
+    assert len(rows) == 1, f"expected one {kind} operation, found {rows}"
+    assert len(server_ids) == 1 and rows[0].server_id == server_ids[0], (rows, server_ids)
+    return rows[0].id, rows[0].server_id
+
+
+def finished(client: httpx.Client, op_id: str) -> dict[str, Any] | None:
+    r = client.get(f"/api/v1/operations/{op_id}")
+    assert r.status_code == 200, r.text
+    op: dict[str, Any] = r.json()["data"]
+    return op if op["status"] in ("succeeded", "failed") else None
+
+
+# Every provider call of each kind's workflow on its way to success, and the first database step (marking the
+# operation running), which steps.update_rows offers as `update_rows`.
+STEPS = [
+    ("create", "create"),
+    ("create", "get"),
+    ("create", "update_rows"),
+    ("delete", "delete"),
+    ("delete", "update_rows"),
+    ("snapshot", "snapshot"),
+    ("snapshot", "update_rows"),
+    ("restore", "restore"),
+    ("restore", "get"),
+    ("restore", "update_rows"),
+]
+
+
+@pytest.mark.parametrize(("kind", "step"), STEPS, ids=[f"{k}:{s}" for k, s in STEPS])
+def test_crash_inside_step_then_restart_finishes_the_action(
+    service_factory: Callable[..., ServiceProcess], kind: str, step: str
+) -> None:
+    crash_at = f"{kind}:{step}"
+    service = service_factory(**SETTINGS, test_hooks="1", crash_at=crash_at)
+    service.start()
+    assert service.api_key, "first start must print a bootstrap key"
+    database_url = service.env["CLOUDPLANE_DATABASE_URL"]
+    headers = {"Authorization": f"Bearer {service.api_key}"}
+
+    with httpx.Client(base_url=service.url, headers=headers, timeout=30) as client:
+        case = prepare(kind, client)
+        reply = act(kind, client, case)
+
+    assert service.proc is not None
+    try:
+        returncode = service.proc.wait(TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - say which hook did not fire
+        raise AssertionError(f"the process did not die at {crash_at}:\n" + "".join(service.output[-30:])) from error
+    assert returncode == -signal.SIGKILL, returncode
+    assert any(f"CLOUDPLANE_CRASH_AT={crash_at} reached" in line for line in service.output), "died elsewhere"
+
+    op_id, server_id = the_operation(database_url, kind)
+    if reply is not None:
+        assert reply.headers["Operation-Location"] == f"/api/operations/{op_id}"
+    if kind == "create":
+        assert reply is None or reply.json()["id"] == server_id
+        case.server_id = server_id
+    assert case.server_id is not None
+
+    service.env.pop("CLOUDPLANE_CRASH_AT")
+    service.env.pop("CLOUDPLANE_TEST_HOOKS")
+    service.start()
+    with httpx.Client(base_url=service.url, headers=headers, timeout=30) as client:
+        op = wait_until(f"operation {op_id} ({crash_at}) finished", lambda: finished(client, op_id))
+        assert op["status"] == "succeeded", op
+        assert client.get(f"/api/operations/{op_id}").json()["status"] == "succeeded"
+        final = server(client, case.server_id)
+        if kind == "create":
+            assert final["status"] == "running" and final["task_state"] is None, final
+            assert final["ip_address"], final
+        elif kind == "delete":
+            assert final["status"] == "gone", final
+        elif kind == "snapshot":
+            assert final["status"] == "running" and final["task_state"] is None, final
+            snaps = client.get(f"/api/servers/{case.server_id}/snapshots").json()["snapshots"]
+            assert [s["status"] for s in snaps] == ["available"], snaps
+        else:
+            assert final["status"] == "stopped" and final["task_state"] is None, final
+            snap = client.get(f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}").json()
+            assert snap["status"] == "available", snap
+    service.stop()
+
+    assert_provider_matches_database(database_url)

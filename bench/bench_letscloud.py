@@ -351,6 +351,13 @@ def main() -> int:
     # One worker is bound by the GIL: sampling only its holder shows where the CPU goes, rather than the
     # threads queued for the GIL or for a SQLite lock.
     ap.add_argument("--profile-gil", action="store_true", help="sample only the thread holding the GIL")
+    ap.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CLOUDPLANE_NAME=VALUE setting for the service (repeatable), e.g. --setting LOG_LEVEL=WARNING",
+    )
     ap.add_argument("--serve-bare", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -363,12 +370,16 @@ def main() -> int:
     children: list[Child] = []
     tmp = tempfile.mkdtemp(prefix="cloudplane-bench-")
     try:
-        env = clean_env() | {
-            "CLOUDPLANE_DATABASE_URL": f"sqlite:///{tmp}/cloudplane.sqlite",
-            "CLOUDPLANE_SIMULATOR_TIME_SCALE": "0",
-            # One API key drives thousands of requests a second: the free tier would refuse almost all.
-            "CLOUDPLANE_RATE_LIMITS_ENABLED": "false",
-        }
+        env = (
+            clean_env()
+            | {
+                "CLOUDPLANE_DATABASE_URL": f"sqlite:///{tmp}/cloudplane.sqlite",
+                "CLOUDPLANE_SIMULATOR_TIME_SCALE": "0",
+                # One API key drives thousands of requests a second: the free tier would refuse almost all.
+                "CLOUDPLANE_RATE_LIMITS_ENABLED": "false",
+            }
+            | {f"CLOUDPLANE_{name.upper()}": value for name, _, value in (s.partition("=") for s in args.setting)}
+        )
         svc_port = free_port()
         service = Child(
             "cloudplane", service_argv() + ["serve", "--host", HOST, "--port", str(svc_port)], cwd=tmp, env=env
@@ -465,8 +476,10 @@ def main() -> int:
         print(f"\nmachine: nproc={cpus}, python {sys.version.split()[0]}, {sys.platform}")
         print(
             f"settings: duration={args.duration:g}s (after {WARMUP_S:g}s warm-up), concurrency={args.concurrency}, "
-            f"{SERVER_COUNT} running servers, SQLite, time scale 0, uvicorn 1 worker log_level=warning "
-            f"access_log=off, client: raw HTTP/1.1 keep-alive asyncio in one process\n"
+            f"{SERVER_COUNT} running servers, SQLite, time scale 0, uvicorn 1 worker (its own access log off; "
+            f"Cloudplane's JSON access log at the default INFO unless a --setting says otherwise), "
+            f"service settings: {' '.join(args.setting) or 'defaults'}, "
+            f"client: raw HTTP/1.1 keep-alive asyncio in one process\n"
         )
         print(f"{'endpoint':<14}{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for name, target, rps, p50, p99, errors, _ in rows:

@@ -7,6 +7,9 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -218,3 +221,55 @@ def destroy_lxc_leftovers(provider: Any) -> None:
     # Its own thread and loop: callable from sync teardown and from inside a running test loop alike.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, destroy_all()).result()
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """CLOUDPLANE_TEST_REDIS_URL when set, else a redis-server of the session's own on a free loopback port."""
+    configured = os.environ.get("CLOUDPLANE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: apt-get install redis-server (or set CLOUDPLANE_TEST_REDIS_URL)",
+            pytrace=False,
+        )
+    workdir = tmp_path_factory.mktemp("redis")
+    for _ in range(3):  # another process may take the free port before redis-server binds it
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        # No persistence: the data dies with the session.
+        options = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        server = subprocess.Popen(
+            [binary, *options, "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while server.poll() is None and time.monotonic() < deadline and not _redis_answers(port):
+            time.sleep(0.02)
+        if server.poll() is None and _redis_answers(port):
+            break
+        server.kill()
+        server.wait()
+    else:
+        pytest.fail(f"redis-server ({binary}) did not start on a free loopback port", pytrace=False)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()

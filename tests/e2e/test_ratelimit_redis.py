@@ -1,5 +1,6 @@
 """Rate limits shared through the real Redis: several OS processes hammering one key together admit exactly the
-limit. Redis must be reachable (it runs here and in CI); an unreachable Redis fails these tests."""
+limit. They use CLOUDPLANE_TEST_REDIS_URL when set, else a redis-server the session starts (`redis_url` in
+tests/conftest.py); a missing or unreachable Redis fails these tests."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,7 +21,6 @@ import redis
 from cloudplane.api.common.ratelimit import RateLimiter
 from cloudplane.domain.errors import RateLimited
 
-REDIS_URL = os.environ.get("CLOUDPLANE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PROCESSES = 4
 CALLS_PER_PROCESS = 100
 # Large enough that every process is still competing when the window fills: with 50 the first process to wake
@@ -61,12 +62,12 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.arg
 
 
 @pytest.fixture
-def key_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+def key_prefix(redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.RedisError as error:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable ({error}); these tests need a real Redis")
+        pytest.fail(f"Redis at {redis_url} is unreachable ({error}); these tests need a real Redis")
     prefix = f"cloudplane-test-{uuid.uuid4().hex}"
     yield prefix
     leftovers = list(client.scan_iter(f"{prefix}:*"))
@@ -76,19 +77,38 @@ def key_prefix() -> Iterator[str]:
     assert not leftovers, f"the test did not clean up {leftovers}"
 
 
+def test_the_session_redis_is_the_configured_one_or_its_own(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    configured = os.environ.get("CLOUDPLANE_TEST_REDIS_URL")
+    if configured:
+        assert redis_url == configured
+        return
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        config = {**client.config_get("dir"), **client.config_get("save")}
+    finally:
+        client.close()
+    # Started by tests/conftest.py in the session's temporary directory, writing nothing to disk.
+    assert Path(config["dir"]).is_relative_to(tmp_path_factory.getbasetemp())
+    assert config["save"] == ""
+
+
 @pytest.fixture
-async def redis_limiter(key_prefix: str) -> AsyncIterator[RateLimiter]:
-    limiter = RateLimiter(REDIS_URL, key_prefix=key_prefix)
+async def redis_limiter(redis_url: str, key_prefix: str) -> AsyncIterator[RateLimiter]:
+    limiter = RateLimiter(redis_url, key_prefix=key_prefix)
     yield limiter
     await limiter.reset()
     await limiter.aclose()
 
 
-async def test_processes_sharing_redis_admit_exactly_the_limit(key_prefix: str, redis_limiter: RateLimiter) -> None:
+async def test_processes_sharing_redis_admit_exactly_the_limit(
+    redis_url: str, key_prefix: str, redis_limiter: RateLimiter
+) -> None:
     key = "account:1"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, REDIS_URL, key_prefix, key, f"{LIMIT}/minute", str(CALLS_PER_PROCESS)],
+            [sys.executable, "-c", WORKER, redis_url, key_prefix, key, f"{LIMIT}/minute", str(CALLS_PER_PROCESS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -147,8 +167,10 @@ async def test_redis_limiter_counts_down_and_refused_requests_cost_nothing(redis
     assert hour is not None and hour.remaining == 6
 
 
-async def test_reset_clears_only_this_limiters_prefix(key_prefix: str, redis_limiter: RateLimiter) -> None:
-    neighbour = RateLimiter(REDIS_URL, key_prefix=key_prefix + "-neighbour")
+async def test_reset_clears_only_this_limiters_prefix(
+    redis_url: str, key_prefix: str, redis_limiter: RateLimiter
+) -> None:
+    neighbour = RateLimiter(redis_url, key_prefix=key_prefix + "-neighbour")
     try:
         await neighbour.hit("account:3", ("1/minute",))
         await redis_limiter.hit("account:3", ("1/minute",))
@@ -162,10 +184,10 @@ async def test_reset_clears_only_this_limiters_prefix(key_prefix: str, redis_lim
         await neighbour.aclose()
 
 
-def test_two_api_processes_together_admit_no_more_than_the_limit(service_factory) -> None:
+def test_two_api_processes_together_admit_no_more_than_the_limit(redis_url: str, service_factory) -> None:
     """QUALITY.md: with Redis configured, API processes share one count per account."""
 
-    settings = {"redis_url": REDIS_URL, "rate_limit_key_prefix": f"cp-e2e-{uuid.uuid4().hex}"}
+    settings = {"redis_url": redis_url, "rate_limit_key_prefix": f"cp-e2e-{uuid.uuid4().hex}"}
     first = service_factory(**settings)
     first.start()
     second = service_factory(**settings)

@@ -476,3 +476,32 @@ def test_rejects_certificates():
 
 def test_rejects_key_type_without_data():
     assert "missing" in reject("ssh-ed25519\r\n")
+
+
+@pytest.mark.parametrize(("key_type", "make_blob"), SECURITY_KEYS)
+@pytest.mark.parametrize("application", [b"", b"https://example.com", b"ssh"])
+def test_rejects_security_key_application_not_starting_with_ssh(key_type, make_blob, application):
+    message = reject(key_line(key_type, make_blob(application=application)))
+
+    assert "truncated or corrupted" in message
+    assert "'ssh:'" in message
+
+
+@pytest.mark.parametrize(("key_type", "make_blob"), SECURITY_KEYS)
+def test_accepts_security_key_with_an_application_of_its_own(key_type, make_blob):
+    blob = make_blob(application=b"ssh:my-server")
+
+    assert parse_public_key(key_line(key_type, blob)).fingerprint == sha256_fingerprint(blob)
+
+
+def test_rejects_empty_ec_point():
+    message = reject(key_line("ecdsa-sha2-nistp256", ecdsa_blob("nistp256", b"")))
+
+    assert "truncated or corrupted" in message
+    assert "EC point" in message
+
+
+def test_accepts_rsa_of_exactly_16384_bits():
+    blob = rsa_blob((1 << 16383) | 1)
+
+    assert parse_public_key(key_line("ssh-rsa", blob)).bits == 16384

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 MAX_INPUT_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
@@ -16,10 +15,18 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384
 
 _CERT_SUFFIX = "-cert-v01@openssh.com"
-_CURVES: dict[str, ec.EllipticCurve] = {
-    "nistp256": ec.SECP256R1(),
-    "nistp384": ec.SECP384R1(),
-    "nistp521": ec.SECP521R1(),
+_SK_ED25519 = "sk-ssh-ed25519@openssh.com"
+_SK_ECDSA = "sk-ecdsa-sha2-nistp256@openssh.com"
+_APPLICATION = "security key application"
+# The fields after the type string, by key type (RFC 4253, RFC 5656, RFC 8709, OpenSSH's PROTOCOL.u2f).
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "ssh-ed25519": ("Ed25519 key",),
+    "ecdsa-sha2-nistp256": ("curve name", "EC point"),
+    "ecdsa-sha2-nistp384": ("curve name", "EC point"),
+    "ecdsa-sha2-nistp521": ("curve name", "EC point"),
+    _SK_ED25519: ("Ed25519 key", _APPLICATION),
+    _SK_ECDSA: ("curve name", "EC point", _APPLICATION),
+    "ssh-rsa": ("RSA exponent", "RSA modulus"),
 }
 _ACCEPTED_TYPES_HINT = (
     "ssh-ed25519, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, "
@@ -48,109 +55,99 @@ def _corrupt(detail: str) -> SSHKeyError:
     )
 
 
-class _Reader:
-    """Reads SSH wire-format fields (RFC 4251) from a key blob."""
+class _Fields:
+    """Splits a key blob into its length-prefixed fields (RFC 4251), naming the one that is missing or cut off.
 
-    def __init__(self, data: bytes) -> None:
-        self._data = data
+    cryptography validates the key itself but answers "Invalid data" for any framing fault; this only frames.
+    """
+
+    def __init__(self, blob: bytes) -> None:
+        self._blob = blob
         self._pos = 0
 
-    def string(self, what: str) -> bytes:
-        if len(self._data) - self._pos < 4:
+    def next(self, what: str) -> bytes:
+        if len(self._blob) - self._pos < 4:
             raise _corrupt(f"{what} is missing")
-        size = int.from_bytes(self._data[self._pos : self._pos + 4], "big")
+        size = int.from_bytes(self._blob[self._pos : self._pos + 4], "big")
         start = self._pos + 4
-        if size > len(self._data) - start:
+        if size > len(self._blob) - start:
             raise _corrupt(f"{what} is cut off")
         self._pos = start + size
-        return self._data[start : self._pos]
-
-    def text(self, what: str) -> str:
-        raw = self.string(what)
-        if b"\0" in raw:
-            raise _corrupt(f"{what} is not text")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _corrupt(f"{what} is not text") from None
-
-    def mpint(self, what: str) -> int:
-        raw = self.string(what)
-        if raw and raw[0] & 0x80:
-            raise _corrupt(f"{what} is negative")
-        if len(raw) > 1 and raw[0] == 0 and not raw[1] & 0x80:
-            raise _corrupt(f"{what} has superfluous leading zeros")
-        return int.from_bytes(raw, "big")
+        return self._blob[start : self._pos]
 
     def finish(self) -> None:
-        if self._pos != len(self._data):
+        if self._pos != len(self._blob):
             raise SSHKeyError(
                 "The key data has unexpected extra bytes after the key. Copy the whole line from your .pub file again."
             )
 
 
-def _read_rsa(reader: _Reader) -> int:
-    e = reader.mpint("RSA exponent")
-    n = reader.mpint("RSA modulus")
-    bits = n.bit_length()
-    if bits < MIN_RSA_BITS:
-        raise SSHKeyError(
-            f"This RSA key is only {bits} bits; at least {MIN_RSA_BITS} bits are required. "
-            "Generate a new key, e.g. `ssh-keygen -t ed25519`."
-        )
-    if bits > MAX_RSA_BITS:
-        raise SSHKeyError(
-            f"This RSA key is {bits} bits; OpenSSH does not support more than {MAX_RSA_BITS}. "
-            "Generate a new key, e.g. `ssh-keygen -t ed25519`."
-        )
+def _text(raw: bytes, what: str) -> str:
+    if b"\0" in raw:
+        raise _corrupt(f"{what} is not text")
     try:
-        rsa.RSAPublicNumbers(e, n).public_key()
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _corrupt(f"{what} is not text") from None
+
+
+def _mpint_bits(raw: bytes, what: str) -> int:
+    # OpenSSH refuses negative and non-minimal mpints; cryptography accepts the latter, so check both here.
+    if raw and raw[0] & 0x80:
+        raise _corrupt(f"{what} is negative")
+    if len(raw) > 1 and raw[0] == 0 and not raw[1] & 0x80:
+        raise _corrupt(f"{what} has superfluous leading zeros")
+    return int.from_bytes(raw, "big").bit_length()
+
+
+def _check_fields(key_type: str, fields: dict[str, bytes]) -> None:
+    """The rules cryptography does not enforce, or enforces without saying which field is wrong."""
+    if "curve name" in fields:
+        expected = key_type.removeprefix("sk-").removesuffix("@openssh.com").removeprefix("ecdsa-sha2-")
+        found = _text(fields["curve name"], "curve name")
+        if found != expected:
+            raise _corrupt(f"it names curve {found[:20]!r} instead of {expected!r}")
+    if _APPLICATION in fields and not _text(fields[_APPLICATION], _APPLICATION).startswith("ssh:"):
+        raise _corrupt(f"the {_APPLICATION} does not start with 'ssh:'")
+    if key_type == "ssh-rsa":
+        _mpint_bits(fields["RSA exponent"], "RSA exponent")
+        bits = _mpint_bits(fields["RSA modulus"], "RSA modulus")
+        if bits < MIN_RSA_BITS:
+            raise SSHKeyError(
+                f"This RSA key is only {bits} bits; at least {MIN_RSA_BITS} bits are required. "
+                "Generate a new key, e.g. `ssh-keygen -t ed25519`."
+            )
+        if bits > MAX_RSA_BITS:
+            raise SSHKeyError(
+                f"This RSA key is {bits} bits; OpenSSH does not support more than {MAX_RSA_BITS}. "
+                "Generate a new key, e.g. `ssh-keygen -t ed25519`."
+            )
+
+
+def _load(key_type: str, data: str) -> int:
+    """Load the key with cryptography (which knows every accepted type, sk- ones included); return its bits."""
+    try:
+        key = load_ssh_public_key(f"{key_type} {data}".encode("ascii"))
+    except NotImplementedError:
+        # cryptography, like OpenSSH, only reads uncompressed points.
+        raise _corrupt("the EC point is not in uncompressed form") from None
     except ValueError:
-        raise _corrupt("the RSA numbers are invalid") from None
-    return bits
-
-
-def _read_ed25519(reader: _Reader) -> int:
-    if len(reader.string("Ed25519 key")) != 32:
-        raise _corrupt("the Ed25519 key is not 32 bytes")
+        # The framing and the fields checked above are sound, so what is left is the key's own value.
+        if key_type == "ssh-rsa":
+            raise _corrupt("the RSA numbers are invalid") from None
+        if "ed25519" in key_type:
+            raise _corrupt("the Ed25519 key is not 32 bytes") from None
+        curve_name = key_type.removeprefix("sk-").removesuffix("@openssh.com").removeprefix("ecdsa-sha2-")
+        raise _corrupt(f"the EC point is not on the {curve_name} curve") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.key_size
     return 256
 
 
-def _read_ecdsa(reader: _Reader, curve_name: str) -> int:
-    found = reader.text("curve name")
-    if found != curve_name:
-        raise _corrupt(f"it names curve {found[:20]!r} instead of {curve_name!r}")
-    point = reader.string("EC point")
-    curve = _CURVES[curve_name]
-    # OpenSSH only reads uncompressed points, so a compressed one would be unusable.
-    if not point or point[0] != 0x04:
-        raise _corrupt("the EC point is not in uncompressed form")
-    try:
-        ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-    except ValueError:
-        raise _corrupt(f"the EC point is not on the {curve_name} curve") from None
-    return curve.key_size
-
-
-def _security_key(inner: Callable[[_Reader], int], reader: _Reader) -> int:
-    bits = inner(reader)
-    reader.text("security key application")
-    return bits
-
-
-_READERS: dict[str, Callable[[_Reader], int]] = {
-    "ssh-ed25519": _read_ed25519,
-    "ecdsa-sha2-nistp256": partial(_read_ecdsa, curve_name="nistp256"),
-    "ecdsa-sha2-nistp384": partial(_read_ecdsa, curve_name="nistp384"),
-    "ecdsa-sha2-nistp521": partial(_read_ecdsa, curve_name="nistp521"),
-    "sk-ssh-ed25519@openssh.com": partial(_security_key, _read_ed25519),
-    "sk-ecdsa-sha2-nistp256@openssh.com": partial(_security_key, partial(_read_ecdsa, curve_name="nistp256")),
-    "ssh-rsa": _read_rsa,
-}
-
-
 def _is_type_token(token: str) -> bool:
-    return token in _READERS or token == "ssh-dss" or token.endswith(_CERT_SUFFIX)
+    return token in _FIELDS or token == "ssh-dss" or token.endswith(_CERT_SUFFIX)
 
 
 def _check_text(text: str) -> str:
@@ -195,7 +192,7 @@ def _decode_base64(data: str) -> bytes:
         blob = base64.b64decode(data, validate=True)
     except ValueError:
         blob = None
-    # Like OpenSSH, only accept the canonical encoding (exact padding, zero spare bits).
+    # Like OpenSSH, only accept the canonical encoding (exact padding, zero spare bits); cryptography is laxer.
     if blob is None or base64.b64encode(blob).decode("ascii") != data:
         raise SSHKeyError(
             "The key data is not valid base64; it may have been cut off or altered. "
@@ -208,7 +205,7 @@ def parse_public_key(text: str) -> ParsedKey:
     """Parse one OpenSSH public key line, raising SSHKeyError if we would not accept it."""
     tokens = _check_text(text).split()
     key_type = tokens[0]
-    if key_type not in _READERS:
+    if key_type not in _FIELDS:
         raise _unsupported_type(tokens)
     if len(tokens) < 2:
         raise SSHKeyError(f"The key data after {key_type!r} is missing. Paste the whole line from your .pub file.")
@@ -217,17 +214,20 @@ def parse_public_key(text: str) -> ParsedKey:
         raise SSHKeyError("Found more than one key on the line; expected exactly one. Add one key at a time.")
 
     blob = _decode_base64(tokens[1])
-    reader = _Reader(blob)
-    blob_type = reader.text("key type")
+    reader = _Fields(blob)
+    blob_type = _text(reader.next("key type"), "key type")
     if blob_type != key_type:
         described = repr(blob_type) if _is_type_token(blob_type) else "a different or unknown"
         raise SSHKeyError(
             f"The line says {key_type!r} but the key data holds {described} key. "
             "Paste the line from your .pub file unchanged."
         )
-    bits = _READERS[key_type](reader)
+    fields = {name: reader.next(name) for name in _FIELDS[key_type]}
     reader.finish()
+    _check_fields(key_type, fields)
+    bits = _load(key_type, tokens[1])
 
+    # ssh-keygen -lf hashes the whole blob; cryptography's ssh_key_fingerprint drops an sk- key's application.
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
     comment = " ".join(comment_tokens)
     normalized = f"{key_type} {tokens[1]}"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 
+from cachetools import TTLCache
 from sqlalchemy import bindparam, func, select, update
 
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, ApiKey, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, NotFound, Unauthorized
+from cloudplane.domain.events import EventType
+from cloudplane.services import events
 
 API_KEY_PREFIX = "cp_"
 
@@ -54,11 +58,20 @@ def create_api_key(db: Database, *, user_id: int, name: str = "default") -> tupl
     """Make a key for a user; the plain key is returned once and only its hash is stored."""
     plain = API_KEY_PREFIX + secrets.token_urlsafe(32)
     with db.write() as s:
-        if s.get(User, user_id) is None:
+        user = s.get(User, user_id)
+        if user is None:
             raise NotFound("User not found", user_id=user_id)
         key = ApiKey(user_id=user_id, name=name, prefix=plain[:10], key_hash=hash_api_key(plain))
         s.add(key)
         s.flush()
+        events.record(
+            s,
+            EventType.API_KEY_CREATED,
+            account_id=user.account_id,
+            target_type="api_key",
+            target_id=key.id,
+            data={"user_id": user_id, "name": name},
+        )
         return key, plain
 
 
@@ -87,7 +100,16 @@ def bootstrap_admin_key(db: Database) -> str | None:
 # Revoking a key in this process forgets it at once; other processes notice within the TTL.
 KEY_CACHE_TTL_S = 10.0
 _KEY_CACHE_MAX = 10_000
-_key_cache: dict[str, tuple[Principal, float, int]] = {}
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+# Key digest -> principal; the least recently used entry goes when it is full. Read on the event loop and
+# written from the threadpool (authenticate_api_key), hence the lock.
+_key_cache: TTLCache[str, Principal] = TTLCache(maxsize=_KEY_CACHE_MAX, ttl=KEY_CACHE_TTL_S, timer=lambda: _now())
+_key_cache_lock = threading.Lock()
 _KEY_LOOKUP = (
     select(
         ApiKey.id, ApiKey.last_used_at, User.id.label("user_id"), User.account_id, User.role, User.status, Account.tier
@@ -99,19 +121,22 @@ _KEY_LOOKUP = (
 
 
 def forget_api_key(digest: str) -> None:
-    _key_cache.pop(digest, None)
+    with _key_cache_lock:
+        _key_cache.pop(digest, None)
 
 
 def forget_user_keys(user_id: int) -> None:
     """Drop a user's cached keys, so a suspension or role change applies at once in this process."""
-    for digest in [d for d, (p, _, _) in _key_cache.items() if p.user_id == user_id]:
-        _key_cache.pop(digest, None)
+    with _key_cache_lock:
+        for digest in [d for d, p in _key_cache.items() if p.user_id == user_id]:
+            _key_cache.pop(digest, None)
 
 
 def cached_principal(key: str) -> Principal | None:
     """The principal of a recently verified key, without I/O; None means ask `authenticate_api_key`."""
-    cached = _key_cache.get(hash_api_key(key))
-    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+    digest = hash_api_key(key)
+    with _key_cache_lock:
+        return _key_cache.get(digest)
 
 
 def authenticate_api_key(db: Database, key: str) -> Principal:
@@ -133,9 +158,8 @@ def authenticate_api_key(db: Database, key: str) -> Principal:
         with db.write() as s:
             s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
     principal = Principal(account_id=row.account_id, user_id=row.user_id, role=row.role, tier=row.tier)
-    if len(_key_cache) >= _KEY_CACHE_MAX:
-        _key_cache.clear()
-    _key_cache[digest] = (principal, time.monotonic() + KEY_CACHE_TTL_S, row.id)
+    with _key_cache_lock:
+        _key_cache[digest] = principal
     return principal
 
 

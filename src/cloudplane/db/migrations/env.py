@@ -8,10 +8,12 @@ from sqlalchemy import create_engine, pool
 from cloudplane.db.tables import Base
 
 config = context.config
-url = config.get_main_option("sqlalchemy.url")
 
 
 def run() -> None:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("sqlalchemy.url is not set: run migrations through cloudplane.db.migrate")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(

@@ -202,7 +202,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         region,
         offer_id,
         provider_data,
-    ) = r
+    ) = cast(tuple[Any, ...], r)  # a Row is a tuple of the columns; its generic type does not say how many
     details = json.loads(provider_data) if provider_data else _NO_DETAILS
     plan: Plan | None
     image: Image | None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import timedelta
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cachetools import TTLCache
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -318,24 +320,32 @@ _ACTIVE_SESSION = (
         > 0,
     )
 )
-_principal_cache: dict[str, tuple[Principal, float]] = {}
+# Verified sessions, for SESSION_CACHE_TTL_S: read on the event loop, written from the threadpool, so locked;
+# full, it drops the least recently used entry.
+_principal_cache: TTLCache[str, Principal] = TTLCache(maxsize=10_000, ttl=SESSION_CACHE_TTL_S, timer=time.monotonic)
+_principal_cache_lock = threading.Lock()
 
 
 def forget_session(family_id: str) -> None:
-    for cache_key in [k for k in _principal_cache if k.endswith(f":{family_id}")]:
-        _principal_cache.pop(cache_key, None)
+    with _principal_cache_lock:
+        for cache_key in [k for k in _principal_cache if k.endswith(f":{family_id}")]:
+            _principal_cache.pop(cache_key, None)
 
 
 def forget_user_sessions(user_id: int) -> None:
-    for cache_key in [k for k, (p, _) in _principal_cache.items() if p.user_id == user_id]:
-        _principal_cache.pop(cache_key, None)
+    with _principal_cache_lock:
+        for cache_key in [k for k, p in _principal_cache.items() if p.user_id == user_id]:
+            _principal_cache.pop(cache_key, None)
+
+
+def _cached(cache_key: str) -> Principal | None:
+    with _principal_cache_lock:
+        return _principal_cache.get(cache_key)
 
 
 def cached_access_principal(db: Database, token: str) -> Principal | None:
     """The principal of a recently verified access token (CPU only: signature and claims); None if unknown."""
-    claims = _decode(db, token, "access")
-    cached = _principal_cache.get(_cache_key(claims))
-    return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+    return _cached(_cache_key(_decode(db, token, "access")))
 
 
 def _cache_key(claims: dict) -> str:
@@ -346,9 +356,8 @@ def _cache_key(claims: dict) -> str:
 def authenticate_access_token(db: Database, token: str) -> Principal:
     claims = _decode(db, token, "access")
     cache_key = _cache_key(claims)
-    cached = _principal_cache.get(cache_key)
-    if cached is not None and cached[1] > time.monotonic():
-        return cached[0]
+    if (cached := _cached(cache_key)) is not None:
+        return cached
     with db.connect() as conn:
         row = conn.execute(_ACTIVE_SESSION, {"user_id": int(claims["sub"]), "sid": claims["sid"]}).first()
     if row is None:
@@ -356,9 +365,8 @@ def authenticate_access_token(db: Database, token: str) -> Principal:
     if row.status != "active":
         raise Forbidden("This account is suspended; contact support", status=row.status)
     principal = Principal(account_id=row.account_id, user_id=row.id, role=row.role, tier=row.tier)
-    if len(_principal_cache) > 10_000:
-        _principal_cache.clear()
-    _principal_cache[cache_key] = (principal, time.monotonic() + SESSION_CACHE_TTL_S)
+    with _principal_cache_lock:
+        _principal_cache[cache_key] = principal
     return principal
 
 

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cachetools import TTLCache
+
 from cloudplane.domain.errors import CloudplaneError, NotFound
 from cloudplane.providers.marketplace import MarketplaceProvider, Offer, OfferQuery
 
@@ -54,26 +56,17 @@ class MarketSearch:
         self.providers = providers
         self.timeout_s = timeout_s
         self.cache_ttl_s = cache_ttl_s
-        self._clock = clock
-        self._cache: dict[tuple[str, OfferQuery], tuple[float, list[Offer]]] = {}
+        # Used on the event loop only, so no lock. ttl 0 keeps nothing (TTLCache needs a positive maxsize).
+        self._cache: TTLCache[tuple[str, OfferQuery], list[Offer]] | None = (
+            TTLCache(maxsize=MAX_CACHED_QUERIES, ttl=cache_ttl_s, timer=clock) if cache_ttl_s > 0 else None
+        )
 
     def _cached(self, key: tuple[str, OfferQuery]) -> list[Offer] | None:
-        entry = self._cache.get(key)
-        if entry is None:
-            return None
-        expires_at, offers = entry
-        if self._clock() >= expires_at:
-            del self._cache[key]
-            return None
-        return offers
+        return self._cache.get(key) if self._cache is not None else None
 
     def _remember(self, key: tuple[str, OfferQuery], offers: list[Offer]) -> None:
-        if self.cache_ttl_s <= 0:
-            return
-        self._cache.pop(key, None)
-        while len(self._cache) >= MAX_CACHED_QUERIES:
-            del self._cache[next(iter(self._cache))]  # dicts keep insertion order: this is the oldest
-        self._cache[key] = (self._clock() + self.cache_ttl_s, offers)
+        if self._cache is not None:
+            self._cache[key] = offers
 
     async def _search_one(self, name: str, query: OfferQuery) -> list[Offer]:
         key = (name, query)

@@ -24,6 +24,7 @@ from cloudplane.domain.tiers import QUOTAS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page
+from cloudplane.services.tenancy import mine
 
 STATUSES = ("running", "stopped", "failed")
 
@@ -205,11 +206,9 @@ def create_app(core: Core, principal: Principal, *, name: str, **fields: Any) ->
         with core.db.write() as s:
             tier = _tier(s, principal.account_id)
             check_quotas(tier, values)
-            if s.scalar(select(App.id).where(App.account_id == principal.account_id, App.name == name)):
+            if s.scalar(select(App.id).where(mine(App, principal), App.name == name)):
                 raise duplicate
-            count = s.execute(
-                select(func.count()).select_from(App).where(App.account_id == principal.account_id)
-            ).scalar_one()
+            count = s.execute(select(func.count()).select_from(App).where(mine(App, principal))).scalar_one()
             if count >= (limit := QUOTAS[tier].max_apps):
                 raise QuotaExceeded(
                     f"The {tier} tier allows {limit} apps and your account has {count}",
@@ -239,7 +238,7 @@ def list_apps(core: Core, principal: Principal, *, page: int, per_page: int, sta
     """A page of the caller's apps, newest first, only those in `status` if given."""
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}", field="status")
-    where = [App.account_id == principal.account_id]
+    where = [mine(App, principal)]
     if status is not None:
         where.append(App.status == status)
     with core.db.read() as s:
@@ -256,7 +255,7 @@ def list_apps(core: Core, principal: Principal, *, page: int, per_page: int, sta
 
 
 def _owned(session: Session, principal: Principal, app_id: str) -> App:
-    app = session.scalar(select(App).where(App.id == canonical_id(app_id), App.account_id == principal.account_id))
+    app = session.scalar(select(App).where(App.id == canonical_id(app_id), mine(App, principal)))
     if app is None:
         raise NotFound("Application not found", app_id=app_id)
     return app
@@ -306,7 +305,7 @@ def update_app(core: Core, principal: Principal, app_id: str, **changes: Any) ->
 
 def delete_app(core: Core, principal: Principal, app_id: str) -> None:
     with core.db.write() as s:
-        result = s.execute(delete(App).where(App.id == canonical_id(app_id), App.account_id == principal.account_id))
+        result = s.execute(delete(App).where(App.id == canonical_id(app_id), mine(App, principal)))
         if cast(CursorResult[Any], result).rowcount != 1:
             raise NotFound("Application not found", app_id=app_id)
         events.record(

@@ -18,6 +18,7 @@ from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page, ServerView, get_server, hostname_from_label, server_views
+from cloudplane.services.tenancy import MINE, tenant
 
 # Looking an offer up by id asks the provider itself, not the search cache: right before renting, a stale
 # "available" would only turn into a failed rent.
@@ -97,14 +98,14 @@ def rent(
 
 _servers = Server.__table__
 _RENTED = (
-    _servers.c.account_id == bindparam("account_id"),
+    MINE(_servers),
     _servers.c.deleted_at.is_(None),
     _servers.c.offer_id.isnot(None),
 )
 
 
 def list_instances(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
-    params = {"account_id": principal.account_id, "limit": per_page, "offset": (page - 1) * per_page}
+    params = {**tenant(principal), "limit": per_page, "offset": (page - 1) * per_page}
     with core.db.connect() as conn:
         total = conn.execute(select(func.count()).select_from(_servers).where(*_RENTED), params).scalar_one()
         rows = conn.execute(

@@ -25,6 +25,7 @@ from cloudplane.domain.errors import NotFound, ValidationFailed
 from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
+from cloudplane.services.tenancy import mine
 
 UNFINISHED = ("pending", "running")
 STATUSES = ("pending", "running", "succeeded", "failed")
@@ -149,7 +150,7 @@ def _view(op: Operation) -> OperationView:
 def get_operation(db: Database, principal: Principal, op_id: str) -> OperationView:
     """The caller's operation; another account's is as unknown as one that never existed."""
     with db.read() as s:
-        op = s.scalar(select(Operation).where(Operation.id == op_id, Operation.account_id == principal.account_id))
+        op = s.scalar(select(Operation).where(Operation.id == op_id, mine(Operation, principal)))
         if op is None:
             raise NotFound("Operation not found", operation_id=op_id)
         return _view(op)
@@ -168,7 +169,7 @@ def list_operations(
     """The caller's operations, newest first; filtered by status and by target."""
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"Unknown status {status!r}; one of {', '.join(STATUSES)}", field="status")
-    where = [Operation.account_id == principal.account_id]
+    where = [mine(Operation, principal)]
     if status is not None:
         where.append(Operation.status == status)
     if target_type is not None:

@@ -16,11 +16,12 @@ from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.servers import Page, ServerView, claim, get_server, require_capability, require_server
+from cloudplane.services.tenancy import mine
 
 
 def _live(principal: Principal, server_id: int) -> tuple[ColumnElement[bool], ...]:
     return (
-        Snapshot.account_id == principal.account_id,
+        mine(Snapshot, principal),
         Snapshot.server_id == server_id,
         Snapshot.deleted_at.is_(None),
     )

@@ -17,21 +17,22 @@ from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import Page
+from cloudplane.services.tenancy import mine
 
 
 def list_keys(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
-    mine = SSHKey.account_id == principal.account_id
+    owned = mine(SSHKey, principal)
     with core.db.read() as s:
-        total = s.scalar(select(func.count()).select_from(SSHKey).where(mine)) or 0
+        total = s.scalar(select(func.count()).select_from(SSHKey).where(owned)) or 0
         items = s.scalars(
-            select(SSHKey).where(mine).order_by(SSHKey.id).offset((page - 1) * per_page).limit(per_page)
+            select(SSHKey).where(owned).order_by(SSHKey.id).offset((page - 1) * per_page).limit(per_page)
         ).all()
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 
 def get_key(core: Core, principal: Principal, key_id: int) -> SSHKey:
     with core.db.read() as s:
-        key = s.scalar(select(SSHKey).where(SSHKey.id == key_id, SSHKey.account_id == principal.account_id))
+        key = s.scalar(select(SSHKey).where(SSHKey.id == key_id, mine(SSHKey, principal)))
     if key is None:
         raise NotFound("SSH key not found", key_id=key_id)
     return key
@@ -49,9 +50,7 @@ def create_key(core: Core, principal: Principal, *, title: str, public_key: str)
     try:
         with core.db.write() as s:
             exists = s.scalar(
-                select(SSHKey.id).where(
-                    SSHKey.account_id == principal.account_id, SSHKey.fingerprint == parsed.fingerprint
-                )
+                select(SSHKey.id).where(mine(SSHKey, principal), SSHKey.fingerprint == parsed.fingerprint)
             )
             if exists is not None:
                 raise duplicate
@@ -72,7 +71,7 @@ def create_key(core: Core, principal: Principal, *, title: str, public_key: str)
 
 def delete_key(core: Core, principal: Principal, key_id: int) -> None:
     with core.db.write() as s:
-        result = s.execute(delete(SSHKey).where(SSHKey.id == key_id, SSHKey.account_id == principal.account_id))
+        result = s.execute(delete(SSHKey).where(SSHKey.id == key_id, mine(SSHKey, principal)))
         if cast(CursorResult[Any], result).rowcount != 1:
             raise NotFound("SSH key not found", key_id=key_id)
         events.record(

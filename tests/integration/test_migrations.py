@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select, text
 
 from cloudplane.db.tables import Base
+from tests.conftest import PG_URL
+
+
+@contextlib.contextmanager
+def scratch_database(tmp_path: Path) -> Iterator[str]:
+    """An empty database of this test's own: a file on SQLite, a new database beside the suite's on PostgreSQL."""
+    if not PG_URL.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'scratch.sqlite'}"
+        return
+    name = f"cloudplane_migration_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def test_migrated_database_matches_the_models(core) -> None:
@@ -17,3 +41,56 @@ def test_migrated_database_matches_the_models(core) -> None:
     # Tables of others in the same database (DBOS's schema, the simulators' stores) are not ours to compare.
     ours = [d for d in differences if not (isinstance(d, tuple) and d[0] == "remove_table")]
     assert ours == []
+
+
+def test_json_that_was_kept_as_text_reads_back_as_json_after_0007(tmp_path) -> None:
+    """Rows written before migration 0007 (JSON in text columns) read back as JSON values, on either database."""
+    from cloudplane.db.migrate import upgrade
+    from cloudplane.db.tables import App, Operation, Server
+
+    with scratch_database(tmp_path) as url:
+        upgrade(url, "0006")
+        engine = create_engine(url)
+        app_id, op_id = str(uuid.uuid4()), str(uuid.uuid4())
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (name, email, tier, status, balance, currency, created_at) "
+                    "VALUES ('a', 'a@example.com', 'free', 'active', 0, 'USD', CURRENT_TIMESTAMP)"
+                )
+            )
+            account = conn.scalar(text("SELECT id FROM accounts"))
+            conn.execute(
+                text(
+                    "INSERT INTO servers (account_id, label, hostname, status, provider, created_at, updated_at, "
+                    "provider_data) VALUES (:a, 's', 's', 'running', 'vast_ai', CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP, :data)"
+                ),
+                {"a": account, "data": '{"image": "pytorch", "ssh_port": 22}'},
+            )
+            server = conn.scalar(text("SELECT id FROM servers"))
+            conn.execute(
+                text(
+                    "INSERT INTO operations (id, account_id, kind, target_type, target_id, server_id, status, "
+                    "progress, params, created_at, updated_at) VALUES (:id, :a, 'create', 'server', :s, :s, "
+                    "'pending', 0, :params, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": op_id, "a": account, "s": server, "params": '{"root_password_hash": "$6$x"}'},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO apps (id, account_id, name, branch, environment_variables, port, cpu_limit, "
+                    "memory_limit, storage_limit, gpu_enabled, replicas, status, created_at, updated_at) VALUES "
+                    "(:id, :a, 'app', 'main', :env, 8000, 500, 512, 1024, false, 1, 'stopped', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": app_id, "a": account, "env": '{"DEBUG": "1"}'},
+            )
+        engine.dispose()
+        upgrade(url)
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.scalar(select(Server.provider_data)) == {"image": "pytorch", "ssh_port": 22}
+            assert conn.scalar(select(Operation.params)) == {"root_password_hash": "$6$x"}
+            assert conn.scalar(select(App.environment_variables)) == {"DEBUG": "1"}
+        engine.dispose()

@@ -234,7 +234,7 @@ class Server(Base):
     price_per_hour: Mapped[Decimal | None] = mapped_column(Numeric(10, 4))
     region: Mapped[str | None] = mapped_column(String(100))
     offer_id: Mapped[str | None] = mapped_column(String(100))
-    provider_data: Mapped[str | None] = mapped_column(Text)
+    provider_data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Snapshot(Base):
@@ -281,7 +281,7 @@ class Operation(Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_code: Mapped[str | None] = mapped_column(String(40))
     # Inputs the workflow needs that are not on the server row (a root password hash); cleared when done.
-    params: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # Who asked, from where, in which request: copied onto the events the operation writes when it ends.
     actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     request_id: Mapped[str | None] = mapped_column(String(128))
@@ -348,7 +348,7 @@ class App(Base):
     github_repo: Mapped[str | None] = mapped_column(String(2048))
     branch: Mapped[str] = mapped_column(String(255), default="main")
     # A JSON object of names to string values.
-    environment_variables: Mapped[str] = mapped_column(Text, default="{}")
+    environment_variables: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     port: Mapped[int] = mapped_column(Integer)
     cpu_limit: Mapped[int] = mapped_column(Integer)  # millicores
     memory_limit: Mapped[int] = mapped_column(Integer)  # MiB

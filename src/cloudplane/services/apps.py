@@ -6,7 +6,6 @@ The tier's `max_cpu`, `max_memory` and `max_storage` cap each app's limits; `max
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -186,7 +185,7 @@ def _owner_label(session: Session, account_id: int) -> str:
 def _view(core: Core, app: App, owner: str) -> AppView:
     return AppView(
         app=app,
-        environment_variables=json.loads(app.environment_variables),
+        environment_variables=dict(app.environment_variables),
         url=f"https://{app.name}-{owner}.{core.settings.apps_domain}",
     )
 
@@ -217,7 +216,7 @@ def create_app(core: Core, principal: Principal, *, name: str, **fields: Any) ->
                     limit=limit,
                     tier=tier,
                 )
-            values["environment_variables"] = json.dumps(values["environment_variables"])
+            values["environment_variables"] = dict(values["environment_variables"])
             app = App(id=str(uuid.uuid4()), account_id=principal.account_id, name=name, status="stopped", **values)
             s.add(app)
             s.flush()
@@ -280,12 +279,10 @@ def update_app(core: Core, principal: Principal, app_id: str, **changes: Any) ->
     with core.db.write() as s:
         app = _owned(s, principal, app_id)
         if patching:
-            merged = json.loads(app.environment_variables) | patch
+            merged = dict(app.environment_variables) | patch
             values["environment_variables"] = validate_environment({k: v for k, v in merged.items() if v is not None})
         current = {field: getattr(app, field) for field in QUOTA_FIELDS}
         check_quotas(_tier(s, principal.account_id), current | values)
-        if "environment_variables" in values:
-            values["environment_variables"] = json.dumps(values["environment_variables"])
         for field, value in values.items():
             setattr(app, field, value)
         app.updated_at = utcnow()

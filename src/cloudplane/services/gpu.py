@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from decimal import Decimal
 
@@ -73,9 +72,12 @@ def rent(
             price_per_hour=Decimal(str(offer.price_per_hour)),  # money is Decimal from here on
             region=offer.region,
             offer_id=offer.offer_id,
-            provider_data=json.dumps(
-                {"machine_id": offer.machine_id, "image": image, "onstart_script": onstart_script, **offer.extra}
-            ),
+            provider_data={
+                "machine_id": offer.machine_id,
+                "image": image,
+                "onstart_script": onstart_script,
+                **offer.extra,
+            },
         )
         s.add(server)
         s.flush()

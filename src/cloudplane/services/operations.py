@@ -8,7 +8,6 @@ sweep starts whatever is still pending, so the request never answers 500 for it 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ def new_operation(
         snapshot_id=snapshot_id,
         status="pending",
         progress=0,
-        params=json.dumps(params) if params else None,
+        params=params or None,
         actor_user_id=ctx.actor_user_id,
         request_id=ctx.request_id,
         client_ip=ctx.client_ip,

@@ -3,7 +3,6 @@ the one view of a server every face renames."""
 
 from __future__ import annotations
 
-import json
 import re
 import weakref
 from collections.abc import Mapping, Sequence
@@ -204,7 +203,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         offer_id,
         provider_data,
     ) = cast(tuple[Any, ...], r)  # a Row is a tuple of the columns; its generic type does not say how many
-    details = json.loads(provider_data) if provider_data else _NO_DETAILS
+    details = provider_data or _NO_DETAILS
     plan: Plan | None
     image: Image | None
     location: Location | None

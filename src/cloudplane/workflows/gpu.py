@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dbos import DBOS
@@ -28,17 +27,15 @@ def instance_details(instance: Instance) -> dict[str, Any]:
         "price_per_hour": instance.price_per_hour or None,
         "region": instance.region or None,
         "ipv4": instance.public_ipaddr,
-        "provider_data": json.dumps(
-            {
-                "machine_id": instance.machine_id,
-                "image": instance.image,
-                "onstart_script": instance.onstart_script,
-                "ssh_host": instance.ssh_host,
-                "ssh_port": instance.ssh_port,
-                "public_ipaddr": instance.public_ipaddr,
-                "status_detail": instance.status_detail,
-            }
-        ),
+        "provider_data": {
+            "machine_id": instance.machine_id,
+            "image": instance.image,
+            "onstart_script": instance.onstart_script,
+            "ssh_host": instance.ssh_host,
+            "ssh_port": instance.ssh_port,
+            "public_ipaddr": instance.public_ipaddr,
+            "status_detail": instance.status_detail,
+        },
     }
 
 

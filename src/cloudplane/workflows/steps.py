@@ -11,7 +11,6 @@ the crash tests use to prove a re-run step finds what the first attempt made.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -195,7 +194,7 @@ async def load_job(op_id: str) -> Job:
             actor_user_id=op.actor_user_id,
             request_id=op.request_id,
             client_ip=op.client_ip,
-            params=json.loads(op.params or "{}"),
+            params=dict(op.params or {}),
             provider=server.provider if server else None,
             provider_ref=server.provider_ref if server else None,
             snapshot_ref=snap.provider_ref if snap else None,

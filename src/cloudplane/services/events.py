@@ -4,7 +4,6 @@ world commit together; the audit log is read from it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from cloudplane.db.engine import Database
 from cloudplane.db.tables import Event, User
 from cloudplane.domain.errors import Forbidden, ValidationFailed
 from cloudplane.domain.events import EventType
+from cloudplane.services.pages import Page
 
 if TYPE_CHECKING:  # accounts records events too
     from cloudplane.services.accounts import Principal
@@ -70,14 +70,6 @@ class AuditEntry:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    items: Sequence[AuditEntry]
-    total: int
-    page: int
-    per_page: int
-
-
 def list_audit_log(
     db: Database,
     principal: Principal,
@@ -91,7 +83,7 @@ def list_audit_log(
     target_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> AuditPage:
+) -> Page[AuditEntry]:
     """Every event, newest first, for admins; filters combine. `action` is an event type or a prefix ending in a
     dot (`vps.` for every server event)."""
     if principal.role != "admin":
@@ -143,4 +135,4 @@ def list_audit_log(
         )
         for e, email in rows
     ]
-    return AuditPage(items=items, total=total, page=page, per_page=per_page)
+    return Page(items=items, total=total, page=page, per_page=per_page)

@@ -9,7 +9,6 @@ sweep starts whatever is still pending, so the request never answers 500 for it 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from cloudplane.domain.errors import NotFound, ValidationFailed
 from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
+from cloudplane.services.pages import Page
 from cloudplane.services.tenancy import mine
 
 UNFINISHED = ("pending", "running")
@@ -120,14 +120,6 @@ class OperationView:
     finished_at: datetime | None
 
 
-@dataclass(frozen=True)
-class OperationPage:
-    items: Sequence[OperationView]
-    total: int
-    page: int
-    per_page: int
-
-
 def _view(op: Operation) -> OperationView:
     return OperationView(
         id=op.id,
@@ -164,7 +156,7 @@ def list_operations(
     status: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
-) -> OperationPage:
+) -> Page[OperationView]:
     """The caller's operations, newest first; filtered by status and by target."""
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"Unknown status {status!r}; one of {', '.join(STATUSES)}", field="status")
@@ -184,7 +176,7 @@ def list_operations(
             .limit(per_page)
             .offset((page - 1) * per_page)
         ).all()
-        return OperationPage(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)
+        return Page(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)
 
 
 def unfinished_operation_ids(db: Database) -> list[str]:

@@ -42,3 +42,17 @@ def ok(data: Any, *, status_code: int = 200, message: str | None = None, **extra
     body = Envelope(data=data, message=message).model_dump(mode="json", exclude_none=True)
     body.update(extra)
     return JSONResponse(body, status_code=status_code)
+
+
+class Pagination(BaseModel):
+    """The `pagination` member of a CloudVPS list reply."""
+
+    page: int
+    limit: int
+    total: int
+    has_next: bool
+    has_prev: bool
+
+    @classmethod
+    def of(cls, page: int, limit: int, total: int) -> Pagination:
+        return cls(page=page, limit=limit, total=total, has_next=page * limit < total, has_prev=page > 1)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
-from cloudplane.api.cloudvps.envelope import cloudvps_renderer
+from cloudplane.api.cloudvps.envelope import Pagination, cloudvps_renderer
 from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.api.common.ids import parse_id
@@ -151,18 +151,10 @@ class VpsCreatedReply(BaseModel):
     data: VpsCreated
 
 
-class PaginationOut(BaseModel):
-    page: int
-    limit: int
-    total: int
-    has_next: bool
-    has_prev: bool
-
-
 class VpsListReply(BaseModel):
     success: bool = True
     data: list[VpsOut]
-    pagination: PaginationOut
+    pagination: Pagination
 
 
 class PlanSpecifications(BaseModel):
@@ -359,9 +351,7 @@ async def list_vps(
     return reply(
         VpsListReply(
             data=[vps_out(s, now, VpsOut) for s in result.items],
-            pagination=PaginationOut(
-                page=page, limit=limit, total=result.total, has_next=page * limit < result.total, has_prev=page > 1
-            ),
+            pagination=Pagination.of(page, limit, result.total),
         )
     )
 

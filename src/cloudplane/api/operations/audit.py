@@ -10,10 +10,9 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from cloudplane.api.accounts.schemas import errors
-from cloudplane.api.cloudvps.envelope import cloudvps_renderer
+from cloudplane.api.cloudvps.envelope import Pagination, cloudvps_renderer
 from cloudplane.api.common.deps import MAX_ID, CoreDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import face_route_class
-from cloudplane.api.operations.routes import Pagination
 from cloudplane.services import events
 from cloudplane.services.events import AuditEntry
 

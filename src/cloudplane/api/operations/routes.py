@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudplane import context
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
-from cloudplane.api.cloudvps.envelope import cloudvps_renderer
+from cloudplane.api.cloudvps.envelope import Pagination, cloudvps_renderer
 from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.services import operations
@@ -84,18 +84,6 @@ def letscloud_operation(op: OperationView) -> OperationOut:
 class OperationReply(BaseModel):
     success: bool = True
     data: OperationOut
-
-
-class Pagination(BaseModel):
-    page: int
-    limit: int
-    total: int
-    has_next: bool
-    has_prev: bool
-
-    @classmethod
-    def of(cls, page: int, limit: int, total: int) -> Pagination:
-        return cls(page=page, limit=limit, total=total, has_next=page * limit < total, has_prev=page > 1)
 
 
 class OperationListReply(BaseModel):

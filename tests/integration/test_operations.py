@@ -182,7 +182,7 @@ async def test_the_sweep_starts_an_operation_twice_harmlessly(client, tenant, co
     op_id = operation_id_of(r)
     sweeper = dispatcher.current()
     assert sweeper is not None
-    await asyncio.gather(*(asyncio.to_thread(dispatcher.hand_off, op_id) for _ in range(5)))
+    await asyncio.gather(*(asyncio.to_thread(dispatcher.hand_off, op_id, "create") for _ in range(5)))
     await asyncio.to_thread(sweeper.start_pending, 0)
     op = await wait_finished(client, tenant, op_id)
     assert op["status"] == "succeeded"

@@ -94,7 +94,7 @@ def rent(
                 "ssh_key": ssh_key,
             },
         )
-    operations.launch(op.id)
+    operations.launch(op)
     return replace(get_server(core, principal, server.id), operation_id=op.id)
 
 

@@ -93,12 +93,12 @@ def new_operation(
     return op
 
 
-def launch(op_id: str) -> None:
+def launch(op: Operation) -> None:
     """Hand the committed operation to the workflow engine. Never raises: if the hand-off fails, the operation
     stays pending and the dispatcher's sweep starts it (every process sweeps every few seconds)."""
     from cloudplane.workflows.dispatcher import hand_off
 
-    hand_off(op_id)
+    hand_off(op.id, op.kind)
 
 
 @dataclass(frozen=True)

@@ -428,7 +428,7 @@ def create_server(
             raise
         # A concurrent request added one of these keys first; it is there to reuse now.
         server_id, op = record()
-    operations.launch(op.id)
+    operations.launch(op)
     return replace(get_server(core, principal, server_id), operation_id=op.id), generated
 
 
@@ -473,5 +473,5 @@ def server_action(core: Core, principal: Principal, server_id: int, action_name:
         require_capability(core, s, principal, server_id, ACTION_FEATURES[action.name])
         claim(s, principal, server_id, action)
         op = operations.new_operation(s, account_id=principal.account_id, kind=action.name, server_id=server_id)
-    operations.launch(op.id)
+    operations.launch(op)
     return replace(get_server(core, principal, server_id), operation_id=op.id)

@@ -75,7 +75,7 @@ def create_snapshot(
         op = operations.new_operation(
             s, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
         )
-    operations.launch(op.id)
+    operations.launch(op)
     return get_snapshot(core, principal, server_id, snap.id)
 
 
@@ -101,7 +101,7 @@ def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_i
         op = operations.new_operation(
             s, account_id=principal.account_id, kind="delete_snapshot", server_id=server_id, snapshot_id=snapshot_id
         )
-    operations.launch(op.id)
+    operations.launch(op)
 
 
 def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> ServerView:
@@ -118,5 +118,5 @@ def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_
         op = operations.new_operation(
             s, account_id=principal.account_id, kind="restore", server_id=server_id, snapshot_id=snapshot_id
         )
-    operations.launch(op.id)
+    operations.launch(op)
     return replace(get_server(core, principal, server_id), operation_id=op.id)

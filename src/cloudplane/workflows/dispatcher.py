@@ -39,14 +39,9 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
-def hand_off(op_id: str, kind: str | None = None) -> None:
+def hand_off(op_id: str, kind: str) -> None:
     """Start a committed operation's workflow now. Never raises: a failure leaves it to the sweep."""
     try:
-        if kind is None:
-            with engine.current_core().db.read() as s:
-                kind = s.scalar(select(Operation.kind).where(Operation.id == op_id))
-        if kind is None:
-            raise LookupError(f"operation {op_id} is not in the database")
         engine.start_operation(op_id, kind)
     except Exception:  # noqa: BLE001 - the request has committed; the sweep starts it
         log.warning("could not start operation %s now; the dispatcher's sweep will", op_id, exc_info=True)

@@ -20,7 +20,6 @@ class RequestContext:
     client_ip: str | None = None
     # The authenticated caller, once known.
     actor_user_id: int | None = None
-    actor_account_id: int | None = None
     # The long action this request accepted, for the reply's Operation-Location header.
     operation_id: str | None = None
 

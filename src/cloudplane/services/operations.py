@@ -177,23 +177,3 @@ def list_operations(
             .offset((page - 1) * per_page)
         ).all()
         return Page(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)
-
-
-def unfinished_operation_ids(db: Database) -> list[str]:
-    with db.read() as s:
-        return list(
-            s.scalars(select(Operation.id).where(Operation.status.in_(UNFINISHED)).order_by(Operation.created_at))
-        )
-
-
-def pending_operation_ids(db: Database, *, created_before: datetime, limit: int = 500) -> list[str]:
-    """Operations committed but not yet picked up by a workflow, oldest first."""
-    with db.read() as s:
-        return list(
-            s.scalars(
-                select(Operation.id)
-                .where(Operation.status == "pending", Operation.created_at < created_before)
-                .order_by(Operation.created_at)
-                .limit(limit)
-            )
-        )

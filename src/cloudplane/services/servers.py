@@ -21,7 +21,7 @@ from cloudplane.db.tables import Image, Location, Operation, Plan, Server, Serve
 from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.pricing import CURRENCY, monthly_from_hourly, transfer_allowance_gb
 from cloudplane.domain.states import ACTIONS, Action, ServerStatus, refusal_reason
-from cloudplane.domain.status_words import STATUS_WORDS, VISIBLE_TASKS, StatusWords, status_words
+from cloudplane.domain.status_words import VISIBLE_TASKS, StatusWords, status_words
 from cloudplane.providers.base import ACTION_FEATURES, Feature, require_feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
@@ -225,7 +225,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         hostname,
         status,
         task_state,
-        STATUS_WORDS.get((status, task_state)) or status_words(status, task_state),
+        status_words(status, task_state),
         provider,
         provider_ref,
         plan,

@@ -53,7 +53,7 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
 async def current_principal(request: Request, core: CoreDep) -> Principal:
     """The authenticated caller, counted against the rate limit of their tier."""
     principal = await principal_from_header(core, request.headers.get("authorization"))
-    context.bind(actor_user_id=principal.user_id, actor_account_id=principal.account_id)
+    context.bind(actor_user_id=principal.user_id)
     await count_principal(request, principal)
     return principal
 

@@ -10,15 +10,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
-PG_URL = os.environ.get("CLOUDPLANE_DATABASE_URL", "")
+from tests.conftest import scratch_database
+
 KEY_PATTERN = re.compile(r"cp_[A-Za-z0-9_-]+")
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -100,20 +100,8 @@ class ServiceProcess:
 
 @pytest.fixture
 def e2e_database_url(tmp_path: Path) -> Iterator[str]:
-    if not PG_URL.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'e2e.sqlite'}"
-        return
-    name = f"cloudplane_e2e_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_URL.rsplit("/", 1)[0] + "/" + name
-    try:
+    with scratch_database(tmp_path, "e2e") as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

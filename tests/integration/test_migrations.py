@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
 
 from cloudplane.db.tables import Base
-from tests.conftest import PG_URL
-
-
-@contextlib.contextmanager
-def scratch_database(tmp_path: Path) -> Iterator[str]:
-    """An empty database of this test's own: a file on SQLite, a new database beside the suite's on PostgreSQL."""
-    if not PG_URL.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path / 'scratch.sqlite'}"
-        return
-    name = f"cloudplane_migration_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from tests.conftest import scratch_database
 
 
 def test_migrated_database_matches_the_models(core) -> None:
@@ -48,7 +27,7 @@ def test_json_that_was_kept_as_text_reads_back_as_json_after_0007(tmp_path) -> N
     from cloudplane.db.migrate import upgrade
     from cloudplane.db.tables import App, Operation, Server
 
-    with scratch_database(tmp_path) as url:
+    with scratch_database(tmp_path, "migration") as url:
         upgrade(url, "0006")
         engine = create_engine(url)
         app_id, op_id = str(uuid.uuid4()), str(uuid.uuid4())

@@ -120,13 +120,16 @@ class RateLimiter:
             self._storage = MemoryStorage()
             self._strategy = _InlineStrategy(MovingWindow(self._storage))
 
-    async def hit(self, key: str, limits: Sequence[str], *, fail_open: bool = True) -> RateLimitState | None:
+    async def hit(
+        self, key: str, limits: Sequence[str], *, fail_open: bool = True, refusing: bool = True
+    ) -> RateLimitState | None:
         """Count one request for `key` in every window of `limits`; None when `limits` is empty (unlimited).
 
         When the store cannot be reached the request is admitted uncounted (fail open: a Redis outage must not
         take the API down with it), or with `fail_open=False` refused with 503 and Retry-After.
 
-        Raises RateLimited when any window is exhausted. Every window is checked before any is consumed, so a
+        Raises RateLimited when any window is exhausted (counted in /metrics as a refusal unless `refusing` is
+        False: a caller that only records something, and ignores a full window, refuses no one). Every window is checked before any is consumed, so a
         refused request costs nothing. With Redis another process may take the last slot between the check and
         the consume; windows are consumed most constrained first so that race almost always refuses before
         consuming anything, and each consume is atomic, so no window ever admits more than its limit.
@@ -138,10 +141,11 @@ class RateLimiter:
             stats = {item: await self._strategy.get_window_stats(item, key) for item in items}
             exhausted = [item for item in items if stats[item].remaining < 1]
             if exhausted:
-                raise _refusal(exhausted, stats)
+                raise _refusal(key, exhausted, stats, counted=refusing)
             for item in sorted(items, key=lambda item: stats[item].remaining):
                 if not await self._strategy.hit(item, key):
-                    raise _refusal([item], {item: await self._strategy.get_window_stats(item, key)})
+                    stats_now = {item: await self._strategy.get_window_stats(item, key)}
+                    raise _refusal(key, [item], stats_now, counted=refusing)
         except self._store_errors as error:
             self._store_unreachable(error, fail_open)
             return None
@@ -157,7 +161,7 @@ class RateLimiter:
             return
         exhausted = [item for item in items if stats[item].remaining < 1]
         if exhausted:
-            raise _refusal(exhausted, stats)
+            raise _refusal(key, exhausted, stats)
 
     def _store_unreachable(self, error: BaseException, fail_open: bool) -> None:
         now = time.monotonic()
@@ -195,7 +199,17 @@ def _state_after_hit(items: list[RateLimitItem], stats: dict[RateLimitItem, Wind
     return min(states, key=lambda state: (state.remaining, -state.reset_epoch))
 
 
-def _refusal(exhausted: list[RateLimitItem], stats: dict[RateLimitItem, WindowStats]) -> RateLimited:
+# The metrics' name for what a key counts, by its prefix.
+_REFUSAL_SCOPES = {"account": "account", "ip": "ip", "login-failures": "login"}
+
+
+def _refusal(
+    key: str, exhausted: list[RateLimitItem], stats: dict[RateLimitItem, WindowStats], *, counted: bool = True
+) -> RateLimited:
+    """The 429 for `key`, counted in /metrics under the scope the key's prefix names."""
+    if counted:
+        prefix = key.partition(":")[0]
+        rate_limit_refused(_REFUSAL_SCOPES.get(prefix, prefix))
     # The request can pass only once every exhausted window has a free slot, so wait for the latest of them.
     item = max(exhausted, key=lambda item: stats[item].reset_time)
     reset = stats[item].reset_time
@@ -250,13 +264,9 @@ async def count_principal(request: Request, principal: Principal) -> None:
     Called by the authentication dependency, so every authenticated route is limited."""
     limiter = _limiter(request)
     if limiter is not None:
-        try:
-            state = await limiter.hit(
-                f"account:{principal.account_id}", TIER_LIMITS.get(principal.tier, TIER_LIMITS["free"])
-            )
-        except RateLimited:
-            rate_limit_refused("account")
-            raise
+        state = await limiter.hit(
+            f"account:{principal.account_id}", TIER_LIMITS.get(principal.tier, TIER_LIMITS["free"])
+        )
         if state is not None:
             request.state.ratelimit = state
 
@@ -277,17 +287,13 @@ async def login_attempt(request: Request, login: str) -> AsyncIterator[None]:
         subject = await run_in_threadpool(login_subject, request.app.state.core.db, login)
         key = f"login-failures:{subject}"
         # Fail closed: with the store down a password guesser would otherwise go uncounted.
-        try:
-            await limiter.check(key, LOGIN_FAILURE_LIMIT, fail_open=False)
-        except RateLimited:
-            rate_limit_refused("login")
-            raise
+        await limiter.check(key, LOGIN_FAILURE_LIMIT, fail_open=False)
     try:
         yield
     except Unauthorized:
         if limiter is not None:
-            with suppress(RateLimited):
-                await limiter.hit(key, LOGIN_FAILURE_LIMIT)
+            with suppress(RateLimited):  # already full: the failure is on record
+                await limiter.hit(key, LOGIN_FAILURE_LIMIT, refusing=False)
         raise
 
 
@@ -297,8 +303,4 @@ async def enforce_anonymous_limit(request: Request) -> None:
     limiter = _limiter(request)
     if limiter is not None:
         host = request.client.host if request.client else "unknown"
-        try:
-            request.state.ratelimit = await limiter.hit(f"ip:{host}", (ANONYMOUS_AUTH_LIMIT,))
-        except RateLimited:
-            rate_limit_refused("ip")
-            raise
+        request.state.ratelimit = await limiter.hit(f"ip:{host}", (ANONYMOUS_AUTH_LIMIT,))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -55,7 +55,6 @@ def new_operation(
     snapshot_id: int | None = None,
     target: Target | None = None,
     params: dict[str, Any] | None = None,
-    event_data: dict[str, Any] | None = None,
 ) -> Operation:
     """Record an operation and its `accepted` event in the caller's transaction, so the change, its operation
     and what it tells the world commit together. Call `launch` after the commit."""
@@ -77,20 +76,54 @@ def new_operation(
         client_ip=ctx.client_ip,
     )
     session.add(op)
-    kind_events = OPERATION_EVENTS.get(kind)
-    if kind_events is not None:
-        data = {"kind": kind, **({"server_id": server_id} if server_id is not None else {}), **(event_data or {})}
-        events.record(
-            session,
-            kind_events.accepted,
-            account_id=account_id,
-            target_type=target.type,
-            target_id=target.id,
-            operation_id=op.id,
-            data=data,
-        )
+    record_event(session, op, "accepted")
     context.bind(operation_id=op.id)
     return op
+
+
+class OperationFacts(Protocol):
+    """What an operation's events say of it: the Operation row, or the workflow's Job read from it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def target_type(self) -> str: ...
+    @property
+    def target_id(self) -> str: ...
+    @property
+    def server_id(self) -> int | None: ...
+    @property
+    def actor_user_id(self) -> int | None: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def client_ip(self) -> str | None: ...
+
+
+def record_event(
+    session: Session, op: OperationFacts, stage: Literal["accepted", "succeeded", "failed"], **data: Any
+) -> None:
+    """Write the operation's event of `stage` (its kind's vocabulary in domain/events.py) in the caller's
+    transaction, with who asked, from where and in which request."""
+    kind_events = OPERATION_EVENTS.get(op.kind)
+    if kind_events is None:
+        return
+    events.record(
+        session,
+        getattr(kind_events, stage),
+        account_id=op.account_id,
+        target_type=op.target_type,
+        target_id=op.target_id,
+        operation_id=op.id,
+        actor_user_id=op.actor_user_id,
+        request_id=op.request_id,
+        client_ip=op.client_ip,
+        data={"kind": op.kind, **({"server_id": op.server_id} if op.server_id is not None else {}), **data},
+    )
 
 
 def launch(op: Operation) -> None:

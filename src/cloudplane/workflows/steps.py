@@ -27,11 +27,10 @@ from sqlalchemy import update
 from cloudplane import observability
 from cloudplane.db.tables import Operation, Server, Snapshot, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
-from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.domain.states import SnapshotStatus
 from cloudplane.providers.base import CreateRequest, Machine, MachineState, Provider, SnapshotInfo, pacing_of
 from cloudplane.providers.marketplace import Instance, MarketplaceProvider, RentRequest
-from cloudplane.services import events
+from cloudplane.services import operations
 from cloudplane.workflows.engine import current_core
 
 log = logging.getLogger(__name__)
@@ -230,25 +229,11 @@ async def update_rows(job: Job, op_values: dict[str, Any], changes: Changes = Ch
         outcome = op_values.get("status")
         if outcome in ("succeeded", "failed"):
             op_values = {**op_values, "finished_at": now, "params": None}
-            kind_events = OPERATION_EVENTS.get(job.kind)
-            if kind_events is not None:
-                data: dict[str, Any] = {"kind": job.kind}
-                if job.server_id is not None:
-                    data["server_id"] = job.server_id
-                if outcome == "failed":
-                    data["error"] = {"code": op_values.get("error_code"), "message": op_values.get("error")}
-                events.record(
-                    s,
-                    kind_events.succeeded if outcome == "succeeded" else kind_events.failed,
-                    account_id=job.account_id,
-                    target_type=job.target_type,
-                    target_id=job.target_id,
-                    operation_id=job.id,
-                    actor_user_id=job.actor_user_id,
-                    request_id=job.request_id,
-                    client_ip=job.client_ip,
-                    data=data,
-                )
+            if outcome == "succeeded":
+                operations.record_event(s, job, "succeeded")
+            else:
+                error = {"code": op_values.get("error_code"), "message": op_values.get("error")}
+                operations.record_event(s, job, "failed", error=error)
         s.execute(update(Operation).where(Operation.id == job.id).values(updated_at=now, **op_values))
     crash_point("update_rows")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: one Core and workflow engine per session (DBOS is a process singleton), a fresh database,
+"""Shared fixtures: one Core and workflow engine per session (the engine is a process singleton), a fresh database,
 and accounts made per test so tests stay independent without restarting the engine."""
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ def reset_postgres(url: str) -> None:
     """Start from empty schemas so every run sees a freshly migrated database."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS dbos CASCADE"))
         conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()

@@ -58,7 +58,8 @@ def prepare(core: Core) -> str | None:
 
 
 def start(settings: Settings) -> Core:
-    """Everything a serving process needs, in order: logging, database, catalog, workflow engine (with recovery)."""
+    """Everything a serving process needs, in order: logging, database, catalog, workflow engine (which takes up what
+    this executor left unfinished)."""
     configure_logging(settings.log_level, settings.log_format)
     core = Core.build(settings)
     bootstrap_key = prepare(core)

@@ -112,11 +112,16 @@ class Settings(BaseSettings):
     )
     executor_id: str | None = Field(
         default=None,
-        description="This process's workflow executor id; unset: host:port. Give each API process its own, the same "
+        description="This process's executor id (it holds the operations it runs); unset: host:port. Give each API process its own, the same "
         "across its restarts.",
     )
     dispatch_interval_s: float = Field(
         default=2.0, gt=0, description="Seconds between dispatcher sweeps (pending operations, heartbeats, takeovers)."
+    )
+    operation_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Operations this process runs at once; more wait, pending, for the dispatcher's next sweep.",
     )
     executor_stale_after_s: float = Field(
         default=15.0,
@@ -156,7 +161,7 @@ class Settings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
-        # logging (and DBOS, which is handed the same level) knows only upper-case names.
+        # logging knows only upper-case names.
         level = value.strip().upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"CLOUDPLANE_LOG_LEVEL {value!r}: one of debug, info, warning, error, critical")
@@ -193,11 +198,6 @@ class Settings(BaseSettings):
             return self.database_url
         p = Path(self.database_url.split("///", 1)[1])
         return f"sqlite:///{p.with_name(p.stem + suffix + (p.suffix or '.sqlite'))}"
-
-    @property
-    def workflow_database_url(self) -> str:
-        """Where DBOS keeps workflow checkpoints."""
-        return self._sibling_url("-workflows")
 
     @property
     def simulator_database_url(self) -> str:

@@ -1,5 +1,5 @@
 """Kill the real service inside each step of create, delete, snapshot and restore, at the worst moment (the
-provider call returned, or the rows committed, and DBOS has not recorded the step yet), restart it without the
+provider call returned and its result is not recorded yet, or the rows committed), restart it without the
 hook, and check that the action finishes: the server reaches its intended state, the operation reads
 `succeeded`, the provider holds exactly what the database says (no doubled or orphaned machine or snapshot) and
 no operation is left unfinished.

@@ -1,5 +1,5 @@
-"""A real `cloudplane serve` at debug level: every log line it writes (uvicorn's and DBOS's included) is JSON, a
-call's request id is in its lines, and no password, token, API key or root password reaches any line."""
+"""A real `cloudplane serve` at debug level: every log line it writes (uvicorn's and the workflow engine's included)
+is JSON, a call's request id is in its lines, and no password, token, API key or root password reaches any line."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_log_lines_are_json_with_request_ids_and_no_secrets(service_factory: Cal
     lines = json_lines(service)
     assert all({"timestamp", "level", "logger", "event"} <= line.keys() for line in lines)
     loggers = {line["logger"] for line in lines}
-    assert {"dbos", "uvicorn.error", "cloudplane.access"} <= loggers, loggers
+    assert {"cloudplane.workflows.engine", "uvicorn.error", "cloudplane.access"} <= loggers, loggers
 
     create = [line for line in lines if line.get("request_id") == "e2e-create-server-1"]
     assert any(

@@ -214,6 +214,12 @@ async def test_money_is_exact_on_every_face(client, make_tenant, core) -> None:
             break
     assert r.status_code == 201, r.text
     server_id = int(r.json()["data"]["id"].rpartition("_")[2])
+
+    async def status():
+        return (await client.get(f"{V1}/instances/vast_{server_id}", headers=tenant.headers)).json()["data"]["status"]
+
+    # Running first: the rent's workflow records the offer's own price as it ends.
+    await eventually(status, lambda s: s == "running")
     with core.db.write() as s:
         s.execute(update(Server).where(Server.id == server_id).values(price_per_hour=Decimal("0.0545")))
 
@@ -226,9 +232,5 @@ async def test_money_is_exact_on_every_face(client, make_tenant, core) -> None:
     assert server["plan"]["price"] == Decimal("39.79")
     vps = exact(await client.get(f"{V1}/vps/vps-{server_id}", headers=tenant.headers))["data"]
     assert vps["pricing"] == {"monthly_price": Decimal("39.79"), "currency": "USD", "hourly_price": Decimal("0.0545")}
-
-    async def status():
-        return (await client.get(f"{V1}/instances/vast_{server_id}", headers=tenant.headers)).json()["data"]["status"]
-
-    await eventually(status, lambda s: s == "running")  # then give the offer back to the market
+    # Then give the offer back to the market.
     assert (await client.delete(f"{V1}/instances/vast_{server_id}", headers=tenant.headers)).status_code == 200

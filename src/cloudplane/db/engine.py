@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,29 +57,17 @@ def _enable_wal(url: str) -> None:
     engine.dispose()
 
 
-def workflow_engine(url: str) -> Engine | None:
-    """The engine DBOS keeps its checkpoints in, for SQLite: WAL and synchronous=NORMAL (DBOS's own engine uses a
-    rollback journal, several fsyncs per step), and IMMEDIATE transactions as DBOS expects. A process crash loses
-    no committed step; a power cut may lose the last ones, which then re-run, as steps are idempotent.
-    None for PostgreSQL, where DBOS's own engine is right."""
-    if not url.startswith("sqlite"):
-        return None
-    _enable_wal(url)
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        pool_size=20,
-        max_overflow=20,
-    )
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_guard = threading.Lock()
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = "IMMEDIATE"
-        dbapi_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        dbapi_conn.execute("PRAGMA foreign_keys=ON")
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
-    return engine
+def _file_write_lock(url: str) -> threading.RLock:
+    """One lock per SQLite file in this process, however many Database objects open it. Re-entrant, so a thread
+    that nests a write in a write (a mistake SQLite itself would answer with a busy wait) does not deadlock here."""
+    path = url.split("///", 1)[1] if "///" in url else url
+    key = path if path == ":memory:" else str(Path(path).resolve())
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.RLock())
 
 
 class Database:
@@ -95,6 +84,7 @@ class Database:
             self.read_engine = self.write_engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._write_lock = _file_write_lock(url) if self.is_sqlite else None
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -109,7 +99,16 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write() as session, session.begin():
+        """A write transaction. On SQLite, writers of this process queue on a lock of the file's before they begin:
+        SQLite admits one writer at a time, and a writer that finds the file locked sleeps in its busy handler
+        (1, 2, 5, 10 ... ms) however soon the lock is free, which under a burst of writes costs more than the writes.
+        Other processes sharing the file still wait in the busy handler."""
+        lock = self._write_lock
+        if lock is None:
+            with self._write() as session, session.begin():
+                yield session
+            return
+        with lock, self._write() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

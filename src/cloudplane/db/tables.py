@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -51,6 +52,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, typed as a Table (insert and update of hot paths use it without the ORM)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Account(Base):
@@ -255,7 +263,7 @@ class Snapshot(Base):
 
 
 class Operation(Base):
-    """A long action; its id is also the id of the durable workflow that carries it out.
+    """A long action, and the durable state of the workflow that carries it out (workflows/engine.py).
 
     `target_type`/`target_id` name what the user sees it act on (a server, a snapshot, later a deployment or an
     invoice run); `server_id` is the server it holds while it runs (the reconciler leaves such servers alone) and
@@ -267,6 +275,7 @@ class Operation(Base):
         Index("ix_operations_unfinished", "status"),
         Index("ix_operations_account_created", "account_id", "created_at"),
         Index("ix_operations_target", "target_type", "target_id"),
+        Index("ix_operations_executor", "executor_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -282,6 +291,13 @@ class Operation(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     # Inputs the workflow needs that are not on the server row (a root password hash); cleared when done.
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The process running it (its executor id) once claimed; every write of the run is fenced by it, so a process
+    # that was taken for dead and comes back cannot change what its successor now runs.
+    executor_id: Mapped[str | None] = mapped_column(String(128))
+    # How many times a process started running it (a restart or a takeover runs it again from `stage`).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where its workflow got to, for a run that resumes it: a step that must not be repeated records it.
+    stage: Mapped[str | None] = mapped_column(String(40))
     # Who asked, from where, in which request: copied onto the events the operation writes when it ends.
     actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     request_id: Mapped[str | None] = mapped_column(String(128))

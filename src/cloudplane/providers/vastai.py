@@ -7,9 +7,11 @@ disk in GB. The API key is sent as a Bearer header and never appears in an error
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
+import weakref
 from typing import Any
 
 import httpx
@@ -119,15 +121,32 @@ class VastAIProvider:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._timeout_s = timeout_s
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        # An injected client (tests) serves every caller; our own are one per event loop, as an AsyncClient's
+        # connections belong to the loop that opened them, and searches (the API's loop) and rents (the workflow
+        # engine's loop) run on different ones.
+        self._client = client
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         return f"VastAIProvider(base_url={self.base_url!r})"
 
+    def _client_here(self) -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        loop = asyncio.get_running_loop()
+        client = self._loop_clients.get(loop)
+        if client is None:
+            client = self._loop_clients[loop] = httpx.AsyncClient(timeout=self._timeout_s)
+        return client
+
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        """Close the client this loop uses (those of other loops close with their loops)."""
+        if self._client is None:
+            client = self._loop_clients.pop(asyncio.get_running_loop(), None)
+            if client is not None:
+                await client.aclose()
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]")
@@ -136,7 +155,7 @@ class VastAIProvider:
         """One call; the reply's JSON, or None for a 404 when `missing_ok`. Never retries: a rent is not safe to
         resend blindly, and the workflow that called us decides when to try again."""
         try:
-            response = await self._client.request(
+            response = await self._client_here().request(
                 method,
                 f"{self.base_url}{path}",
                 json=json,

@@ -16,7 +16,7 @@ from cloudplane.providers.market_search import SearchResult
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, ServerView, get_server, hostname_from_label, server_views
+from cloudplane.services.servers import Page, ServerView, get_server, get_server_in, hostname_from_label, server_views
 from cloudplane.services.tenancy import MINE, tenant
 
 # Looking an offer up by id asks the provider itself, not the search cache: right before renting, a stale
@@ -94,8 +94,10 @@ def rent(
                 "ssh_key": ssh_key,
             },
         )
+        # The reply shows the instance as recorded: the workflow may change it right after the commit.
+        view = get_server_in(core, s, principal, server.id)
     operations.launch(op)
-    return replace(get_server(core, principal, server.id), operation_id=op.id)
+    return replace(view, operation_id=op.id)
 
 
 _servers = Server.__table__

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from cloudplane import context
 from cloudplane.db.engine import Database
-from cloudplane.db.tables import Operation
+from cloudplane.db.tables import Operation, table_of, utcnow
 from cloudplane.domain.errors import NotFound, ValidationFailed
 from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.services import events
@@ -46,6 +46,32 @@ def target_of(server_id: int | None, snapshot_id: int | None) -> Target:
     raise ValueError("an operation needs a target")
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """An operation a request recorded, to hand to the engine once its transaction commits."""
+
+    id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What an accepted operation's row and its event share."""
+
+    id: str
+    kind: str
+    account_id: int
+    target_type: str
+    target_id: str
+    server_id: int | None
+    actor_user_id: int | None
+    request_id: str | None
+    client_ip: str | None
+
+
+_operations = table_of(Operation)
+
+
 def new_operation(
     session: Session,
     *,
@@ -55,30 +81,39 @@ def new_operation(
     snapshot_id: int | None = None,
     target: Target | None = None,
     params: dict[str, Any] | None = None,
-) -> Operation:
+) -> Accepted:
     """Record an operation and its `accepted` event in the caller's transaction, so the change, its operation
     and what it tells the world commit together. Call `launch` after the commit."""
     target = target or target_of(server_id, snapshot_id)
     ctx = context.current()
-    op = Operation(
+    now = utcnow()
+    facts = _Facts(
         id=str(uuid.uuid4()),
-        account_id=account_id,
         kind=kind,
+        account_id=account_id,
         target_type=target.type,
         target_id=target.id,
         server_id=server_id,
-        snapshot_id=snapshot_id,
-        status="pending",
-        progress=0,
-        params=params or None,
         actor_user_id=ctx.actor_user_id,
         request_id=ctx.request_id,
         client_ip=ctx.client_ip,
     )
-    session.add(op)
-    record_event(session, op, "accepted")
-    context.bind(operation_id=op.id)
-    return op
+    session.execute(
+        insert(_operations),
+        {
+            **vars(facts),
+            "snapshot_id": snapshot_id,
+            "status": "pending",
+            "progress": 0,
+            "attempts": 0,
+            "params": params or None,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    record_event(session, facts, "accepted")
+    context.bind(operation_id=facts.id)
+    return Accepted(facts.id, kind)
 
 
 class OperationFacts(Protocol):
@@ -126,7 +161,7 @@ def record_event(
     )
 
 
-def launch(op: Operation) -> None:
+def launch(op: Accepted) -> None:
     """Hand the committed operation to the workflow engine. Never raises: if the hand-off fails, the operation
     stays pending and the dispatcher's sweep starts it (every process sweeps every few seconds)."""
     from cloudplane.workflows.dispatcher import hand_off

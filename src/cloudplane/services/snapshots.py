@@ -15,7 +15,7 @@ from cloudplane.domain.states import ACTIONS, SnapshotStatus
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, ServerView, claim, get_server, require_capability, require_server
+from cloudplane.services.servers import Page, ServerView, accept_action, require_capability, require_server
 from cloudplane.services.tenancy import mine
 
 
@@ -61,8 +61,7 @@ def create_snapshot(
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     with core.db.write() as s:
-        require_capability(core, s, principal, server_id, Feature.SNAPSHOT)
-        claim(s, principal, server_id, ACTIONS["snapshot"])
+        accept_action(core, s, principal, server_id, ACTIONS["snapshot"])
         snap = Snapshot(
             account_id=principal.account_id,
             server_id=server_id,
@@ -76,7 +75,7 @@ def create_snapshot(
             s, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
         )
     operations.launch(op)
-    return get_snapshot(core, principal, server_id, snap.id)
+    return snap  # as made: the workflow may change the row right after the commit
 
 
 def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> None:
@@ -113,10 +112,9 @@ def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_
                 snapshot_id=snapshot_id,
                 status=snap.status,
             )
-        require_capability(core, s, principal, server_id, Feature.RESTORE)
-        claim(s, principal, server_id, ACTIONS["restore"])
+        server = accept_action(core, s, principal, server_id, ACTIONS["restore"])
         op = operations.new_operation(
             s, account_id=principal.account_id, kind="restore", server_id=server_id, snapshot_id=snapshot_id
         )
     operations.launch(op)
-    return replace(get_server(core, principal, server_id), operation_id=op.id)
+    return replace(server, operation_id=op.id)

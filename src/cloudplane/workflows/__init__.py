@@ -1,1 +1,1 @@
-"""Durable workflows (DBOS): every long action survives a crash of the process running it."""
+"""Durable workflows: every long action is an Operation whose workflow survives a crash of the process running it."""

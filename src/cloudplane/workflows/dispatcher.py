@@ -1,11 +1,13 @@
-"""The dispatcher: starts committed operations, and finishes what dead processes left.
+"""The dispatcher: starts committed operations, and finishes what stopped or dead processes left.
 
 Every process runs one, in a thread of its own (its work is blocking database calls; it never runs on the event
-loop). Right after a request commits, `hand_off` starts the operation's workflow; if that fails, or the process
-dies first, the operation stays `pending` and the next sweep, in any process, starts it. Each sweep also beats
-this process's heartbeat, and when another executor's heartbeat is older than `executor_stale_after_s`, one live
-process (by a conditional UPDATE) claims it and resumes its unfinished workflows from their last checkpoint.
-Starting a workflow twice is harmless: its id is the operation's id, and DBOS runs it once.
+loop). Right after a request commits, `hand_off` gives the operation to this process's engine; if that fails, or
+the process dies first, the operation stays `pending` and the next sweep, in any process, starts it. Each sweep
+also beats this process's heartbeat, runs again any operation this executor holds but does not run (its previous
+life's, or one whose run stopped on a database error), and when another executor's heartbeat is older than
+`executor_stale_after_s`, one live process claims that executor (a conditional UPDATE) and its operations, and runs
+them from where they got to. Handing an operation over twice is harmless: the engine runs each once, and its claim
+is a conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from dbos import DBOS
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
-from cloudplane.core import Core
 from cloudplane.db.tables import Executor, Operation, utcnow
 from cloudplane.workflows import engine
+from cloudplane.workflows.engine import Engine
 
 log = logging.getLogger(__name__)
 
 # A freshly committed operation is its request's to start; the sweep leaves it that long.
 PENDING_GRACE_S = 1.0
+# Operations handed to the engine per sweep and query.
+BATCH = 500
 
 _dispatcher: Dispatcher | None = None
 
@@ -48,11 +51,12 @@ def hand_off(op_id: str, kind: str) -> None:
 
 
 class Dispatcher:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        self.executor_id = engine.executor_id(core)
-        self.interval_s = core.settings.dispatch_interval_s
-        self.stale_after = timedelta(seconds=core.settings.executor_stale_after_s)
+    def __init__(self, runner: Engine) -> None:
+        self.engine = runner
+        self.core = runner.core
+        self.executor_id = runner.executor_id
+        self.interval_s = self.core.settings.dispatch_interval_s
+        self.stale_after = timedelta(seconds=self.core.settings.executor_stale_after_s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cloudplane-dispatcher", daemon=True)
 
@@ -86,6 +90,7 @@ class Dispatcher:
     def sweep(self) -> None:
         self.heartbeat()
         self.start_pending()
+        self.resume_held()
         self.take_over_dead()
 
     def heartbeat(self) -> None:
@@ -97,22 +102,47 @@ class Dispatcher:
             if cast(CursorResult[Any], result).rowcount == 0:
                 s.add(Executor(id=self.executor_id, started_at=now, heartbeat_at=now))
 
+    def _submit(self, op_ids: list[str]) -> int:
+        if op_ids:
+            self.engine.submit(op_ids)
+        return len(op_ids)
+
     def start_pending(self, grace_s: float = PENDING_GRACE_S) -> int:
-        """Start every operation pending for longer than `grace_s`; returns how many were handed off."""
+        """Start every operation pending for longer than `grace_s`; returns how many were handed over."""
         with self.core.db.read() as s:
             before = db_now(s) - timedelta(seconds=grace_s)
-            pending = s.execute(
-                select(Operation.id, Operation.kind)
+            pending = s.scalars(
+                select(Operation.id)
                 .where(Operation.status == "pending", Operation.created_at < before)
                 .order_by(Operation.created_at)
-                .limit(500)
+                .limit(BATCH)
             ).all()
-        for op_id, kind in pending:
-            hand_off(op_id, kind)
-        return len(pending)
+        return self._submit(list(pending))
+
+    def adopt_unheld(self) -> None:
+        """Operations left running by a version of Cloudplane that ran them in another engine hold no executor id:
+        they become this executor's (one process wins each), to be run again from where they got to."""
+        with self.core.db.write() as s:
+            s.execute(
+                update(Operation)
+                .where(Operation.status == "running", Operation.executor_id.is_(None))
+                .values(executor_id=self.executor_id)
+            )
+
+    def resume_held(self) -> int:
+        """Run again what this executor holds (runs already going are left alone by the engine); returns how many
+        were handed over."""
+        with self.core.db.read() as s:
+            held = s.scalars(
+                select(Operation.id)
+                .where(Operation.executor_id == self.executor_id, Operation.status == "running")
+                .order_by(Operation.created_at)
+                .limit(BATCH)
+            ).all()
+        return self._submit(list(held))
 
     def take_over_dead(self) -> list[str]:
-        """Claim each executor whose heartbeat stopped and resume its unfinished workflows here; returns the
+        """Claim each executor whose heartbeat stopped and run its unfinished operations here; returns the
         executors taken over."""
         with self.core.db.read() as s:
             cutoff = db_now(s) - self.stale_after
@@ -129,27 +159,33 @@ class Dispatcher:
                     .where(Executor.id == executor_id, Executor.heartbeat_at < cutoff, Executor.taken_over_by.is_(None))
                     .values(taken_over_by=self.executor_id, taken_over_at=db_now(s))
                 )
-                claimed = cast(CursorResult[Any], result).rowcount
-            if claimed != 1:
-                continue  # another live process got there first, or it came back
-            workflows = DBOS.list_workflows(
-                status="PENDING", executor_id=executor_id, load_input=False, load_output=False
-            )
+                if cast(CursorResult[Any], result).rowcount != 1:
+                    continue  # another live process got there first, or it came back
+                moved = s.execute(
+                    update(Operation)
+                    .where(Operation.executor_id == executor_id, Operation.status == "running")
+                    .values(executor_id=self.executor_id)
+                )
             log.warning(
-                "executor %s stopped beating; resuming its %d unfinished workflows here", executor_id, len(workflows)
+                "executor %s stopped beating; running its %d unfinished operations here",
+                executor_id,
+                cast(CursorResult[Any], moved).rowcount,
             )
-            for workflow in workflows:
-                DBOS.resume_workflow(workflow.workflow_id)
             taken.append(executor_id)
+        if taken:
+            self.resume_held()
         return taken
 
 
-def start(core: Core) -> Dispatcher:
+def start(runner: Engine) -> Dispatcher:
+    """Start this process's dispatcher, first handing the engine what this executor left unfinished and what was
+    committed but never started."""
     global _dispatcher
     stop()
-    _dispatcher = Dispatcher(core)
+    _dispatcher = Dispatcher(runner)
     _dispatcher.start()
-    # Whatever this process committed but never started before it stopped.
+    _dispatcher.adopt_unheld()
+    _dispatcher.resume_held()
     _dispatcher.start_pending(grace_s=0)
     return _dispatcher
 

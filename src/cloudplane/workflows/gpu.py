@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from dbos import DBOS
-
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ServerStatus
 from cloudplane.providers.base import MachineState
@@ -50,21 +48,22 @@ async def _rent(job: Job) -> None:
         onstart_script=params.get("onstart_script"),
         ssh_key=params.get("ssh_key"),
     )
-    instance = await steps.rent_instance(job.provider, request)
-    await steps.progress(job, 30, Changes(server={"provider_ref": instance.instance_id, **instance_details(instance)}))
-    await steps.wait_for(job, instance.instance_id, MachineState.RUNNING)
-    running = await steps.get_instance(job.provider, instance.instance_id)
+    if job.provider_ref is None:  # a run that stopped before recording the instance finds it by the token
+        instance = await steps.rent_instance(job.provider, request)
+        await steps.progress(
+            job, 30, Changes(server={"provider_ref": instance.instance_id, **instance_details(instance)})
+        )
+        ref = instance.instance_id
+    else:
+        ref = job.provider_ref
+    await steps.wait_for(job, ref, MachineState.RUNNING)
+    running = await steps.get_instance(job.provider, ref)
     if running is None:
-        raise ProviderError(f"Instance {instance.instance_id} disappeared at {job.provider}", retryable=False)
+        raise ProviderError(f"Instance {ref} disappeared at {job.provider}", retryable=False)
     instance = running
     await steps.succeed(
         job, Changes(server={"status": ServerStatus.RUNNING, "task_state": None, **instance_details(instance)})
     )
 
 
-@DBOS.workflow(name="gpu.rent")
-async def rent_instance(op_id: str) -> str:
-    return await steps.run(op_id, _rent, remove_what_create_made)
-
-
-register("rent", rent_instance)
+register("rent", _rent, remove_what_create_made)

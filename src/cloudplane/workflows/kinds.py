@@ -1,17 +1,33 @@
 """Which workflow carries each kind of operation. Each area's module registers its kinds when imported; the
-engine imports every module of this package before launching, so adding a kind touches its own module only."""
+engine imports every module of this package before it runs anything, so adding a kind touches its own module only
+(and its line of events in domain/events.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-Workflow = Callable[[str], Awaitable[str]]
+if TYPE_CHECKING:
+    from cloudplane.workflows.steps import Changes, Job
+
+Body = Callable[["Job"], Awaitable[None]]
+# What a failed run changes besides ending its operation (cleanup included), given the failure's message.
+OnFailure = Callable[["Job", str], Awaitable["Changes"]]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    body: Body
+    on_failure: OnFailure
+
 
 _workflows: dict[str, Workflow] = {}
 
 
-def register(kind: str, workflow: Workflow) -> None:
-    if kind in _workflows and _workflows[kind] is not workflow:
+def register(kind: str, body: Body, on_failure: OnFailure) -> None:
+    workflow = Workflow(body, on_failure)
+    if kind in _workflows and _workflows[kind] != workflow:
         raise RuntimeError(f"two workflows for the operation kind {kind!r}")
     _workflows[kind] = workflow
 

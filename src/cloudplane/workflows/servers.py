@@ -2,63 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from dbos import DBOS
 from sqlalchemy import select
 
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
 from cloudplane.domain.states import ACTIONS, ServerStatus
 from cloudplane.providers.base import CreateRequest, MachineState
 from cloudplane.workflows import steps
-from cloudplane.workflows.engine import current_core
-from cloudplane.workflows.kinds import register
+from cloudplane.workflows.kinds import Body, register
 from cloudplane.workflows.steps import Changes, Job
 
 MACHINE_STATE_FOR = {ServerStatus.RUNNING: MachineState.RUNNING, ServerStatus.STOPPED: MachineState.STOPPED}
 SERVER_STATUS_FOR = {MachineState.RUNNING: ServerStatus.RUNNING, MachineState.STOPPED: ServerStatus.STOPPED}
+# The stage a power action records once its provider call returned: a run that resumes it only waits.
+CALLED = "called"
 
 
-@DBOS.step()
-async def create_request(job: Job) -> CreateRequest:
+def create_request(job: Job) -> CreateRequest:
     """What the provider needs to make the server: its plan, image, location, keys and root password hash."""
-    core = current_core()
+    core = steps.core()
     view = core.catalog.view()
-    with core.db.read() as s:
-        server = s.get(Server, job.server_id)
-        assert server is not None and server.plan_id and server.image_id and server.location_id
-        keys = s.scalars(select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == server.id)).all()
-        plan, image, location = (
-            view.plan(server.plan_id),
-            view.image(server.image_id),
-            view.location(server.location_id),
-        )
-        return CreateRequest(
-            token=job.id,
-            name=f"cp-{server.id}",
-            hostname=server.hostname,
-            cpu=plan.cpu,
-            ram_mb=plan.ram_mb,
-            disk_gb=plan.disk_gb,
-            image=image.slug,
-            location=location.slug,
-            ssh_public_keys=tuple(keys),
-            root_password_hash=job.params.get("root_password_hash"),
-        )
+    with core.db.connect() as conn:
+        server = conn.execute(
+            select(Server.id, Server.hostname, Server.plan_id, Server.image_id, Server.location_id).where(
+                Server.id == job.server_id
+            )
+        ).one()
+        keys = conn.scalars(
+            select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == server.id)
+        ).all()
+    plan, image, location = view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id)
+    return CreateRequest(
+        token=job.id,
+        name=f"cp-{server.id}",
+        hostname=server.hostname,
+        cpu=plan.cpu,
+        ram_mb=plan.ram_mb,
+        disk_gb=plan.disk_gb,
+        image=image.slug,
+        location=location.slug,
+        ssh_public_keys=tuple(keys),
+        root_password_hash=job.params.get("root_password_hash"),
+    )
 
 
 async def _create(job: Job) -> None:
     assert job.provider is not None
-    request = await create_request(job)
-    machine = await steps.create_machine(job.provider, request)
-    await steps.progress(job, 30, Changes(server={"provider_ref": machine.ref}))
-    machine = await steps.wait_for(job, machine.ref, MachineState.RUNNING)
+    ref = job.provider_ref
+    machine = None
+    if ref is None:  # not made yet, or made by a run that stopped before recording it: the token finds it then
+        machine = await steps.create_machine(job.provider, await steps.db(create_request, job))
+        ref = machine.ref
+        if machine.state != MachineState.RUNNING:
+            await steps.progress(job, 30, Changes(server={"provider_ref": ref}))
+    if machine is None or machine.state != MachineState.RUNNING:
+        machine = await steps.wait_for(job, ref, MachineState.RUNNING)
     await steps.succeed(
         job,
         Changes(
             server={
                 "status": ServerStatus.RUNNING,
                 "task_state": None,
+                "provider_ref": ref,
                 "ipv4": machine.public_ipv4,
                 "private_ipv4": machine.private_ipv4,
             }
@@ -92,33 +96,40 @@ async def settle_on_machine(job: Job, message: str) -> Changes:
     return Changes(server={"status": status, "task_state": None, "error_message": message})
 
 
-def _power_action(kind: str) -> Any:
+def _power_action(kind: str) -> Body:
     target = ACTIONS[kind].ends_in
     assert target is not None
     call = {"start": steps.start_machine, "stop": steps.stop_machine, "reboot": steps.reboot_machine}[kind]
 
     async def body(job: Job) -> None:
         assert job.provider is not None and job.provider_ref is not None
-        await call(job.provider, job.provider_ref)
-        await steps.progress(job, 50)
-        await steps.wait_for(job, job.provider_ref, MACHINE_STATE_FOR[target])
+        if job.stage != CALLED:
+            await call(job.provider, job.provider_ref)
+            machine = await steps.get_machine(job.provider, job.provider_ref)
+            if machine is None or machine.state != MACHINE_STATE_FOR[target]:
+                # A run that resumes it only waits: a second reboot is not what was asked for.
+                await steps.progress(job, 50, stage=CALLED)
+                await steps.wait_for(job, job.provider_ref, MACHINE_STATE_FOR[target])
+        else:
+            await steps.wait_for(job, job.provider_ref, MACHINE_STATE_FOR[target])
         await steps.succeed(job, Changes(server={"status": target, "task_state": None}))
 
     return body
 
 
-@DBOS.step()
-async def create_token(job: Job) -> str | None:
+def create_token(job: Job) -> str | None:
     """The id of the server's create operation: the token of a machine the server may have without knowing it."""
-    with current_core().db.read() as s:
-        return s.scalar(select(Operation.id).where(Operation.server_id == job.server_id, Operation.kind == "create"))
+    with steps.core().db.connect() as conn:
+        return conn.scalar(
+            select(Operation.id).where(Operation.server_id == job.server_id, Operation.kind.in_(("create", "rent")))
+        )
 
 
 async def _delete(job: Job) -> None:
     assert job.provider is not None
     ref = job.provider_ref
     if ref is None:
-        token = await create_token(job)
+        token = await steps.db(create_token, job)
         made = await steps.find_machine(job.provider, token) if token else None
         ref = made.ref if made else None
     if ref is not None:
@@ -132,36 +143,7 @@ async def _delete(job: Job) -> None:
     )
 
 
-@DBOS.workflow(name="server.create")
-async def create_server(op_id: str) -> str:
-    return await steps.run(op_id, _create, remove_what_create_made)
-
-
-_start, _stop, _reboot = (_power_action(kind) for kind in ("start", "stop", "reboot"))
-
-
-@DBOS.workflow(name="server.start")
-async def start_server(op_id: str) -> str:
-    return await steps.run(op_id, _start, settle_on_machine)
-
-
-@DBOS.workflow(name="server.stop")
-async def stop_server(op_id: str) -> str:
-    return await steps.run(op_id, _stop, settle_on_machine)
-
-
-@DBOS.workflow(name="server.reboot")
-async def reboot_server(op_id: str) -> str:
-    return await steps.run(op_id, _reboot, settle_on_machine)
-
-
-@DBOS.workflow(name="server.delete")
-async def delete_server(op_id: str) -> str:
-    return await steps.run(op_id, _delete, settle_on_machine)
-
-
-register("create", create_server)
-register("start", start_server)
-register("stop", stop_server)
-register("reboot", reboot_server)
-register("delete", delete_server)
+register("create", _create, remove_what_create_made)
+for power in ("start", "stop", "reboot"):
+    register(power, _power_action(power), settle_on_machine)
+register("delete", _delete, settle_on_machine)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dbos import DBOS
-
 from cloudplane.db.tables import utcnow
 from cloudplane.domain.states import SnapshotStatus
 from cloudplane.providers.base import MachineState
 from cloudplane.workflows import steps
 from cloudplane.workflows.kinds import register
-from cloudplane.workflows.servers import settle_on_machine
+from cloudplane.workflows.servers import CALLED, settle_on_machine
 from cloudplane.workflows.steps import Changes, Job
 
 
@@ -42,27 +40,13 @@ async def _delete_snapshot_failed(job: Job, message: str) -> Changes:
 
 async def _restore(job: Job) -> None:
     assert job.provider is not None and job.provider_ref is not None and job.snapshot_ref is not None
-    await steps.restore_machine(job.provider, job.provider_ref, job.snapshot_ref)
-    await steps.progress(job, 50)
+    if job.stage != CALLED:
+        await steps.restore_machine(job.provider, job.provider_ref, job.snapshot_ref)
+        await steps.progress(job, 50, stage=CALLED)
     await steps.wait_for(job, job.provider_ref, MachineState.STOPPED)
     await steps.succeed(job, Changes(server={"task_state": None}))
 
 
-@DBOS.workflow(name="snapshot.create")
-async def create_snapshot(op_id: str) -> str:
-    return await steps.run(op_id, _snapshot, _snapshot_failed)
-
-
-@DBOS.workflow(name="snapshot.delete")
-async def delete_snapshot(op_id: str) -> str:
-    return await steps.run(op_id, _delete_snapshot, _delete_snapshot_failed)
-
-
-@DBOS.workflow(name="snapshot.restore")
-async def restore_snapshot(op_id: str) -> str:
-    return await steps.run(op_id, _restore, settle_on_machine)
-
-
-register("snapshot", create_snapshot)
-register("delete_snapshot", delete_snapshot)
-register("restore", restore_snapshot)
+register("snapshot", _snapshot, _snapshot_failed)
+register("delete_snapshot", _delete_snapshot, _delete_snapshot_failed)
+register("restore", _restore, settle_on_machine)

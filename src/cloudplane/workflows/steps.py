@@ -1,11 +1,11 @@
-"""What every operation's workflow is made of: loading its operation, typed provider calls as durable steps,
-changing rows with their events in one transaction, waiting on a machine, and the frame that ends every
-operation in success or a clear error.
+"""What every operation's workflow is made of: claiming its operation, typed provider calls, changing rows with
+their events in one fenced transaction, waiting on a machine, and the frame that ends every operation in success or
+a clear error.
 
-Each provider call is one step that retries what the provider says is retryable (calls are idempotent, see
-providers/base.py). `CLOUDPLANE_CRASH_AT=<kind>:<step>` (honoured only with `CLOUDPLANE_TEST_HOOKS=1`) kills
-the process right after that step's call returned and before its result was recorded: the worst moment, which
-the crash tests use to prove a re-run step finds what the first attempt made.
+Each provider call retries what the provider says is retryable (calls are idempotent, see providers/base.py).
+`CLOUDPLANE_CRASH_AT=<kind>:<step>` (honoured only with `CLOUDPLANE_TEST_HOOKS=1`) kills the process right after
+that provider call returned and before its result was recorded, or right after a row change committed (`update_rows`):
+the worst moments, which the crash tests use to prove that running the operation again finishes it.
 """
 
 from __future__ import annotations
@@ -19,37 +19,45 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar, cast
 
-from dbos import DBOS
-from sqlalchemy import update
+from sqlalchemy import CursorResult, and_, case, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from cloudplane import observability
+from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, Snapshot, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
-from cloudplane.domain.states import SnapshotStatus
+from cloudplane.domain.states import ServerStatus, SnapshotStatus
 from cloudplane.providers.base import CreateRequest, Machine, MachineState, Provider, SnapshotInfo, pacing_of
 from cloudplane.providers.marketplace import Instance, MarketplaceProvider, RentRequest
 from cloudplane.services import operations
-from cloudplane.workflows.engine import current_core
+from cloudplane.workflows.kinds import workflow_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
-# The kind of operation the running workflow carries, for crash points and metrics; set by `run`.
+# The process's Core and the kind of operation a workflow task carries (crash points, metrics); set by `execute`.
+_core: ContextVar[Core] = ContextVar("cloudplane_workflow_core")
 _kind: ContextVar[str] = ContextVar("cloudplane_operation_kind", default="")
 
 RETRY_ATTEMPTS = 6
 RETRY_FIRST_DELAY_S = 0.2
 
 
+class Abandoned(Exception):
+    """This run no longer holds its operation: another process took it over, or it ended elsewhere."""
+
+
 @dataclass(frozen=True)
 class Job:
-    """An operation as its workflow reads it: the row's facts plus what its server and snapshot say."""
+    """An operation as its workflow reads it when it claims it: the row's facts plus what its server and snapshot
+    say."""
 
     id: str
     kind: str
-    status: str
     account_id: int
     target_type: str
     target_id: str
@@ -58,18 +66,35 @@ class Job:
     actor_user_id: int | None
     request_id: str | None
     client_ip: str | None
+    created_at: datetime
+    executor_id: str
+    # Where an earlier run of it got to (None: nowhere it had to record).
+    stage: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provider: str | None = None
     provider_ref: str | None = None
     snapshot_ref: str | None = None
 
 
+def core() -> Core:
+    return _core.get()
+
+
 def crash_point(step: str) -> None:
     """Die here if the test hooks ask for it (see the module docstring)."""
-    settings = current_core().settings
+    settings = core().settings
     if settings.test_hooks and settings.crash_at and settings.crash_at == f"{_kind.get()}:{step}":
         log.warning("CLOUDPLANE_CRASH_AT=%s reached: killing the process", settings.crash_at)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A blocking database call from a workflow. On SQLite it runs inline (microseconds; the workflows' loop is a
+    thread of its own); on PostgreSQL each query is a network round trip, so it goes to a thread and the other
+    workflows go on meanwhile."""
+    if core().db.is_sqlite:
+        return fn(*args, **kwargs)
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def _call(provider: str, call: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -95,109 +120,119 @@ async def _call(provider: str, call: str, fn: Callable[[], Awaitable[T]]) -> T:
 
 
 def compute(provider: str) -> Provider:
-    return current_core().providers.get(provider)
+    return core().providers.get(provider)
 
 
 def market(provider: str) -> MarketplaceProvider:
-    return current_core().providers.market(provider)
+    return core().providers.market(provider)
 
 
-# Typed provider calls, one durable step each.
+# Typed provider calls.
 
 
-@DBOS.step()
 async def create_machine(provider: str, request: CreateRequest) -> Machine:
     return await _call(provider, "create", lambda: compute(provider).create(request))
 
 
-@DBOS.step()
 async def get_machine(provider: str, ref: str) -> Machine | None:
     return await _call(provider, "get", lambda: compute(provider).get(ref))
 
 
-@DBOS.step()
 async def find_machine(provider: str, token: str) -> Machine | None:
     return await _call(provider, "find_by_token", lambda: compute(provider).find_by_token(token))
 
 
-@DBOS.step()
 async def start_machine(provider: str, ref: str) -> None:
     await _call(provider, "start", lambda: compute(provider).start(ref))
 
 
-@DBOS.step()
 async def stop_machine(provider: str, ref: str) -> None:
     await _call(provider, "stop", lambda: compute(provider).stop(ref))
 
 
-@DBOS.step()
 async def reboot_machine(provider: str, ref: str) -> None:
     await _call(provider, "reboot", lambda: compute(provider).reboot(ref))
 
 
-@DBOS.step()
 async def delete_machine(provider: str, ref: str) -> None:
     await _call(provider, "delete", lambda: compute(provider).delete(ref))
 
 
-@DBOS.step()
 async def snapshot_machine(provider: str, ref: str, token: str) -> SnapshotInfo:
     return await _call(provider, "snapshot", lambda: compute(provider).snapshot(ref, token))
 
 
-@DBOS.step()
 async def delete_machine_snapshot(provider: str, snapshot_ref: str) -> None:
     await _call(provider, "delete_snapshot", lambda: compute(provider).delete_snapshot(snapshot_ref))
 
 
-@DBOS.step()
 async def restore_machine(provider: str, ref: str, snapshot_ref: str) -> None:
     await _call(provider, "restore", lambda: compute(provider).restore(ref, snapshot_ref))
 
 
-@DBOS.step()
 async def rent_instance(provider: str, request: RentRequest) -> Instance:
     return await _call(provider, "rent", lambda: market(provider).rent(request))
 
 
-@DBOS.step()
 async def get_instance(provider: str, instance_id: str) -> Instance | None:
     return await _call(provider, "get_instance", lambda: market(provider).get_instance(instance_id))
 
 
-@DBOS.step()
-async def clock() -> float:
-    return time.time()
-
-
 # The database side.
 
+_ops, _servers, _snapshots = Operation.__table__, Server.__table__, Snapshot.__table__
+_JOB = (
+    select(
+        _ops.c.id,
+        _ops.c.kind,
+        _ops.c.account_id,
+        _ops.c.target_type,
+        _ops.c.target_id,
+        _ops.c.server_id,
+        _ops.c.snapshot_id,
+        _ops.c.actor_user_id,
+        _ops.c.request_id,
+        _ops.c.client_ip,
+        _ops.c.created_at,
+        _ops.c.executor_id,
+        _ops.c.stage,
+        _ops.c.params,
+        _servers.c.provider,
+        _servers.c.provider_ref,
+        _snapshots.c.provider_ref.label("snapshot_ref"),
+    )
+    .outerjoin(_servers, _servers.c.id == _ops.c.server_id)
+    .outerjoin(_snapshots, _snapshots.c.id == _ops.c.snapshot_id)
+)
 
-@DBOS.step()
-async def load_job(op_id: str) -> Job:
-    with current_core().db.read() as s:
-        op = s.get(Operation, op_id)
-        if op is None:
-            raise ProviderError(f"operation {op_id} vanished", retryable=False)
-        server = s.get(Server, op.server_id) if op.server_id else None
-        snap = s.get(Snapshot, op.snapshot_id) if op.snapshot_id else None
-        return Job(
-            id=op.id,
-            kind=op.kind,
-            status=op.status,
-            account_id=op.account_id,
-            target_type=op.target_type,
-            target_id=op.target_id,
-            server_id=op.server_id,
-            snapshot_id=op.snapshot_id,
-            actor_user_id=op.actor_user_id,
-            request_id=op.request_id,
-            client_ip=op.client_ip,
-            params=dict(op.params or {}),
-            provider=server.provider if server else None,
-            provider_ref=server.provider_ref if server else None,
-            snapshot_ref=snap.provider_ref if snap else None,
+
+def claim(executor_id: str, op_id: str) -> Job | None:
+    """Make the operation this executor's to run: a pending one, or one it holds already (its previous life's, or
+    one it took over). None when another process holds it or it has ended."""
+    now = utcnow()
+    with core().db.write() as s:
+        result = s.execute(
+            update(Operation)
+            .where(
+                Operation.id == op_id,
+                or_(
+                    Operation.status == "pending",
+                    and_(Operation.status == "running", Operation.executor_id == executor_id),
+                ),
+            )
+            .values(
+                status="running",
+                executor_id=executor_id,
+                attempts=Operation.attempts + 1,
+                started_at=func.coalesce(Operation.started_at, now),
+                progress=case((Operation.progress < 5, 5), else_=Operation.progress),
+                updated_at=now,
+            )
         )
+        if cast(CursorResult[Any], result).rowcount != 1:
+            return None
+        row = s.execute(_JOB.where(_ops.c.id == op_id)).one()
+    return Job(**{**row._asdict(), "params": dict(row.params or {})})
 
 
 @dataclass(frozen=True)
@@ -210,12 +245,18 @@ class Changes:
     delete_server_snapshots: bool = False
 
 
-@DBOS.step()
-async def update_rows(job: Job, op_values: dict[str, Any], changes: Changes = Changes()) -> None:
-    """Change the operation and what it acts on in one transaction; an ending operation writes its outcome event
-    in the same transaction (the outbox)."""
+def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
     now = utcnow()
-    with current_core().db.write() as s:
+    with core().db.write() as s:
+        # Fenced: only while this run still holds the operation. Another process that took it over, or a run that
+        # ended it already, leaves this run nothing to change.
+        held = s.execute(
+            update(Operation)
+            .where(Operation.id == job.id, Operation.executor_id == job.executor_id, Operation.status == "running")
+            .values(updated_at=now, **op_values)
+        )
+        if cast(CursorResult[Any], held).rowcount != 1:
+            raise Abandoned(job.id)
         if changes.server and job.server_id is not None:
             s.execute(update(Server).where(Server.id == job.server_id).values(updated_at=now, **changes.server))
         if changes.delete_server_snapshots and job.server_id is not None:
@@ -227,30 +268,44 @@ async def update_rows(job: Job, op_values: dict[str, Any], changes: Changes = Ch
         if changes.snapshot and job.snapshot_id is not None:
             s.execute(update(Snapshot).where(Snapshot.id == job.snapshot_id).values(**changes.snapshot))
         outcome = op_values.get("status")
-        if outcome in ("succeeded", "failed"):
-            op_values = {**op_values, "finished_at": now, "params": None}
-            if outcome == "succeeded":
-                operations.record_event(s, job, "succeeded")
-            else:
-                error = {"code": op_values.get("error_code"), "message": op_values.get("error")}
-                operations.record_event(s, job, "failed", error=error)
-        s.execute(update(Operation).where(Operation.id == job.id).values(updated_at=now, **op_values))
+        if outcome == "succeeded":
+            operations.record_event(s, job, "succeeded")
+        elif outcome == "failed":
+            error = {"code": op_values.get("error_code"), "message": op_values.get("error")}
+            operations.record_event(s, job, "failed", error=error)
+
+
+async def update_rows(job: Job, op_values: dict[str, Any], changes: Changes = Changes()) -> None:
+    """Change the operation and what it acts on in one transaction, fenced by this run's hold on the operation
+    (Abandoned when it lost it); an ending operation writes its outcome event in the same transaction (the
+    outbox)."""
+    await db(_update_rows, job, op_values, changes)
     crash_point("update_rows")
 
 
-async def progress(job: Job, percent: int, changes: Changes = Changes()) -> None:
-    await update_rows(job, {"status": "running", "progress": percent}, changes)
+async def progress(job: Job, percent: int, changes: Changes = Changes(), *, stage: str | None = None) -> None:
+    """Record how far the operation got; `stage` names a point a later run must not go back behind."""
+    await update_rows(job, {"progress": percent, **({"stage": stage} if stage else {})}, changes)
 
 
 async def succeed(job: Job, changes: Changes = Changes()) -> None:
-    await update_rows(job, {"status": "succeeded", "progress": 100}, changes)
+    await update_rows(job, {"status": "succeeded", "progress": 100, "finished_at": utcnow(), "params": None}, changes)
+
+
+async def fail(job: Job, code: str, message: str, changes: Changes) -> None:
+    await update_rows(
+        job,
+        {"status": "failed", "error": message, "error_code": code, "finished_at": utcnow(), "params": None},
+        changes,
+    )
 
 
 async def wait_for(job: Job, ref: str, target: MachineState) -> Machine:
-    """Poll the provider until the machine reaches `target`; durable sleeps, so a crash resumes the wait."""
+    """Poll the provider until the machine reaches `target`. A run that resumes the operation polls afresh, with
+    the provider's whole timeout."""
     assert job.provider is not None
     pacing = pacing_of(compute(job.provider))
-    deadline = await clock() + pacing.timeout_s
+    deadline = time.monotonic() + pacing.timeout_s
     while True:
         machine = await get_machine(job.provider, ref)
         if machine is None:
@@ -259,11 +314,11 @@ async def wait_for(job: Job, ref: str, target: MachineState) -> Machine:
             return machine
         if machine.state == MachineState.ERROR:
             raise ProviderError(f"Machine {ref} went into an error state at the provider", retryable=False)
-        if await clock() > deadline:
+        if time.monotonic() > deadline:
             raise ProviderError(
                 f"Timed out waiting for {ref} to be {target} (last seen {machine.state})", retryable=False
             )
-        await DBOS.sleep_async(pacing.poll_interval_s)
+        await asyncio.sleep(pacing.poll_interval_s)
 
 
 def describe(error: BaseException) -> tuple[str, str]:
@@ -273,33 +328,45 @@ def describe(error: BaseException) -> tuple[str, str]:
     return code, message
 
 
-Body = Callable[[Job], Awaitable[None]]
-OnFailure = Callable[[Job, str], Awaitable[Changes]]
+async def execute(core_: Core, executor_id: str, op_id: str) -> None:
+    """Claim the operation and run its workflow to its end: success, or a clear error with the workflow's cleanup.
 
-
-async def run(op_id: str, body: Body, on_failure: OnFailure) -> str:
-    """The frame of every operation's workflow: skip a finished operation (a second start), mark it started,
-    run its body, and end a failure in a clear error state with `on_failure`'s changes (cleanup included)."""
-    job = await load_job(op_id)
-    _kind.set(job.kind)
-    if job.status in ("succeeded", "failed"):
-        return job.status
-    started = await clock()
-    await update_rows(job, {"status": "running", "progress": 5, "started_at": utcnow()})
+    A database failure leaves the operation as it is, held by this executor, for the dispatcher's next sweep to
+    run again: never a failure (and cleanup) for what may be a moment's outage."""
+    _core.set(core_)
     try:
-        await body(job)
-    except Exception as error:  # noqa: BLE001 - any failure must end the operation, never leave it running
-        code, message = describe(error)
-        log.warning("operation %s (%s) failed: %s", job.id, job.kind, message)
+        job = await db(claim, executor_id, op_id)
+    except SQLAlchemyError:
+        log.warning("cannot claim operation %s now; the dispatcher's sweep will try again", op_id, exc_info=True)
+        return
+    if job is None:
+        return
+    _kind.set(job.kind)
+    crash_point("update_rows")
+    workflow = workflow_for(job.kind)
+    try:
         try:
-            changes = await on_failure(job, message)
-        except Exception as cleanup_error:  # noqa: BLE001 - the operation must still end
-            log.exception("operation %s (%s): handling its failure failed too", job.id, job.kind)
-            message += f" (and then: {cleanup_error})"
-            changes = Changes(server={"status": "error", "task_state": None, "error_message": message})
-        await update_rows(job, {"status": "failed", "error": message, "error_code": code}, changes)
-        outcome = "failed"
-    else:
-        outcome = "succeeded"
-    observability.operation_finished(job.kind, outcome, max(0.0, await clock() - started))
-    return outcome
+            await workflow.body(job)
+            outcome = "succeeded"
+        except (Abandoned, SQLAlchemyError):
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure must end the operation, never leave it running
+            code, message = describe(error)
+            log.warning("operation %s (%s) failed: %s", job.id, job.kind, message)
+            try:
+                changes = await workflow.on_failure(job, message)
+            except (Abandoned, SQLAlchemyError):
+                raise
+            except Exception as cleanup_error:  # noqa: BLE001 - the operation must still end
+                log.exception("operation %s (%s): handling its failure failed too", job.id, job.kind)
+                message += f" (and then: {cleanup_error})"
+                changes = Changes(server={"status": ServerStatus.ERROR, "task_state": None, "error_message": message})
+            await fail(job, code, message, changes)
+            outcome = "failed"
+    except Abandoned:
+        log.info("operation %s (%s) is no longer this process's to run; left to its holder", job.id, job.kind)
+        return
+    except SQLAlchemyError:
+        log.warning("operation %s (%s): database unavailable; it runs again on the next sweep", op_id, job.kind)
+        return
+    observability.operation_finished(job.kind, outcome, max(0.0, (utcnow() - job.created_at).total_seconds()))

@@ -148,7 +148,7 @@ def create_app(core: Core | None = None) -> FastAPI:
             if reconciler is not None:
                 reconciler.cancel()
                 await asyncio.gather(reconciler, return_exceptions=True)
-            engine.shutdown()
+            await engine.ashutdown()
             app.state.core.db.dispose()
             if app.state.ratelimiter is not None:
                 await app.state.ratelimiter.aclose()

@@ -148,7 +148,7 @@ async def test_a_server_claimed_between_the_read_and_the_update_is_not_overwritt
     server = await create_running_server(tenant)
     [seen] = [r for r in reconciler.settled_servers(core, "simulator") if r.id == server["id"]]
     with core.db.write() as s:
-        server_service.claim(s, tenant.principal, server["id"], ACTIONS["stop"])
+        server_service.claim(core, s, tenant.principal, server["id"], ACTIONS["stop"])
     try:
         assert not reconciler.apply(core, seen, {"status": "error"})
         assert (server_row(core, server["id"]).status, server_row(core, server["id"]).task_state) == (

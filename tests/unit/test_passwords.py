@@ -33,3 +33,13 @@ def test_libcrypt_and_the_standard_library_agree_on_a_setting() -> None:
     assert libcrypt is not None, "glibc/libxcrypt's crypt_rn should be found on Linux"
     made = libcrypt("pässwörd with unicode", passwords.CHOSEN_ROUNDS)
     assert crypt.crypt("pässwörd with unicode", made) == made
+
+
+def test_generated_passwords_use_the_whole_alphabet_evenly() -> None:
+    drawn = "".join(passwords.generate_root_password() for _ in range(5000))  # 100 000 characters
+    assert set(drawn) == set(passwords.ALPHABET)
+    expected = len(drawn) / len(passwords.ALPHABET)
+    counts = [drawn.count(c) for c in passwords.ALPHABET]
+    # Each count is within 2.5 % (one standard deviation) of the expected; a byte taken modulo 62 would favour 8
+    # characters by 21 %, far outside these bounds (4.8 standard deviations).
+    assert max(counts) < expected * 1.12 and min(counts) > expected * 0.88, (min(counts), max(counts), expected)

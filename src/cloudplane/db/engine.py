@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        # Straight to the driver: every transaction begins here, and SQLAlchemy's execute path costs more than
+        # the BEGIN itself (no statement events or results are wanted for it).
+        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
@@ -110,6 +112,14 @@ class Database:
             return
         with lock, self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction on a plain connection, for prebuilt Core statements on hot paths (no ORM session),
+        queued on the same lock as `write()`."""
+        lock = self._write_lock or nullcontext()
+        with lock, self.write_engine.begin() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.read_engine.dispose()

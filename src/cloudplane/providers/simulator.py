@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     insert,
     select,
@@ -80,6 +81,20 @@ sim_snapshots = Table(
     Column("disk_generation", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+# Prebuilt statements: a burst of creates runs these hundreds of times a second.
+_BY_ID = select(sim_machines).where(sim_machines.c.id == bindparam("b_id"))
+_BY_TOKEN = select(sim_machines).where(sim_machines.c.token == bindparam("b_token"))
+_INSERT = insert(sim_machines).returning(*sim_machines.c)
+_SETTLE = (
+    update(sim_machines)
+    .where(sim_machines.c.id == bindparam("b_id"), sim_machines.c.state == bindparam("b_state"))
+    .values(state=sim_machines.c.target_state, target_state=None, ready_at=None)
+    .returning(*sim_machines.c)
+)
+_CHANGE = update(sim_machines).where(sim_machines.c.id == bindparam("b_id"))  # SET from the parameters' keys
+_SNAPSHOT_BY_TOKEN = select(sim_snapshots).where(sim_snapshots.c.token == bindparam("b_token"))
+_SNAPSHOT_BY_ID = select(sim_snapshots).where(sim_snapshots.c.id == bindparam("b_id"))
 
 # Seconds a real cloud takes for each transition, before scaling.
 TIMINGS = {
@@ -185,17 +200,14 @@ class SimulatorProvider:
         ready_at = _aware(row.ready_at)
         if ready_at is not None and ready_at > self.clock.now():
             return row
-        with self.db.write() as s:
-            s.execute(
-                update(sim_machines)
-                .where(sim_machines.c.id == row.id, sim_machines.c.state == row.state)
-                .values(state=row.target_state, target_state=None, ready_at=None)
-            )
-            return s.execute(select(sim_machines).where(sim_machines.c.id == row.id)).first()
+        with self.db.begin() as conn:
+            settled = conn.execute(_SETTLE, {"b_id": row.id, "b_state": row.state}).first()
+            # None: another caller settled it first (or it was deleted); read what it is now.
+            return settled if settled is not None else conn.execute(_BY_ID, {"b_id": row.id}).first()
 
     def _row(self, ref: str) -> Row[Any] | None:
-        with self.db.read() as s:
-            row = s.execute(select(sim_machines).where(sim_machines.c.id == self._id(ref))).first()
+        with self.db.connect() as conn:
+            row = conn.execute(_BY_ID, {"b_id": self._id(ref)}).first()
         return self._settle(row)
 
     def _require(self, ref: str) -> Row[Any]:
@@ -214,13 +226,12 @@ class SimulatorProvider:
         self._begin(row.id, via, to)
 
     def _begin(self, machine_id: int, via: MachineState, to: MachineState, **changes: object) -> None:
-        """Enter `via` now; `_settle` moves the machine on to `to` once the transition's time has passed."""
-        with self.db.write() as s:
-            s.execute(
-                update(sim_machines)
-                .where(sim_machines.c.id == machine_id)
-                .values(state=via, target_state=to, ready_at=self.clock.now() + self._delay(via), **changes)
-            )
+        """Enter `via` now; `_settle` moves the machine on to `to` once the transition's time has passed (at once,
+        with no time to pass)."""
+        delay = self._delay(via)
+        state = {"state": via, "target_state": to, "ready_at": self.clock.now() + delay} if delay else {"state": to}
+        with self.db.begin() as conn:
+            conn.execute(_CHANGE, {"b_id": machine_id, **state, **changes})
 
     async def create(self, request: CreateRequest) -> Machine:
         await self._call("create")
@@ -228,35 +239,41 @@ class SimulatorProvider:
         if existing is not None:
             return existing
         boots = not (self.config.boot_failure_rate and self._roll() < self.config.boot_failure_rate)
+        target = MachineState.RUNNING if boots else MachineState.ERROR
+        now, delay = self.clock.now(), self._delay(MachineState.PROVISIONING)
         try:
-            with self.db.write() as s:
-                s.execute(
-                    insert(sim_machines).values(
-                        token=request.token,
-                        hostname=request.hostname,
-                        state=MachineState.PROVISIONING,
-                        target_state=MachineState.RUNNING if boots else MachineState.ERROR,
-                        ready_at=self.clock.now() + self._delay(MachineState.PROVISIONING),
-                        cpu=request.cpu,
-                        ram_mb=request.ram_mb,
-                        disk_gb=request.disk_gb,
-                        image=request.image,
-                        location=request.location,
-                        ssh_keys="\n".join(request.ssh_public_keys),
-                        created_at=self.clock.now(),
-                    )
-                )
-        except IntegrityError:
-            pass  # a concurrent retry with the same token won; return its machine
-        machine = await self.find_by_token(request.token)
-        assert machine is not None
+            with self.db.begin() as conn:
+                row = conn.execute(
+                    _INSERT,
+                    {
+                        "token": request.token,
+                        "hostname": request.hostname,
+                        # With no time to pass (time scale 0) the machine is where provisioning would take it.
+                        "state": MachineState.PROVISIONING if delay else target,
+                        "target_state": target if delay else None,
+                        "ready_at": now + delay if delay else None,
+                        "cpu": request.cpu,
+                        "ram_mb": request.ram_mb,
+                        "disk_gb": request.disk_gb,
+                        "image": request.image,
+                        "location": request.location,
+                        "ssh_keys": "\n".join(request.ssh_public_keys),
+                        "disk_generation": 0,
+                        "created_at": now,
+                    },
+                ).one()
+            machine = self._machine(row)
+        except IntegrityError:  # a concurrent retry with the same token won; return its machine
+            found = await self.find_by_token(request.token)
+            assert found is not None
+            machine = found
         if self.config.ghost_create_rate and self._roll() < self.config.ghost_create_rate:
             raise ProviderError("Simulated timeout: the create may or may not have happened", retryable=True)
         return machine
 
     async def find_by_token(self, token: str) -> Machine | None:
-        with self.db.read() as s:
-            row = s.execute(select(sim_machines).where(sim_machines.c.token == token)).first()
+        with self.db.connect() as conn:
+            row = conn.execute(_BY_TOKEN, {"b_token": token}).first()
         row = self._settle(row)
         return None if row is None else self._machine(row)
 
@@ -295,21 +312,21 @@ class SimulatorProvider:
     async def delete(self, ref: str) -> None:
         await self._call("delete")
         machine_id = self._id(ref)
-        with self.db.write() as s:
-            s.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
-            s.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
+        with self.db.begin() as conn:
+            conn.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
+            conn.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")
         row = self._require(ref)
-        with self.db.read() as s:
-            snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
+        with self.db.connect() as conn:
+            snap = conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
         if snap is None:
             await self.clock.sleep(self._delay("snapshot").total_seconds())
             size = max(1, row.disk_gb // 10 + row.disk_generation)
             try:
-                with self.db.write() as s:
-                    s.execute(
+                with self.db.begin() as conn:
+                    conn.execute(
                         insert(sim_snapshots).values(
                             token=token,
                             machine_id=row.id,
@@ -320,8 +337,8 @@ class SimulatorProvider:
                     )
             except IntegrityError:
                 pass
-            with self.db.read() as s:
-                snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.token == token)).first()
+            with self.db.connect() as conn:
+                snap = conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
             if snap is None:  # deleted (with its machine, say) between our insert and this read
                 raise ProviderError(f"Simulated snapshot of {ref} vanished while it was taken", retryable=True)
         return SnapshotInfo(ref=f"simsnap-{snap.id}", machine_ref=ref, size_gb=snap.size_gb)
@@ -334,14 +351,14 @@ class SimulatorProvider:
 
     async def delete_snapshot(self, snapshot_ref: str) -> None:
         await self._call("delete_snapshot")
-        with self.db.write() as s:
-            s.execute(delete(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref)))
+        with self.db.begin() as conn:
+            conn.execute(delete(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref)))
 
     async def restore(self, ref: str, snapshot_ref: str) -> None:
         await self._call("restore")
         row = self._require(ref)
-        with self.db.read() as s:
-            snap = s.execute(select(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref))).first()
+        with self.db.connect() as conn:
+            snap = conn.execute(_SNAPSHOT_BY_ID, {"b_id": self._snapshot_id(snapshot_ref)}).first()
         if snap is None or snap.machine_id != row.id:
             raise ProviderError(f"Snapshot {snapshot_ref} does not belong to {ref}", retryable=False)
         if MachineState(row.state) not in (MachineState.STOPPED, MachineState.RESTORING):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
 from cloudplane import context
@@ -22,10 +22,11 @@ if TYPE_CHECKING:  # accounts records events too
     from cloudplane.services.accounts import Principal
 
 _events = table_of(Event)
+_INSERT_EVENT = insert(_events)
 
 
 def record(
-    session: Session,
+    session: Session | Connection,
     type: EventType,
     *,
     account_id: int | None,
@@ -43,7 +44,7 @@ def record(
     # A Core insert, run at once: cheaper than the ORM's unit of work, and events are never read back in the
     # transaction that writes them. What they refer to (an account) is flushed already, as its id is known.
     session.execute(
-        insert(_events),
+        _INSERT_EVENT,
         {
             "id": str(uuid.uuid4()),
             "type": str(type),

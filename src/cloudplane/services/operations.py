@@ -1,9 +1,11 @@
 """Operations: the durable record of every long action, readable by their owners, and handed to the workflow
 engine after their transaction commits.
 
-Intent first: a request writes its state claim, its Operation (`pending`) and its Events in one transaction,
-then asks the dispatcher to start the workflow. Starting may fail or never happen (a crash); the dispatcher's
-sweep starts whatever is still pending, so the request never answers 500 for it and a retry never repeats it.
+Intent first: a request writes its state claim, its Operation and its Events in one transaction, then hands the
+operation to the engine. The Operation is recorded `running` under this process's executor when its engine has
+room (it runs it at once, without a claim), else `pending`. Starting may fail or never happen (a crash); the
+dispatcher's sweeps start what is pending, run again what a process holds but does not run, and take over what a
+dead process held, so the request never answers 500 for it and a retry never repeats it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
 from cloudplane import context
@@ -48,10 +50,12 @@ def target_of(server_id: int | None, snapshot_id: int | None) -> Target:
 
 @dataclass(frozen=True)
 class Accepted:
-    """An operation a request recorded, to hand to the engine once its transaction commits."""
+    """An operation a request recorded, to hand to the engine once its transaction commits; `held`: recorded as
+    running under this process's executor, which runs it without claiming it."""
 
     id: str
     kind: str
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,11 @@ class _Facts:
 
 
 _operations = table_of(Operation)
+_INSERT_OPERATION = insert(_operations)
 
 
 def new_operation(
-    session: Session,
+    session: Session | Connection,
     *,
     account_id: int,
     kind: str,
@@ -84,9 +89,14 @@ def new_operation(
 ) -> Accepted:
     """Record an operation and its `accepted` event in the caller's transaction, so the change, its operation
     and what it tells the world commit together. Call `launch` after the commit."""
+    from cloudplane.workflows.engine import holder
+
     target = target or target_of(server_id, snapshot_id)
     ctx = context.current()
     now = utcnow()
+    # This process's engine takes it at once when it has room: recorded as running under its executor, it needs no
+    # claim. Else it is pending, for whichever process's dispatcher starts it first.
+    executor_id = holder()
     facts = _Facts(
         id=str(uuid.uuid4()),
         kind=kind,
@@ -99,21 +109,23 @@ def new_operation(
         client_ip=ctx.client_ip,
     )
     session.execute(
-        insert(_operations),
+        _INSERT_OPERATION,
         {
             **vars(facts),
             "snapshot_id": snapshot_id,
-            "status": "pending",
-            "progress": 0,
-            "attempts": 0,
             "params": params or None,
             "created_at": now,
             "updated_at": now,
+            **(
+                {"status": "pending", "progress": 0, "attempts": 0}
+                if executor_id is None
+                else {"status": "running", "progress": 5, "attempts": 1, "executor_id": executor_id, "started_at": now}
+            ),
         },
     )
     record_event(session, facts, "accepted")
     context.bind(operation_id=facts.id)
-    return Accepted(facts.id, kind)
+    return Accepted(facts.id, kind, held=executor_id is not None)
 
 
 class OperationFacts(Protocol):
@@ -140,7 +152,7 @@ class OperationFacts(Protocol):
 
 
 def record_event(
-    session: Session, op: OperationFacts, stage: Literal["accepted", "succeeded", "failed"], **data: Any
+    session: Session | Connection, op: OperationFacts, stage: Literal["accepted", "succeeded", "failed"], **data: Any
 ) -> None:
     """Write the operation's event of `stage` (its kind's vocabulary in domain/events.py) in the caller's
     transaction, with who asked, from where and in which request."""
@@ -163,10 +175,11 @@ def record_event(
 
 def launch(op: Accepted) -> None:
     """Hand the committed operation to the workflow engine. Never raises: if the hand-off fails, the operation
-    stays pending and the dispatcher's sweep starts it (every process sweeps every few seconds)."""
+    stays as recorded, pending or held by this process, and the dispatcher's sweep starts it (every process sweeps
+    every few seconds)."""
     from cloudplane.workflows.dispatcher import hand_off
 
-    hand_off(op.id, op.kind)
+    hand_off(op.id, op.kind, held=op.held)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,18 @@ SALT_ALPHABET = string.ascii_letters + string.digits + "./"
 CRYPT_DATA_SIZE = 32768
 
 
+def _random_text(alphabet: str, length: int) -> str:
+    """`length` characters drawn uniformly from `alphabet` (at most 256 of them) with one read of the system's
+    randomness, not one per character: bytes past the largest multiple of the alphabet's size are dropped."""
+    usable = 256 - 256 % len(alphabet)
+    text: list[str] = []
+    while len(text) < length:
+        text += (alphabet[b % len(alphabet)] for b in secrets.token_bytes(length * 2) if b < usable)
+    return "".join(text[:length])
+
+
 def generate_root_password(length: int = 20) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+    return _random_text(ALPHABET, length)
 
 
 # SHA-512 crypt's work factor: glibc's default for a password a person chose (guessable, so every round slows an
@@ -29,7 +39,7 @@ GENERATED_ROUNDS = 1000
 
 def _sha512_setting(rounds: int) -> bytes:
     prefix = "$6$" if rounds == CHOSEN_ROUNDS else f"$6$rounds={rounds}$"
-    return (prefix + "".join(secrets.choice(SALT_ALPHABET) for _ in range(16))).encode()
+    return (prefix + _random_text(SALT_ALPHABET, 16)).encode()
 
 
 def _libcrypt_hasher() -> Callable[[str, int], str] | None:

@@ -407,9 +407,10 @@ def create_server(
                     raise NotFound("SSH key not found", field="ssh_keys", ssh_key_ids=missing)
             key_ids = list(dict.fromkeys([*key_ids, *register_keys(s, principal.account_id, parsed_keys)]))
             now = utcnow()
-            # Core statements, not the ORM's unit of work: this is the hot path of a burst of creates, and the
-            # inserted row comes back to make the reply's view without reading it again.
-            row = s.execute(
+            # Core statements on the session's connection, not the ORM's unit of work: this is the hot path of a
+            # burst of creates, and the inserted row comes back to make the reply's view without reading it again.
+            conn = s.connection()
+            row = conn.execute(
                 _INSERT_SERVER,
                 {
                     "account_id": principal.account_id,
@@ -426,10 +427,10 @@ def create_server(
             ).one()
             keys: tuple[Row[Any], ...] = ()
             if key_ids:
-                s.execute(insert(_links), [{"server_id": row.id, "ssh_key_id": k} for k in key_ids])
-                keys = tuple(s.execute(_KEYS_OF, {"ids": [row.id]}))
+                conn.execute(insert(_links), [{"server_id": row.id, "ssh_key_id": k} for k in key_ids])
+                keys = tuple(conn.execute(_KEYS_OF, {"ids": [row.id]}))
             op = operations.new_operation(
-                s,
+                conn,
                 account_id=principal.account_id,
                 kind="create",
                 server_id=row.id,
@@ -448,24 +449,39 @@ def create_server(
     return replace(_view(row, view, keys, ()), operation_id=op.id), generated
 
 
-def claim(session: Session, principal: Principal, server_id: int, action: Action) -> Row[Any]:
-    """Move the server into the action's task state if, and only if, its table allows it now; the server's row as
-    claimed (as `select(servers)` reads it)."""
+_CLAIM = (
+    update(_servers)
+    .where(
+        _servers.c.id == bindparam("server_id"),
+        *_LIVE,
+        _servers.c.status.in_(bindparam("allowed", expanding=True)),
+        _servers.c.task_state.is_(None),
+    )
+    .values(task_state=bindparam("task"), updated_at=bindparam("now"))
+    .returning(*_servers.c)
+)
+_STATE_OF = select(_servers.c.status, _servers.c.task_state, _servers.c.provider).where(
+    _servers.c.id == bindparam("server_id"), *_LIVE
+)
+
+
+def claim(core: Core, session: Session, principal: Principal, server_id: int, action: Action) -> Row[Any]:
+    """Move the server into the action's task state if, and only if, its provider can do the action and its table
+    allows it now; the server's row as claimed (as `select(servers)` reads it). A refusal changes nothing and says
+    why: what the provider cannot do first, then what the state does not allow."""
+    params = {"server_id": server_id, **tenant(principal)}
     claimed = session.execute(
-        update(_servers)
-        .where(
-            *_owned(principal, server_id),
-            Server.status.in_([s.value for s in action.allowed_from]),
-            Server.task_state.is_(None),
-        )
-        .values(task_state=action.task_state, updated_at=utcnow())
-        .returning(*_servers.c)
+        _CLAIM,
+        {**params, "allowed": [s.value for s in action.allowed_from], "task": action.task_state, "now": utcnow()},
     ).first()
     if claimed is not None:
+        # Checked after the claim, in its transaction: a refusal raises, and the claim is rolled back with it.
+        _require_feature(core, claimed.provider, ACTION_FEATURES[action.name], server_id)
         return claimed
-    row = session.execute(select(Server.status, Server.task_state).where(*_owned(principal, server_id))).first()
+    row = session.execute(_STATE_OF, params).first()
     if row is None:
         raise NotFound("Server not found", server_id=server_id)
+    _require_feature(core, row.provider, ACTION_FEATURES[action.name], server_id)
     raise InvalidState(
         refusal_reason(action, row.status, row.task_state),
         server_id=server_id,
@@ -474,20 +490,23 @@ def claim(session: Session, principal: Principal, server_id: int, action: Action
     )
 
 
-def require_capability(core: Core, session: Session, principal: Principal, server_id: int, feature: Feature) -> None:
-    """Refuse, before anything changes, an action the server's provider cannot do (a rented GPU instance has no
-    snapshots), saying why."""
-    provider = session.scalar(select(Server.provider).where(*_owned(principal, server_id)))
-    if provider is None:
-        raise NotFound("Server not found", server_id=server_id)
+def _require_feature(core: Core, provider: str, feature: Feature, server_id: int) -> None:
     require_feature(core.providers.get(provider), feature, subject=f"{provider} servers", server_id=server_id)
 
 
+def require_capability(core: Core, session: Session, principal: Principal, server_id: int, feature: Feature) -> None:
+    """Refuse, before anything changes, an action the server's provider cannot do (a rented GPU instance has no
+    snapshots), saying why."""
+    row = session.execute(_STATE_OF, {"server_id": server_id, **tenant(principal)}).first()
+    if row is None:
+        raise NotFound("Server not found", server_id=server_id)
+    _require_feature(core, row.provider, feature, server_id)
+
+
 def accept_action(core: Core, session: Session, principal: Principal, server_id: int, action: Action) -> ServerView:
-    """In the caller's transaction: check the provider can, claim the server, and its view as claimed (what the
-    reply shows; read before the commit, as the workflow may change it right after)."""
-    require_capability(core, session, principal, server_id, ACTION_FEATURES[action.name])
-    return server_views(session, [claim(session, principal, server_id, action)], core.catalog.view())[0]
+    """In the caller's transaction: claim the server for the action (its provider able to do it), and its view as
+    claimed (what the reply shows; read before the commit, as the workflow may change it right after)."""
+    return server_views(session, [claim(core, session, principal, server_id, action)], core.catalog.view())[0]
 
 
 def server_action(core: Core, principal: Principal, server_id: int, action_name: str) -> ServerView:

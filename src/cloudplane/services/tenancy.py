@@ -17,9 +17,10 @@ def mine(model: type[Any], principal: Principal) -> ColumnElement[bool]:
 
 def MINE(table: FromClause) -> ColumnElement[bool]:  # noqa: N802 - a clause for prebuilt statements, like a constant
     """The tenant filter of a prebuilt Core statement; execute it with `tenant(principal)` among its parameters."""
-    return table.c.account_id == bindparam("account_id")
+    # Not "account_id": that name is the column's own in the SET clause of an UPDATE.
+    return table.c.account_id == bindparam("tenant_account_id")
 
 
 def tenant(principal: Principal) -> dict[str, int]:
     """The parameters a statement built with `MINE` needs."""
-    return {"account_id": principal.account_id}
+    return {"tenant_account_id": principal.account_id}

@@ -42,10 +42,11 @@ def db_now(session: Session) -> datetime:
     return utcnow()
 
 
-def hand_off(op_id: str, kind: str) -> None:
-    """Start a committed operation's workflow now. Never raises: a failure leaves it to the sweep."""
+def hand_off(op_id: str, kind: str, *, held: bool = False) -> None:
+    """Start a committed operation's workflow now (`held`: recorded as this executor's). Never raises: a failure
+    leaves it to the sweep, which starts what is pending and runs again what this executor holds."""
     try:
-        engine.start_operation(op_id, kind)
+        engine.start_operation(op_id, kind, held=held)
     except Exception:  # noqa: BLE001 - the request has committed; the sweep starts it
         log.warning("could not start operation %s now; the dispatcher's sweep will", op_id, exc_info=True)
 

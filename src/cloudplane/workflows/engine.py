@@ -8,9 +8,11 @@ idempotent (providers/base.py), so a run that stops anywhere (a crash, a kill, a
 it again: by this process when it restarts under the same executor id, by the dispatcher's sweep when the hand-off
 never happened, or by another process when this one's heartbeat stops (workflows/dispatcher.py).
 
-Workflows run as tasks of one event loop in a thread of its own, so neither their database calls nor their
-provider calls ever hold up the API's event loop; at most `operation_concurrency` run at once, the rest stay
-pending for the sweep.
+Workflows run as tasks of the serving process's event loop, beside its requests: on SQLite their database calls
+take microseconds and run inline, as the requests' do, and no work is handed between threads (with CPython's GIL,
+every hand-off between two busy threads can wait a whole switch interval, 5 ms); their provider calls are
+asynchronous, and blocking drivers (LXC, libvirt) use threads of their own. At most `operation_concurrency` run at
+once; the rest stay pending for the sweep.
 
 Why not a general durable-execution library (DBOS, which this replaced): it keeps a second record of every step
 beside ours, and on a two-core machine its bookkeeping capped a two-step workflow near 150 a second on SQLite
@@ -49,13 +51,18 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._loop_thread: int | None = None
         # Touched only on the engine's loop: the operations running here, so one never runs twice at once.
         self._running: dict[str, asyncio.Task[None]] = {}
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._serve, name="cloudplane-workflows", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run on `loop` (the API's own: a serving process), or on a loop in a thread of its own (tests, tools)."""
+        if loop is not None:
+            self._loop, self._loop_thread = loop, threading.get_ident()
+        else:
+            self._thread = threading.Thread(target=self._serve, name="cloudplane-workflows", daemon=True)
+            self._thread.start()
+            self._ready.wait()
         log.info(
             "workflow engine running as executor %s, up to %d operations at once", self.executor_id, self.concurrency
         )
@@ -63,38 +70,54 @@ class Engine:
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        self._loop = loop
+        self._loop, self._loop_thread = loop, threading.get_ident()
         self._ready.set()
         try:
             loop.run_forever()
         finally:
             loop.close()
 
+    async def _cancel_all(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop running: unfinished operations stay as they are, for this executor's next life or a takeover."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
+        """Stop running (from another thread than the engine's loop): unfinished operations stay as they are, for
+        this executor's next life or a takeover."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
+        if self._thread is None:  # on a loop that is not ours: cancel, and let its owner close it
+            asyncio.run_coroutine_threadsafe(self._cancel_all(), loop).result(timeout)
+            return
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._cancel_all(), loop)
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
+            self._thread.join(timeout)
 
-        async def cancel_all() -> None:
-            tasks = list(self._running.values())
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            loop.stop()
+    async def aclose(self) -> None:
+        """Stop running, from the engine's own loop (a serving process's shutdown)."""
+        await self._cancel_all()
 
-        asyncio.run_coroutine_threadsafe(cancel_all(), loop)
-        thread.join(timeout)
+    def has_room(self) -> bool:
+        """Whether an operation accepted now would start at once (thread-safe; a hint, not a reservation)."""
+        return self._loop is not None and len(self._running) < self.concurrency
 
-    def submit(self, op_ids: Iterable[str]) -> None:
+    def submit(self, op_ids: Iterable[str], *, held: bool = False) -> None:
         """Run these operations here, each unless it runs already (thread-safe, returns at once). An operation
-        another process holds, or one that has finished, is left alone by the claim."""
+        another process holds, or one that has finished, is left alone by the claim. `held`: the request that made
+        them recorded them as this executor's already, so no claim is needed."""
         loop = self._loop
         if loop is None or loop.is_closed():
             raise RuntimeError("the workflow engine is not running")
-        loop.call_soon_threadsafe(self._spawn, tuple(op_ids))
+        if threading.get_ident() == self._loop_thread:
+            loop.call_soon(self._spawn, tuple(op_ids), held)  # a request served on the engine's own loop
+        else:
+            loop.call_soon_threadsafe(self._spawn, tuple(op_ids), held)
 
-    def _spawn(self, op_ids: tuple[str, ...]) -> None:
+    def _spawn(self, op_ids: tuple[str, ...], held: bool) -> None:
         from cloudplane.workflows import steps
 
         assert self._loop is not None
@@ -105,7 +128,7 @@ class Engine:
                 # Left as it is (pending, or running under this executor); the next sweep offers it again.
                 log.info("%d operations running: operation %s waits for the next sweep", len(self._running), op_id)
                 return
-            task = self._loop.create_task(steps.execute(self.core, self.executor_id, op_id))
+            task = self._loop.create_task(steps.execute(self.core, self.executor_id, op_id, held=held))
             self._running[op_id] = task
             task.add_done_callback(functools.partial(self._done, op_id))
 
@@ -150,33 +173,58 @@ def configure(core: Core) -> None:
 
 
 def launch() -> None:
-    """Start running operations, then the dispatcher (which first takes up what this executor left unfinished)."""
+    """Start running operations, then the dispatcher (which first takes up what this executor left unfinished).
+    Called from a running event loop (a serving process), the engine runs its workflows on that loop: beside the
+    requests, with no thread to hand work to and from; else on a loop in a thread of its own."""
     from cloudplane.workflows import dispatcher
 
     engine = _engine
     if engine is None:
         raise RuntimeError("the workflow engine is not configured; call workflows.engine.configure(core)")
-    engine.start()
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    engine.start(loop)
     dispatcher.start(engine)
 
 
-def start_operation(op_id: str, kind: str) -> None:
-    """Run the committed operation here now (its `kind` picks its workflow when it runs). Raises when the engine
-    does not run; the dispatcher's sweep then starts it."""
+def holder() -> str | None:
+    """The executor id a request may record a new operation under, so that this process runs it at once without
+    claiming it: this process's, when its engine runs and has room. None: record it pending, for any process."""
+    engine = _engine
+    return engine.executor_id if engine is not None and engine.has_room() else None
+
+
+def start_operation(op_id: str, kind: str, *, held: bool = False) -> None:
+    """Run the committed operation here now (its `kind` picks its workflow when it runs); `held`: it was recorded
+    as this executor's. Raises when the engine does not run; the dispatcher's sweep then starts it."""
     from cloudplane.workflows.kinds import workflow_for
 
     workflow_for(kind)  # an unknown kind fails here, in the request that made it, not later in the engine
     engine = _engine
     if engine is None:
         raise RuntimeError("the workflow engine is not configured")
-    engine.submit((op_id,))
+    engine.submit((op_id,), held=held)
 
 
 def shutdown() -> None:
+    """Stop the dispatcher and the engine (not from the engine's own loop: see `ashutdown`)."""
     global _engine
     from cloudplane.workflows import dispatcher
 
     dispatcher.stop()
     if _engine is not None:
         _engine.stop()
+    _engine = None
+
+
+async def ashutdown() -> None:
+    """`shutdown`, from the loop the engine runs on."""
+    global _engine
+    from cloudplane.workflows import dispatcher
+
+    await asyncio.to_thread(dispatcher.stop)
+    if _engine is not None:
+        await _engine.aclose()
     _engine = None

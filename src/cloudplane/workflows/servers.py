@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
 from cloudplane.domain.states import ACTIONS, ServerStatus
@@ -17,19 +17,22 @@ SERVER_STATUS_FOR = {MachineState.RUNNING: ServerStatus.RUNNING, MachineState.ST
 CALLED = "called"
 
 
+_SERVER_TO_MAKE = select(Server.id, Server.hostname, Server.plan_id, Server.image_id, Server.location_id).where(
+    Server.id == bindparam("b_id")
+)
+_PUBLIC_KEYS = select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == bindparam("b_id"))
+_CREATE_TOKEN = select(Operation.id).where(
+    Operation.server_id == bindparam("b_id"), Operation.kind.in_(("create", "rent"))
+)
+
+
 def create_request(job: Job) -> CreateRequest:
     """What the provider needs to make the server: its plan, image, location, keys and root password hash."""
     core = steps.core()
     view = core.catalog.view()
     with core.db.connect() as conn:
-        server = conn.execute(
-            select(Server.id, Server.hostname, Server.plan_id, Server.image_id, Server.location_id).where(
-                Server.id == job.server_id
-            )
-        ).one()
-        keys = conn.scalars(
-            select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == server.id)
-        ).all()
+        server = conn.execute(_SERVER_TO_MAKE, {"b_id": job.server_id}).one()
+        keys = conn.scalars(_PUBLIC_KEYS, {"b_id": job.server_id}).all()
     plan, image, location = view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id)
     return CreateRequest(
         token=job.id,
@@ -120,9 +123,7 @@ def _power_action(kind: str) -> Body:
 def create_token(job: Job) -> str | None:
     """The id of the server's create operation: the token of a machine the server may have without knowing it."""
     with steps.core().db.connect() as conn:
-        return conn.scalar(
-            select(Operation.id).where(Operation.server_id == job.server_id, Operation.kind.in_(("create", "rent")))
-        )
+        return conn.scalar(_CREATE_TOKEN, {"b_id": job.server_id})
 
 
 async def _delete(job: Job) -> None:

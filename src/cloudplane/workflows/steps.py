@@ -20,14 +20,14 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import CursorResult, and_, case, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloudplane import observability
 from cloudplane.core import Core
-from cloudplane.db.tables import Operation, Server, Snapshot, utcnow
+from cloudplane.db.tables import Operation, Server, Snapshot, table_of, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
 from cloudplane.providers.base import CreateRequest, Machine, MachineState, Provider, SnapshotInfo, pacing_of
@@ -180,7 +180,7 @@ async def get_instance(provider: str, instance_id: str) -> Instance | None:
 
 # The database side.
 
-_ops, _servers, _snapshots = Operation.__table__, Server.__table__, Snapshot.__table__
+_ops, _servers, _snapshots = table_of(Operation), table_of(Server), table_of(Snapshot)
 _JOB = (
     select(
         _ops.c.id,
@@ -206,32 +206,50 @@ _JOB = (
 )
 
 
-def claim(executor_id: str, op_id: str) -> Job | None:
+# Prebuilt: a workflow's writes are the engine's hot path, and a statement built per call costs more than it runs.
+_CLAIM = (
+    update(_ops)
+    .where(
+        _ops.c.id == bindparam("b_id"),
+        or_(_ops.c.status == "pending", and_(_ops.c.status == "running", _ops.c.executor_id == bindparam("b_me"))),
+    )
+    .values(
+        status="running",
+        executor_id=bindparam("b_me"),
+        attempts=_ops.c.attempts + 1,
+        started_at=func.coalesce(_ops.c.started_at, bindparam("b_now")),
+        progress=case((_ops.c.progress < 5, 5), else_=_ops.c.progress),
+        updated_at=bindparam("b_now"),
+    )
+)
+_JOB_OF = _JOB.where(_ops.c.id == bindparam("b_id"))
+_HELD_JOB = _JOB.where(
+    _ops.c.id == bindparam("b_id"), _ops.c.executor_id == bindparam("b_me"), _ops.c.status == "running"
+)
+# The SET clauses of these come from the keys of the parameters each call passes.
+_HELD = update(_ops).where(
+    _ops.c.id == bindparam("b_id"), _ops.c.executor_id == bindparam("b_me"), _ops.c.status == "running"
+)
+_SERVER = update(_servers).where(_servers.c.id == bindparam("b_id"))
+_SNAPSHOT = update(_snapshots).where(_snapshots.c.id == bindparam("b_id"))
+_SNAPSHOTS_OF_SERVER = update(_snapshots).where(
+    _snapshots.c.server_id == bindparam("b_server"), _snapshots.c.deleted_at.is_(None)
+)
+
+
+def claim(executor_id: str, op_id: str, *, held: bool = False) -> Job | None:
     """Make the operation this executor's to run: a pending one, or one it holds already (its previous life's, or
-    one it took over). None when another process holds it or it has ended."""
-    now = utcnow()
-    with core().db.write() as s:
-        result = s.execute(
-            update(Operation)
-            .where(
-                Operation.id == op_id,
-                or_(
-                    Operation.status == "pending",
-                    and_(Operation.status == "running", Operation.executor_id == executor_id),
-                ),
-            )
-            .values(
-                status="running",
-                executor_id=executor_id,
-                attempts=Operation.attempts + 1,
-                started_at=func.coalesce(Operation.started_at, now),
-                progress=case((Operation.progress < 5, 5), else_=Operation.progress),
-                updated_at=now,
-            )
-        )
-        if cast(CursorResult[Any], result).rowcount != 1:
+    one it took over). None when another process holds it or it has ended. `held`: the request recorded it as this
+    executor's, running: it is only read."""
+    if held:
+        with core().db.connect() as conn:
+            found = conn.execute(_HELD_JOB, {"b_id": op_id, "b_me": executor_id}).first()
+        return None if found is None else Job(**{**found._asdict(), "params": dict(found.params or {})})
+    with core().db.begin() as conn:
+        result = conn.execute(_CLAIM, {"b_id": op_id, "b_me": executor_id, "b_now": utcnow()})
+        if result.rowcount != 1:
             return None
-        row = s.execute(_JOB.where(_ops.c.id == op_id)).one()
+        row = conn.execute(_JOB_OF, {"b_id": op_id}).one()
     return Job(**{**row._asdict(), "params": dict(row.params or {})})
 
 
@@ -247,32 +265,26 @@ class Changes:
 
 def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
     now = utcnow()
-    with core().db.write() as s:
+    with core().db.begin() as conn:
         # Fenced: only while this run still holds the operation. Another process that took it over, or a run that
         # ended it already, leaves this run nothing to change.
-        held = s.execute(
-            update(Operation)
-            .where(Operation.id == job.id, Operation.executor_id == job.executor_id, Operation.status == "running")
-            .values(updated_at=now, **op_values)
-        )
-        if cast(CursorResult[Any], held).rowcount != 1:
+        held = conn.execute(_HELD, {"b_id": job.id, "b_me": job.executor_id, "updated_at": now, **op_values})
+        if held.rowcount != 1:
             raise Abandoned(job.id)
         if changes.server and job.server_id is not None:
-            s.execute(update(Server).where(Server.id == job.server_id).values(updated_at=now, **changes.server))
+            conn.execute(_SERVER, {"b_id": job.server_id, "updated_at": now, **changes.server})
         if changes.delete_server_snapshots and job.server_id is not None:
-            s.execute(
-                update(Snapshot)
-                .where(Snapshot.server_id == job.server_id, Snapshot.deleted_at.is_(None))
-                .values(status=SnapshotStatus.DELETED, deleted_at=now)
+            conn.execute(
+                _SNAPSHOTS_OF_SERVER, {"b_server": job.server_id, "status": SnapshotStatus.DELETED, "deleted_at": now}
             )
         if changes.snapshot and job.snapshot_id is not None:
-            s.execute(update(Snapshot).where(Snapshot.id == job.snapshot_id).values(**changes.snapshot))
+            conn.execute(_SNAPSHOT, {"b_id": job.snapshot_id, **changes.snapshot})
         outcome = op_values.get("status")
         if outcome == "succeeded":
-            operations.record_event(s, job, "succeeded")
+            operations.record_event(conn, job, "succeeded")
         elif outcome == "failed":
             error = {"code": op_values.get("error_code"), "message": op_values.get("error")}
-            operations.record_event(s, job, "failed", error=error)
+            operations.record_event(conn, job, "failed", error=error)
 
 
 async def update_rows(job: Job, op_values: dict[str, Any], changes: Changes = Changes()) -> None:
@@ -328,14 +340,14 @@ def describe(error: BaseException) -> tuple[str, str]:
     return code, message
 
 
-async def execute(core_: Core, executor_id: str, op_id: str) -> None:
+async def execute(core_: Core, executor_id: str, op_id: str, *, held: bool = False) -> None:
     """Claim the operation and run its workflow to its end: success, or a clear error with the workflow's cleanup.
 
     A database failure leaves the operation as it is, held by this executor, for the dispatcher's next sweep to
     run again: never a failure (and cleanup) for what may be a moment's outage."""
     _core.set(core_)
     try:
-        job = await db(claim, executor_id, op_id)
+        job = await db(claim, executor_id, op_id, held=held)
     except SQLAlchemyError:
         log.warning("cannot claim operation %s now; the dispatcher's sweep will try again", op_id, exc_info=True)
         return

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
 from cloudplane.api.cloudvps.envelope import Pagination, cloudvps_renderer
-from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
+from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.api.common.ids import parse_id
 from cloudplane.api.common.schemas import Request as BaseRequest
@@ -362,7 +362,7 @@ async def list_vps(
     response_model=VpsCreatedReply,
     responses={404: {"model": ErrorEnvelope, "description": "No such plan, operating system or location"}},
 )
-def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+async def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Response:
     """Create a VPS: it is "creating" at once and "running" when its machine has started. The root password is
     in this reply only."""
     catalog = core.catalog.view()
@@ -371,7 +371,9 @@ def create_vps(body: VpsCreate, core: CoreDep, principal: PrincipalDep) -> Respo
     location = find_location(catalog, body.location) if body.location is not None else None
     image = find_image(catalog, body.operating_system, location)
     location = location or default_location(catalog, plan, image)
-    server, root_password = servers.create_server(
+    server, root_password = await write(
+        core,
+        servers.create_server,
         core,
         principal,
         label=body.name,
@@ -392,13 +394,13 @@ async def get_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Resp
 
 
 @router.put("/vps/{vps_id}", response_model=VpsActionReply, responses=_NO_SUCH_VPS)
-def update_vps(vps_id: VpsId, body: VpsUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
-    server = servers.rename_server(core, principal, parse_vps_id(vps_id), body.name)
+async def update_vps(vps_id: VpsId, body: VpsUpdate, core: CoreDep, principal: PrincipalDep) -> Response:
+    server = await write(core, servers.rename_server, core, principal, parse_vps_id(vps_id), body.name)
     return reply(VpsActionReply(data=vps_out(server, datetime.now(UTC), VpsOut), message="VPS updated"))
 
 
-def _act(core: Core, principal: Principal, vps_id: str, action: str, message: str) -> Response:
-    server = servers.server_action(core, principal, parse_vps_id(vps_id), action)
+async def _act(core: Core, principal: Principal, vps_id: str, action: str, message: str) -> Response:
+    server = await write(core, servers.server_action, core, principal, parse_vps_id(vps_id), action)
     return reply(VpsActionReply(data=vps_out(server, datetime.now(UTC), VpsOut), message=message))
 
 
@@ -407,7 +409,7 @@ def _act(core: Core, principal: Principal, vps_id: str, action: str, message: st
     response_model=VpsActionReply,
     responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
 )
-def delete_vps(
+async def delete_vps(
     vps_id: VpsId,
     core: CoreDep,
     principal: PrincipalDep,
@@ -416,7 +418,7 @@ def delete_vps(
     ] = False,
 ) -> Response:
     """Start deleting the VPS: the reply shows it "deleting"; it is gone (404) once its machine is."""
-    return _act(core, principal, vps_id, "delete", "VPS deletion started")
+    return await _act(core, principal, vps_id, "delete", "VPS deletion started")
 
 
 @router.post(
@@ -424,8 +426,8 @@ def delete_vps(
     response_model=VpsActionReply,
     responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
 )
-def start_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
-    return _act(core, principal, vps_id, "start", "VPS is starting")
+async def start_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return await _act(core, principal, vps_id, "start", "VPS is starting")
 
 
 @router.post(
@@ -433,8 +435,8 @@ def start_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response
     response_model=VpsActionReply,
     responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
 )
-def stop_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
-    return _act(core, principal, vps_id, "stop", "VPS is stopping")
+async def stop_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return await _act(core, principal, vps_id, "stop", "VPS is stopping")
 
 
 @router.post(
@@ -442,8 +444,8 @@ def stop_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
     response_model=VpsActionReply,
     responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
 )
-def restart_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
-    return _act(core, principal, vps_id, "reboot", "VPS is restarting")
+async def restart_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    return await _act(core, principal, vps_id, "reboot", "VPS is restarting")
 
 
 @router.get("/plans", tags=["CloudVPS plans"], response_model=PlanListReply)

@@ -89,6 +89,17 @@ async def read(core: Core, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+async def write(core: Core, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a service call that writes, from an async route. On SQLite it runs inline, like the workflows on the
+    same loop: a write transaction is short, writers of the process queue on the file's lock, and handing the call
+    to a thread and back costs more than it does (each hand-off between two busy threads can wait out the GIL's
+    5 ms switch interval). Several processes sharing one SQLite file wait on each other inside SQLite; use
+    PostgreSQL for that. On PostgreSQL each query is a network round trip, so it goes to the threadpool."""
+    if core.db.is_sqlite:
+        return fn(*args, **kwargs)
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
 def reply(model: BaseModel, status_code: int = 200) -> Response:
     """Serialize a response model once, in pydantic's Rust core. Returning the model itself would make FastAPI
     validate it again against `response_model` (a deep copy of every nested object) before serializing."""

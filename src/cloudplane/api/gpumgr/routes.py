@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from cloudplane.api.common.deps import CoreDep, PrincipalDep
+from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, write
 from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.api.common.ids import parse_id
 from cloudplane.api.common.schemas import Request as BaseRequest
@@ -200,7 +200,8 @@ async def create_instance(
     """Rent an offer: the instance is recorded at once (status "loading") and becomes "running" when the
     provider has started it."""
     offer = await gpu.find_offer(core, body.provider, body.offer_id)
-    server = await run_in_threadpool(
+    server = await write(
+        core,
         gpu.rent,
         core,
         principal,
@@ -215,15 +216,15 @@ async def create_instance(
 
 @router.get("/instances/{instance_id}")
 async def get_instance(instance_id: InstanceId, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
-    server = await run_in_threadpool(gpu.get_instance, core, principal, parse_instance_id(instance_id))
+    server = await read(core, gpu.get_instance, core, principal, parse_instance_id(instance_id))
     return ok(instance_json(server), "Instance retrieved successfully")
 
 
 async def _act(core: CoreDep, principal: PrincipalDep, instance_id: str, action: str) -> str | None:
     """Run the action; the id of the operation carrying it out."""
     server_id = parse_instance_id(instance_id)
-    await run_in_threadpool(gpu.get_instance, core, principal, server_id)
-    server = await run_in_threadpool(servers.server_action, core, principal, server_id, action)
+    await read(core, gpu.get_instance, core, principal, server_id)
+    server = await write(core, servers.server_action, core, principal, server_id, action)
     return server.operation_id
 
 

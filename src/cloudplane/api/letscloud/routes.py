@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Response, status
 
-from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply
+from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
 from cloudplane.services import accounts, servers, snapshots, ssh_keys
@@ -46,8 +46,10 @@ async def list_servers(core: CoreDep, principal: PrincipalDep, page: PageDep) ->
 @router.post(
     "/servers", operation_id="createServer", status_code=status.HTTP_201_CREATED, response_model=w.ServerCreated
 )
-def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) -> Response:
-    server, generated_password = servers.create_server(
+async def create_server(body: w.ServerCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+    server, generated_password = await write(
+        core,
+        servers.create_server,
         core,
         principal,
         label=body.label,
@@ -69,24 +71,24 @@ async def get_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> R
 
 
 @router.delete("/servers/{server_id}", operation_id="deleteServer", status_code=204, response_class=Response)
-def delete_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    servers.server_action(core, principal, server_id, "delete")
+async def delete_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    await write(core, servers.server_action, core, principal, server_id, "delete")
     return Response(status_code=204)
 
 
 @router.post("/servers/{server_id}/start", operation_id="startServer", response_model=w.ServerAccepted)
-def start_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return accepted(servers.server_action(core, principal, server_id, "start"))
+async def start_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    return accepted(await write(core, servers.server_action, core, principal, server_id, "start"))
 
 
 @router.post("/servers/{server_id}/stop", operation_id="shutdownServer", response_model=w.ServerAccepted)
-def shutdown_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return accepted(servers.server_action(core, principal, server_id, "stop"))
+async def shutdown_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    return accepted(await write(core, servers.server_action, core, principal, server_id, "stop"))
 
 
 @router.post("/servers/{server_id}/reboot", operation_id="rebootServer", response_model=w.ServerAccepted)
-def reboot_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return accepted(servers.server_action(core, principal, server_id, "reboot"))
+async def reboot_server(server_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    return accepted(await write(core, servers.server_action, core, principal, server_id, "reboot"))
 
 
 @router.get("/ssh-keys", operation_id="listSSHKeys", response_model=w.SSHKeyList)
@@ -136,8 +138,10 @@ async def list_snapshots(server_id: Id, core: CoreDep, principal: PrincipalDep, 
 @router.post(
     "/servers/{server_id}/snapshots", operation_id="createSnapshot", status_code=201, response_model=w.SnapshotOut
 )
-def create_snapshot(server_id: Id, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> Response:
-    snap = snapshots.create_snapshot(core, principal, server_id, label=body.label, description=body.description)
+async def create_snapshot(server_id: Id, body: w.SnapshotCreate, core: CoreDep, principal: PrincipalDep) -> Response:
+    snap = await write(
+        core, snapshots.create_snapshot, core, principal, server_id, label=body.label, description=body.description
+    )
     return reply(w.SnapshotOut.of(snap), 201)
 
 
@@ -152,8 +156,8 @@ async def get_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal:
     status_code=204,
     response_class=Response,
 )
-def delete_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    snapshots.delete_snapshot(core, principal, server_id, snapshot_id)
+async def delete_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    await write(core, snapshots.delete_snapshot, core, principal, server_id, snapshot_id)
     return Response(status_code=204)
 
 
@@ -162,8 +166,8 @@ def delete_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: Pr
     operation_id="restoreSnapshot",
     response_model=w.ServerAccepted,
 )
-def restore_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
-    return accepted(snapshots.restore_snapshot(core, principal, server_id, snapshot_id))
+async def restore_snapshot(server_id: Id, snapshot_id: Id, core: CoreDep, principal: PrincipalDep) -> Response:
+    return accepted(await write(core, snapshots.restore_snapshot, core, principal, server_id, snapshot_id))
 
 
 @router.get("/plans", operation_id="listPlans", response_model=w.PlanList)

@@ -246,6 +246,11 @@ def sample(name: str, **labels: str) -> float:
     return METRICS.registry.get_sample_value(name, labels) or 0.0
 
 
+def total(name: str) -> float:
+    """A labelled metric summed over its labels."""
+    return sum(s.value for family in METRICS.registry.collect() for s in family.samples if s.name == name)
+
+
 async def test_a_pass_walks_the_fleet_in_batches_and_misses_no_server(
     core, tenant, create_running_server, monkeypatch
 ) -> None:
@@ -276,9 +281,9 @@ async def test_a_pass_walks_the_fleet_in_batches_and_misses_no_server(
         (first["id"], "running", "stopped"),
         (last["id"], "running", "stopped"),
     ]
-    # Every settled server compared, two at a time; the inventory walked two machines at a time.
-    assert report.checked == sum(asked) >= 2 and settled >= report.checked
-    assert max(asked) == 2 and len(asked) >= report.checked // 2
+    # The simulator asked for two machines at a time (other providers' servers of the session are checked too),
+    # and its inventory walked two machines at a time.
+    assert max(asked) == 2 and 2 <= sum(asked) <= report.checked <= settled
     assert pages and max(pages) == 2 and sum(pages) >= 2
 
 
@@ -291,7 +296,7 @@ async def test_each_pass_reports_its_cost_and_findings_in_metrics(
     set_sim_state(core, server["id"], "stopped")
     before = {
         "passes": sample("cloudplane_reconciler_pass_duration_seconds_count"),
-        "checked": sample("cloudplane_reconciler_servers_checked_total", provider="simulator"),
+        "checked": total("cloudplane_reconciler_servers_checked_total"),
         "repairs": sample("cloudplane_reconciler_repairs_total", provider="simulator", status="stopped"),
         "failures": sample("cloudplane_reconciler_provider_failures_total", provider="simulator"),
     }
@@ -303,9 +308,8 @@ async def test_each_pass_reports_its_cost_and_findings_in_metrics(
     assert sample("cloudplane_reconciler_pass_duration_seconds_count") == before["passes"] + 1
     assert sample("cloudplane_reconciler_last_pass_duration_seconds") > 0
     assert "cloudplane_reconciler_last_pass_duration_seconds " in exposed
-    assert sample("cloudplane_reconciler_servers_checked_total", provider="simulator") == before["checked"] + (
-        report.checked
-    )
+    assert total("cloudplane_reconciler_servers_checked_total") == before["checked"] + report.checked
+    assert sample("cloudplane_reconciler_servers_checked_total", provider="simulator") >= 1
     assert (
         sample("cloudplane_reconciler_repairs_total", provider="simulator", status="stopped") == before["repairs"] + 1
     )

@@ -166,6 +166,30 @@ async def test_list_holds_only_cloudplane_machines(harness: Harness) -> None:
     assert [m.ref for m in await harness.provider.list()] == [machine.ref]
 
 
+async def test_list_pages_hold_each_machine_once_and_no_more_than_asked(harness: Harness) -> None:
+    assert [page async for page in harness.provider.list_pages(2)] == []
+    made = [await running_machine(harness, name) for name in ("one", "two", "three")]
+    pages = [page async for page in harness.provider.list_pages(2)]
+    assert [len(page) for page in pages] == [2, 1]
+    paged = [m for page in pages for m in page]
+    assert sorted(m.ref for m in paged) == sorted(m.ref for m in made)
+    assert sorted(paged, key=lambda m: m.ref) == sorted(await harness.provider.list(), key=lambda m: m.ref)
+    assert [len(page) for page in [page async for page in harness.provider.list_pages(3)]] == [3]
+
+
+async def test_get_many_answers_what_get_does_and_leaves_unknown_refs_out(harness: Harness) -> None:
+    assert await harness.provider.get_many([]) == []
+    assert await harness.provider.get_many([harness.unknown_ref, "not a ref at all", "٣"]) == []
+    first, second = await running_machine(harness, "first"), await running_machine(harness, "second")
+    found = await harness.provider.get_many([second.ref, harness.unknown_ref, first.ref, second.ref])
+    assert sorted(found, key=lambda m: m.ref) == sorted(
+        [await harness.provider.get(first.ref), await harness.provider.get(second.ref)], key=lambda m: m.ref
+    )
+    await harness.provider.delete(first.ref)
+    assert await harness.provider.get(first.ref) is None
+    assert [m.ref for m in await harness.provider.get_many([first.ref, second.ref])] == [second.ref]
+
+
 async def test_stop_start_reboot(harness: Harness) -> None:
     machine = await running_machine(harness)
     if await refused_as_declared(harness, Feature.STOP, lambda: harness.provider.stop(machine.ref)):

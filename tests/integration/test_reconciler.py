@@ -6,10 +6,13 @@ The simulator's own tool is its store (the `sim_machines` table); libvirt's is t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,9 @@ from sqlalchemy import delete, select, update
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, utcnow
+from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ACTIONS
+from cloudplane.observability import METRICS
 from cloudplane.providers.base import CreateRequest
 from cloudplane.providers.simulator import sim_machines
 from cloudplane.services import servers as server_service
@@ -146,7 +151,7 @@ async def test_a_server_claimed_between_the_read_and_the_update_is_not_overwritt
     core, tenant, create_running_server
 ) -> None:
     server = await create_running_server(tenant)
-    [seen] = [r for r in reconciler.settled_servers(core, "simulator") if r.id == server["id"]]
+    [seen] = reconciler.settled_servers(core, after=server["id"] - 1, limit=1)
     with core.db.write() as s:
         server_service.claim(core, s, tenant.principal, server["id"], ACTIONS["stop"])
     try:
@@ -159,7 +164,7 @@ async def test_a_server_claimed_between_the_read_and_the_update_is_not_overwritt
         with core.db.write() as s:
             s.execute(update(Server).where(Server.id == server["id"]).values(task_state=None))
     # A change since the read (here a rename) is enough to refuse too: the row is not as it was read.
-    [seen] = [r for r in reconciler.settled_servers(core, "simulator") if r.id == server["id"]]
+    [seen] = reconciler.settled_servers(core, after=server["id"] - 1, limit=1)
     server_service.rename_server(core, tenant.principal, server["id"], "renamed")
     assert not reconciler.apply(core, seen, {"status": "stopped"})
     assert server_row(core, server["id"]).status == "running"
@@ -235,6 +240,134 @@ async def test_machines_no_server_owns_are_reported_not_destroyed(core, tenant, 
         with core.db.write() as s:
             s.execute(update(Operation).where(Operation.id == in_flight.token).values(status="failed"))
             s.execute(update(Server).where(Server.id == making.id).values(status="deleted", deleted_at=utcnow()))
+
+
+def sample(name: str, **labels: str) -> float:
+    return METRICS.registry.get_sample_value(name, labels) or 0.0
+
+
+def total(name: str) -> float:
+    """A labelled metric summed over its labels."""
+    return sum(s.value for family in METRICS.registry.collect() for s in family.samples if s.name == name)
+
+
+async def test_a_pass_walks_the_fleet_in_batches_and_misses_no_server(
+    core, tenant, create_running_server, monkeypatch
+) -> None:
+    first, last = await create_running_server(tenant), await create_running_server(tenant)
+    set_sim_state(core, first["id"], "stopped")
+    set_sim_state(core, last["id"], "stopped")
+    simulator = core.providers.get("simulator")
+    asked: list[int] = []
+    pages: list[int] = []
+    get_many, list_pages = simulator.get_many, simulator.list_pages
+
+    async def counted_get_many(refs):  # type: ignore[no-untyped-def]
+        asked.append(len(refs))
+        return await get_many(refs)
+
+    async def counted_list_pages(size):  # type: ignore[no-untyped-def]
+        async for page in list_pages(size):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(reconciler, "BATCH", 2)
+    monkeypatch.setattr(simulator, "get_many", counted_get_many)
+    monkeypatch.setattr(simulator, "list_pages", counted_list_pages)
+    with core.db.read() as s:
+        settled = len(s.scalars(select(Server.id).where(Server.status.in_(("running", "stopped")))).all())
+    report = await reconcile_once(core)
+    assert repairs_of(report, first["id"], last["id"]) == [
+        (first["id"], "running", "stopped"),
+        (last["id"], "running", "stopped"),
+    ]
+    # The simulator asked for two machines at a time (other providers' servers of the session are checked too),
+    # and its inventory walked two machines at a time.
+    assert max(asked) == 2 and 2 <= sum(asked) <= report.checked <= settled
+    assert pages and max(pages) == 2 and sum(pages) >= 2
+
+
+async def test_each_pass_reports_its_cost_and_findings_in_metrics(
+    client, core, tenant, create_running_server, monkeypatch
+) -> None:
+    server = await create_running_server(tenant)
+    simulator = core.providers.get("simulator")
+    stray = await simulator.create(machine_request("stray-for-metrics"))
+    set_sim_state(core, server["id"], "stopped")
+    before = {
+        "passes": sample("cloudplane_reconciler_pass_duration_seconds_count"),
+        "checked": total("cloudplane_reconciler_servers_checked_total"),
+        "repairs": sample("cloudplane_reconciler_repairs_total", provider="simulator", status="stopped"),
+        "failures": sample("cloudplane_reconciler_provider_failures_total", provider="simulator"),
+    }
+    try:
+        report = await reconcile_once(core)
+    finally:
+        await simulator.delete(stray.ref)
+    exposed = (await client.get("/metrics")).text
+    assert sample("cloudplane_reconciler_pass_duration_seconds_count") == before["passes"] + 1
+    assert sample("cloudplane_reconciler_last_pass_duration_seconds") > 0
+    assert "cloudplane_reconciler_last_pass_duration_seconds " in exposed
+    assert total("cloudplane_reconciler_servers_checked_total") == before["checked"] + report.checked
+    assert sample("cloudplane_reconciler_servers_checked_total", provider="simulator") >= 1
+    assert (
+        sample("cloudplane_reconciler_repairs_total", provider="simulator", status="stopped") == before["repairs"] + 1
+    )
+    simulator_orphans = [o for o in report.orphans if o.provider == "simulator"]
+    assert stray.ref in {o.ref for o in simulator_orphans}
+    assert sample("cloudplane_reconciler_orphans", provider="simulator") == len(simulator_orphans)
+    assert 'cloudplane_reconciler_orphans{provider="simulator"}' in exposed
+
+    async def unreachable(refs):  # type: ignore[no-untyped-def]
+        raise ProviderError("the simulated cloud is unreachable", retryable=True)
+
+    monkeypatch.setattr(simulator, "get_many", unreachable)
+    report = await reconcile_once(core)
+    assert report.failures["simulator"] == "the simulated cloud is unreachable"
+    assert sample("cloudplane_reconciler_provider_failures_total", provider="simulator") == before["failures"] + 1
+
+
+_in_pass: ContextVar[bool] = ContextVar("in_pass", default=False)
+
+
+@pytest.mark.parametrize("store", ["servers", "machines"])
+async def test_a_pass_whose_reads_block_holds_up_no_request(
+    client, core, tenant, create_running_server, get_server, monkeypatch, store
+) -> None:
+    """A pass whose reads block (a slow disk, a locked table, a provider slow to list its machines) keeps the wait
+    to itself: a request made meanwhile is answered while the pass still waits. Ordering only: the pass's reads wait
+    until the test lets them go, which it does once the request is answered."""
+    server = await create_running_server(tenant)
+    db = core.db if store == "servers" else core.providers.get("simulator").db
+    reading, go_on = threading.Event(), threading.Event()
+    waited_in_vain: list[bool] = []
+    read = db.read
+
+    @contextlib.contextmanager
+    def held_read():  # type: ignore[no-untyped-def]
+        if _in_pass.get():
+            reading.set()
+            # Read on the event loop, the pass would hold the request until this wait gave up.
+            waited_in_vain.append(not go_on.wait(timeout=10))
+        with read() as session:
+            yield session
+
+    async def held_pass() -> reconciler.Report:
+        _in_pass.set(True)  # seen by this task's reads, in whichever thread it makes them
+        return await reconcile_once(core)
+
+    monkeypatch.setattr(db, "read", held_read)
+    running = asyncio.create_task(held_pass())
+    try:
+        await eventually(lambda: asyncio.sleep(0, reading.is_set()), bool)
+        answered = await get_server(server["id"])
+        answered_while_held = not go_on.is_set() and not any(waited_in_vain)
+    finally:
+        go_on.set()
+        report = await running
+    assert answered["id"] == server["id"] and answered["status"] == "running"
+    assert answered_while_held, "the request waited for the pass's blocked read"
+    assert report.checked >= 1 and not report.failures
 
 
 async def test_the_reconciler_runs_in_the_api_process_unless_switched_off(core) -> None:

@@ -213,7 +213,11 @@ class ServerSSHKey(Base):
 
 class Server(Base):
     __tablename__ = "servers"
-    __table_args__ = (Index("ix_servers_account_live", "account_id", "deleted_at", "id"),)
+    __table_args__ = (
+        Index("ix_servers_account_live", "account_id", "deleted_at", "id"),
+        # Which servers own these machines (the reconciler, a page of a provider's inventory at a time).
+        Index("ix_servers_provider_ref", "provider", "provider_ref"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))

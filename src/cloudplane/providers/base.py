@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
@@ -281,6 +282,14 @@ class Pacing:
 DEFAULT_PACING = Pacing()
 
 
+async def pages_of(listing: Callable[[], Awaitable[list[Machine]]], size: int) -> AsyncIterator[list[Machine]]:
+    """`Provider.list_pages` for a provider that answers with its whole inventory at once (a host's domains, an
+    account's rentals): that answer, `size` machines at a time."""
+    machines = await listing()
+    for start in range(0, len(machines), size):
+        yield machines[start : start + size]
+
+
 def pacing_of(provider: object) -> Pacing:
     return getattr(provider, "pacing", DEFAULT_PACING)
 
@@ -315,7 +324,22 @@ class Provider(Protocol):
         ...
 
     async def list(self) -> list[Machine]:
-        """Every machine this provider holds for Cloudplane (for reconciliation)."""
+        """Every machine this provider holds for Cloudplane, at once: for a few machines; a fleet is walked with
+        `list_pages`."""
+        ...
+
+    def list_pages(self, size: int) -> AsyncIterator[builtins.list[Machine]]:
+        """The machines `list` returns, at most `size` at a time, so that a caller walking a large inventory (the
+        reconciler looking for machines no server owns) holds one page, not the fleet. Read-only. A machine that
+        exists from the first page to the last is in exactly one page; one made or removed meanwhile may or may
+        not be. The page being read must not block the event loop, however many machines there are."""
+        ...
+
+    async def get_many(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        """The machines among `refs`, in any order, each at most once: what `get` would answer for each ref, with
+        the refs it would answer None for (no such machine, not one of Cloudplane's, a ref it never issues) left
+        out, never raised. Read-only and in as few round trips as the provider allows: the reconciler asks for a
+        batch of servers' machines at a time."""
         ...
 
     async def start(self, ref: str) -> None:

@@ -8,6 +8,7 @@ on libvirt's daemonless `test:///` driver; `qemu:///system` is the production ta
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import math
 import re
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from enum import IntEnum
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from cloudplane.providers.base import (
     Metrics,
     SnapshotInfo,
     not_implemented_yet,
+    pages_of,
     token_hash,
 )
 
@@ -553,6 +555,17 @@ class LibvirtProvider:
             )
 
         return await self._run(_list)
+
+    def list_pages(self, size: int) -> AsyncIterator[builtins.list[Machine]]:
+        """A host lists its domains in one call; a host holds what its cores and memory fit."""
+        return pages_of(self.list, size)
+
+    async def get_many(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        def _get_many() -> list[Machine]:
+            found = (self._lookup_or_none(ref) for ref in dict.fromkeys(refs))
+            return [self._machine(dom) for dom in found if dom is not None]
+
+        return await self._run(_get_many)
 
     async def start(self, ref: str) -> None:
         """Idempotent. Boots a shut-off domain, resumes a paused one, wakes one the guest suspended."""

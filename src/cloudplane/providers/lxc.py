@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +42,7 @@ from cloudplane.providers.base import (
     Pacing,
     SnapshotInfo,
     not_implemented_yet,
+    pages_of,
     token_hash,
 )
 
@@ -341,12 +342,20 @@ class LxcProvider:
     async def find_by_token(self, token: str) -> Machine | None:
         return await self.get(container_name(token))
 
-    async def get(self, ref: str) -> Machine | None:
-        def _get() -> Machine | None:
+    def _get(self, ref: str) -> Machine | None:
+        with self._lock_for(ref):
             container = self._lookup_or_none(ref)
             return None if container is None else self._machine(container)
 
-        return await self._run(ref, _get)
+    async def get(self, ref: str) -> Machine | None:
+        return await asyncio.to_thread(self._get, ref)
+
+    async def get_many(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        def _get_many() -> list[Machine]:
+            found = (self._get(ref) for ref in dict.fromkeys(refs))
+            return [machine for machine in found if machine is not None]
+
+        return await asyncio.to_thread(_get_many)
 
     async def list(self) -> list[Machine]:
         def _list() -> list[Machine]:
@@ -358,6 +367,10 @@ class LxcProvider:
             return machines
 
         return await asyncio.to_thread(_list)
+
+    def list_pages(self, size: int) -> AsyncIterator[builtins.list[Machine]]:
+        """A host's containers are listed at once; a host holds what its cores and memory fit."""
+        return pages_of(self.list, size)
 
     # -- power -----------------------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@ server workflows (start, stop, delete, status polling) work on it unchanged."""
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import AsyncIterator, Sequence
+
 from cloudplane.providers.base import (
     SUPPORTED,
     Capabilities,
@@ -13,6 +16,7 @@ from cloudplane.providers.base import (
     Metrics,
     SnapshotInfo,
     pacing_of,
+    pages_of,
     refusal,
     refused,
 )
@@ -69,6 +73,16 @@ class MarketplaceCompute:
 
     async def list(self) -> list[Machine]:
         return [self.machine(i) for i in await self.market.list_instances()]
+
+    def list_pages(self, size: int) -> AsyncIterator[builtins.list[Machine]]:
+        """A marketplace lists an account's rentals in one reply."""
+        return pages_of(self.list, size)
+
+    async def get_many(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        """One listing, filtered: a marketplace has no call for several instances, and one call per instance would
+        be a request per server."""
+        wanted = set(refs)
+        return [machine for machine in await self.list() if machine.ref in wanted]
 
     async def start(self, ref: str) -> None:
         # A marketplace that refuses start refuses it itself, with the reason this face declares.

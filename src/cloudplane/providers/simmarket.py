@@ -9,6 +9,7 @@ its own (`simmkt_*`) so that a crash of the control plane loses no rental, as wi
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 import threading
@@ -490,10 +491,15 @@ class SimulatedMarketplace:
 
     async def list_instances(self) -> list[Instance]:
         await self._call("list_instances")
-        with self.db.read() as s:
-            rows = s.execute(self._instance_query().order_by(simmkt_instances.c.id)).all()
-        settled = (self._settle(row) for row in rows)
-        return [self._instance(row) for row in settled if row is not None]  # None: deleted while being listed
+
+        def _list() -> list[Instance]:
+            with self.db.read() as s:
+                rows = s.execute(self._instance_query().order_by(simmkt_instances.c.id)).all()
+            settled = (self._settle(row) for row in rows)
+            return [self._instance(row) for row in settled if row is not None]  # None: deleted while being listed
+
+        # In a thread, as a real marketplace's reply is awaited: the reconciler asks for it once per batch of servers.
+        return await asyncio.to_thread(_list)
 
     async def start(self, instance_id: str) -> None:
         """A stopped (or exited) instance reloads for ~8 s x time_scale, then runs. Idempotent."""

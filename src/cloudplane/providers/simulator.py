@@ -8,9 +8,13 @@ hand. With the same seed the same faults hit the same calls.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import ipaddress
 import random
+import socket
 import threading
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +25,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Row,
+    Select,
     String,
     Table,
     Text,
@@ -95,6 +100,15 @@ _SETTLE = (
 _CHANGE = update(sim_machines).where(sim_machines.c.id == bindparam("b_id"))  # SET from the parameters' keys
 _SNAPSHOT_BY_TOKEN = select(sim_snapshots).where(sim_snapshots.c.token == bindparam("b_token"))
 _SNAPSHOT_BY_ID = select(sim_snapshots).where(sim_snapshots.c.id == bindparam("b_id"))
+# What a machine's description and `_settle` need, and no more: lists read a fleet of them.
+_LISTED = select(
+    sim_machines.c.id,
+    sim_machines.c.token,
+    sim_machines.c.hostname,
+    sim_machines.c.state,
+    sim_machines.c.target_state,
+    sim_machines.c.ready_at,
+)
 
 # Seconds a real cloud takes for each transition, before scaling.
 TIMINGS = {
@@ -107,6 +121,12 @@ TIMINGS = {
 }
 PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range: never routed
 PRIVATE_NET = ipaddress.IPv4Network("10.0.0.0/8")
+
+
+def address(network: ipaddress.IPv4Network, offset: int) -> str:
+    """The network's address at `offset`, wrapping round past its last one (a cloud hands addresses out again).
+    Plain integer work: a reconciler pass formats two per machine of the fleet."""
+    return socket.inet_ntoa((int(network.network_address) + offset % network.num_addresses).to_bytes(4, "big"))
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -182,16 +202,21 @@ class SimulatorProvider:
             ref=f"sim-{row.id}",
             state=MachineState(row.state),
             hostname=row.hostname,
-            public_ipv4=str(PUBLIC_NET[offset]),
-            private_ipv4=str(PRIVATE_NET[offset]),
+            public_ipv4=address(PUBLIC_NET, offset),
+            private_ipv4=address(PRIVATE_NET, offset),
             token=row.token,
         )
 
     @staticmethod
-    def _id(ref: str) -> int:
-        if not ref.startswith("sim-") or not ref[4:].isdigit():
+    def _id_or_none(ref: str) -> int | None:
+        return int(ref[4:]) if ref.startswith("sim-") and ref[4:].isascii() and ref[4:].isdigit() else None
+
+    @classmethod
+    def _id(cls, ref: str) -> int:
+        machine_id = cls._id_or_none(ref)
+        if machine_id is None:
             raise NotFound(f"No simulated machine {ref}", ref=ref)
-        return int(ref[4:])
+        return machine_id
 
     def _settle(self, row: Row[Any] | None) -> Row[Any] | None:
         """Finish a transition whose time has come; the clock, not a background task, drives the simulator."""
@@ -279,18 +304,51 @@ class SimulatorProvider:
 
     async def get(self, ref: str) -> Machine | None:
         await self._call("get")
-        try:
-            row = self._row(ref)
-        except NotFound:
+        # One row by its key, inline: microseconds, which a thread hop would multiply; workflows poll with it.
+        machine_id = self._id_or_none(ref)
+        if machine_id is None:
             return None
+        with self.db.connect() as conn:
+            row = conn.execute(_BY_ID, {"b_id": machine_id}).first()
+        row = self._settle(row)
         return None if row is None else self._machine(row)
 
-    async def list(self) -> list[Machine]:
-        await self._call("list")
+    def _machines(self, query: Select[Any]) -> tuple[list[Machine], list[int]]:
+        """The machines the query reads, each settled first, and the ids it read. Blocking: called in a thread, as a
+        page of a large inventory takes a while."""
         with self.db.read() as s:
-            rows = s.execute(select(sim_machines).order_by(sim_machines.c.id)).all()
+            rows = s.execute(query).all()
         settled = (self._settle(r) for r in rows)
-        return [self._machine(r) for r in settled if r is not None]  # None: deleted while being listed
+        # None: deleted while being read.
+        return [self._machine(r) for r in settled if r is not None], [r.id for r in rows]
+
+    async def list(self) -> list[Machine]:
+        return [machine async for page in self.list_pages(1000) for machine in page]
+
+    async def list_pages(self, size: int) -> AsyncIterator[builtins.list[Machine]]:
+        """In id order, one keyset query (and its thread) per page."""
+        await self._call("list")
+        after = 0
+        while True:
+            query = _LISTED.where(sim_machines.c.id > after).order_by(sim_machines.c.id).limit(size)
+            machines, ids = await asyncio.to_thread(self._machines, query)
+            if machines:
+                yield machines
+            if len(ids) < size:
+                return
+            after = ids[-1]
+
+    async def get_many(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        await self._call("get_many")
+        return await self._read_machines(refs)
+
+    async def _read_machines(self, refs: Sequence[str]) -> builtins.list[Machine]:
+        """The machines of these refs, read in a thread: the reconciler asks for hundreds at a time."""
+        ids = {i for i in map(self._id_or_none, refs) if i is not None}
+        if not ids:
+            return []
+        machines, _ = await asyncio.to_thread(self._machines, _LISTED.where(sim_machines.c.id.in_(ids)))
+        return machines
 
     async def start(self, ref: str) -> None:
         await self._call("start")

@@ -5,6 +5,11 @@ follows: the status becomes the machine's, or "error" with the reason when the m
 an operation holds is never touched, and each change is one conditional UPDATE that also checks nothing changed the
 server since it was read, so several API processes can reconcile at once. Machines no server owns are reported,
 never destroyed: whether one is garbage is an operator's call.
+
+A pass walks the fleet in batches, so its memory does not grow with the fleet: the servers in keyset batches by id,
+each batch's machines asked of the provider at once (`get_many`), then the provider's inventory page by page
+(`list_pages`) against the servers that own it. Its database work runs in threads, never on the event loop that
+serves requests. What each pass cost is in /metrics (`cloudplane_reconciler_*`).
 """
 
 from __future__ import annotations
@@ -12,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import CursorResult, Row, exists, select, update
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, utcnow
 from cloudplane.domain.events import EventType
 from cloudplane.domain.states import ServerStatus
+from cloudplane.observability import METRICS
 from cloudplane.providers.base import Machine, MachineState, Provider
 from cloudplane.services import events
 from cloudplane.services.operations import UNFINISHED
@@ -37,6 +46,11 @@ FOLLOWS = {
 SETTLED = (ServerStatus.RUNNING, ServerStatus.STOPPED)
 GONE = "Its machine was removed at the provider ({provider}) outside Cloudplane; delete this server to clear it."
 FAILED = "Its machine went into an error state at the provider ({provider}) outside Cloudplane."
+# Servers read (and machines asked for) at a time, and machines per page of a provider's inventory.
+BATCH = 500
+# A report keeps this many repairs and orphans (it counts them all): drift is the exception, but a provider that
+# lost its whole inventory must not make a pass hold a fleet's worth of them.
+DETAIL_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,67 @@ class Orphan:
 @dataclass
 class Report:
     checked: int = 0  # settled servers compared with their machines
+    # The first DETAIL_LIMIT repairs and orphans of the pass, and how many there were in all.
     repairs: list[Repair] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
-    # Providers whose machines could not be listed, with why; their servers were left as they were.
+    repaired: int = 0
+    orphaned: int = 0
+    # Providers whose machines could not be read, with why; their servers not yet compared were left as they were.
     failures: dict[str, str] = field(default_factory=dict)
 
+    def add_repair(self, repair: Repair) -> None:
+        self.repaired += 1
+        if len(self.repairs) < DETAIL_LIMIT:
+            self.repairs.append(repair)
+
+    def add_orphan(self, orphan: Orphan) -> None:
+        self.orphaned += 1
+        if len(self.orphans) < DETAIL_LIMIT:
+            self.orphans.append(orphan)
+
+
+class ReconcilerMetrics:
+    """What the passes cost and found, in /metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.pass_duration = Histogram(
+            "cloudplane_reconciler_pass_duration_seconds",
+            "Time a reconciler pass took, over every provider.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf")),
+            registry=registry,
+        )
+        self.last_pass_duration = Gauge(
+            "cloudplane_reconciler_last_pass_duration_seconds",
+            "Time the last reconciler pass took.",
+            registry=registry,
+        )
+        self.checked = Counter(
+            "cloudplane_reconciler_servers_checked_total",
+            "Settled servers the reconciler compared with their machines, by provider.",
+            ("provider",),
+            registry=registry,
+        )
+        self.repairs = Counter(
+            "cloudplane_reconciler_repairs_total",
+            "Servers the reconciler brought in line with their machines, by provider and the status they took.",
+            ("provider", "status"),
+            registry=registry,
+        )
+        self.orphans = Gauge(
+            "cloudplane_reconciler_orphans",
+            "Machines no server owns, as the last complete walk of the provider's inventory found them.",
+            ("provider",),
+            registry=registry,
+        )
+        self.failures = Counter(
+            "cloudplane_reconciler_provider_failures_total",
+            "Passes in which a provider's machines could not be read, by provider.",
+            ("provider",),
+            registry=registry,
+        )
+
+
+RECONCILER_METRICS = ReconcilerMetrics(METRICS.registry)
 
 # An operation that has not finished holds its server, whether or not it set a task state (deleting a snapshot
 # does not).
@@ -81,40 +151,51 @@ def providers_in_use(core: Core) -> list[str]:
     return sorted(on_servers | {loc.provider for loc in core.catalog.view().locations})
 
 
-def settled_servers(core: Core, provider: str) -> list[Row[Any]]:
-    """The provider's live servers that are running or stopped with no operation holding them."""
+def settled_servers(core: Core, after: int, limit: int) -> list[Row[Any]]:
+    """The next `limit` live servers with an id above `after`, in id order, that are running or stopped on a machine
+    with no operation holding them. No provider in the query: the walk follows the primary key whatever the mix."""
     with core.db.read() as s:
         return list(
             s.execute(
-                select(Server.id, Server.account_id, Server.status, Server.provider_ref, Server.updated_at).where(
-                    Server.provider == provider,
+                select(
+                    Server.id, Server.account_id, Server.status, Server.provider, Server.provider_ref, Server.updated_at
+                )
+                .where(
+                    Server.id > after,
                     Server.deleted_at.is_(None),
                     Server.status.in_(SETTLED),
                     Server.task_state.is_(None),
                     Server.provider_ref.is_not(None),
                     ~_BUSY,
                 )
+                .order_by(Server.id)
+                .limit(limit)
             )
         )
 
 
-def owned(core: Core, provider: str) -> tuple[set[str], set[str]]:
-    """The refs of the provider's live servers, and the tokens of creates still running (their ref may not be
-    recorded yet)."""
+def owned(core: Core, provider: str, machines: Sequence[Machine]) -> tuple[set[str], set[str]]:
+    """Of these machines of the provider: the refs live servers hold, and the tokens of creates still running (their
+    ref may not be recorded yet)."""
+    refs = [m.ref for m in machines]
+    tokens = [m.token for m in machines if m.token is not None]
     with core.db.read() as s:
-        refs = s.scalars(
+        held = s.scalars(
             select(Server.provider_ref).where(
-                Server.provider == provider, Server.deleted_at.is_(None), Server.provider_ref.is_not(None)
+                Server.provider == provider, Server.provider_ref.in_(refs), Server.deleted_at.is_(None)
             )
         )
-        tokens = s.scalars(
+        making = s.scalars(
             select(Operation.id)
             .join(Server, Server.id == Operation.server_id)
             .where(
-                Server.provider == provider, Operation.kind.in_(("create", "rent")), Operation.status.in_(UNFINISHED)
+                Operation.id.in_(tokens),
+                Server.provider == provider,
+                Operation.kind.in_(("create", "rent")),
+                Operation.status.in_(UNFINISHED),
             )
         )
-        return {ref for ref in refs if ref is not None}, set(tokens)
+        return {ref for ref in held if ref is not None}, set(making)
 
 
 def apply(core: Core, server: Row[Any], values: dict[str, Any]) -> bool:
@@ -173,42 +254,88 @@ async def follow(core: Core, name: str, provider: Provider, server: Row[Any], ma
     return Repair(server.id, name, server.provider_ref, server.status, values["status"])
 
 
-async def reconcile_once(core: Core) -> Report:
-    """One pass over every provider in use. The servers are read before the machines are listed: a machine made
-    after the listing must not make its new server look gone."""
-    report = Report()
-    for name in await asyncio.to_thread(providers_in_use, core):
-        try:
-            provider = core.providers.get(name)
-            servers = await asyncio.to_thread(settled_servers, core, name)
-            machines = {m.ref: m for m in await provider.list()}
-        except Exception as error:  # noqa: BLE001 - one provider failing must not stop the others' pass
-            report.failures[name] = getattr(error, "message", None) or str(error) or type(error).__name__
-            log.warning("reconciler: cannot list the machines of %s: %s", name, report.failures[name])
-            continue
-        report.checked += len(servers)
+def _failed(report: Report, name: str, error: Exception) -> None:
+    report.failures[name] = getattr(error, "message", None) or str(error) or type(error).__name__
+    RECONCILER_METRICS.failures.labels(name).inc()
+    log.warning("reconciler: cannot read the machines of %s: %s", name, report.failures[name])
+
+
+async def check_servers(core: Core, report: Report) -> None:
+    """Every settled server against its machine, a batch at a time, each provider asked for the machines of its
+    servers in the batch. A batch's servers are read before their machines are asked for: a machine made after the
+    asking must not make its new server look gone. A provider that cannot answer is asked nothing more this pass."""
+    after = 0
+    while True:
+        servers = await asyncio.to_thread(settled_servers, core, after, BATCH)
+        by_provider: dict[str, list[Row[Any]]] = {}
         for server in servers:
-            try:
-                repair = await follow(core, name, provider, server, machines.get(server.provider_ref))
-            except Exception:  # noqa: BLE001 - the next pass looks again
-                log.warning("reconciler: cannot check server %s on %s", server.id, name, exc_info=True)
-                continue
-            if repair is not None:
-                report.repairs.append(repair)
-                log.warning(
-                    "reconciler: server %s (%s %s) was %s, its machine says %s",
-                    repair.server_id,
-                    name,
-                    repair.ref,
-                    repair.was,
-                    repair.now,
-                )
-        refs, tokens = await asyncio.to_thread(owned, core, name)
-        report.orphans += [
-            Orphan(name, m.ref, m.hostname, m.state)
-            for m in machines.values()
-            if m.ref not in refs and m.token not in tokens
-        ]
+            by_provider.setdefault(server.provider, []).append(server)
+        for name, batch in by_provider.items():
+            if name not in report.failures:
+                await check_batch(core, name, batch, report)
+        if len(servers) < BATCH:
+            return
+        after = servers[-1].id
+
+
+async def check_batch(core: Core, name: str, servers: list[Row[Any]], report: Report) -> None:
+    try:
+        provider = core.providers.get(name)
+        machines = {m.ref: m for m in await provider.get_many([server.provider_ref for server in servers])}
+    except Exception as error:  # noqa: BLE001 - one provider failing must not stop the others' pass
+        _failed(report, name, error)
+        return
+    report.checked += len(servers)
+    RECONCILER_METRICS.checked.labels(name).inc(len(servers))
+    for server in servers:
+        try:
+            repair = await follow(core, name, provider, server, machines.get(server.provider_ref))
+        except Exception:  # noqa: BLE001 - the next pass looks again
+            log.warning("reconciler: cannot check server %s on %s", server.id, name, exc_info=True)
+            continue
+        if repair is not None:
+            report.add_repair(repair)
+            RECONCILER_METRICS.repairs.labels(name, repair.now).inc()
+            log.warning(
+                "reconciler: server %s (%s %s) was %s, its machine says %s",
+                repair.server_id,
+                name,
+                repair.ref,
+                repair.was,
+                repair.now,
+            )
+
+
+async def find_orphans(core: Core, name: str, provider: Provider, report: Report) -> None:
+    """The provider's machines no server owns, a page of its inventory at a time. Each page is listed before its
+    owners are read: a create that records its machine meanwhile is seen as the owner."""
+    found = 0
+    async for page in provider.list_pages(BATCH):
+        refs, tokens = await asyncio.to_thread(owned, core, name, page)
+        for machine in page:
+            if machine.ref not in refs and machine.token not in tokens:
+                found += 1
+                report.add_orphan(Orphan(name, machine.ref, machine.hostname, machine.state))
+    RECONCILER_METRICS.orphans.labels(name).set(found)
+
+
+async def reconcile_once(core: Core) -> Report:
+    """One pass: every settled server against its machine, then each provider's machines against the servers that
+    own them. A provider failing leaves its servers as they are; the others' pass goes on."""
+    started = time.perf_counter()
+    report = Report()
+    names = await asyncio.to_thread(providers_in_use, core)
+    await check_servers(core, report)
+    for name in names:
+        if name in report.failures:
+            continue
+        try:
+            await find_orphans(core, name, core.providers.get(name), report)
+        except Exception as error:  # noqa: BLE001 - one provider failing must not stop the others' pass
+            _failed(report, name, error)
+    elapsed = time.perf_counter() - started
+    RECONCILER_METRICS.pass_duration.observe(elapsed)
+    RECONCILER_METRICS.last_pass_duration.set(elapsed)
     return report
 
 
@@ -235,11 +362,18 @@ async def reconcile_periodically(core: Core, interval_s: float) -> None:
                     orphan.hostname,
                     orphan.state,
                 )
+        if report.orphaned > len(report.orphans):
+            log.warning(
+                "reconciler: %s more machines no server owns (%s in all); left as they are",
+                report.orphaned - len(report.orphans),
+                report.orphaned,
+            )
         reported = {(o.provider, o.ref) for o in report.orphans}
 
 
 def start_reconciler(core: Core) -> asyncio.Task[None] | None:
-    """Run the reconciler in this process's event loop, unless CLOUDPLANE_RECONCILE_INTERVAL_S is 0."""
+    """Run the reconciler as a task of this process's event loop (its database work goes to threads), unless
+    CLOUDPLANE_RECONCILE_INTERVAL_S is 0."""
     interval = core.settings.reconcile_interval_s
     if not interval:
         return None

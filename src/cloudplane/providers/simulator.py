@@ -12,7 +12,7 @@ import ipaddress
 import random
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.domain.times import assume_utc
 from cloudplane.providers.base import (
     SUPPORTED,
     TRANSITIONAL_STATES,
@@ -92,10 +93,6 @@ TIMINGS = {
 }
 PUBLIC_NET = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544 benchmarking range: never routed
 PRIVATE_NET = ipaddress.IPv4Network("10.0.0.0/8")
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 @dataclass
@@ -182,7 +179,7 @@ class SimulatorProvider:
         """Finish a transition whose time has come; the clock, not a background task, drives the simulator."""
         if row is None or MachineState(row.state) not in TRANSITIONAL_STATES:
             return row
-        ready_at = _aware(row.ready_at)
+        ready_at = assume_utc(row.ready_at)
         if ready_at is not None and ready_at > self.clock.now():
             return row
         with self.db.write() as s:
@@ -355,7 +352,7 @@ class SimulatorProvider:
         # Deterministic per machine and minute, so repeated reads in one minute agree.
         now = self.clock.now()
         rng = random.Random(f"{self.config.seed}-{row.id}-{now:%Y%m%d%H%M}")
-        uptime_s = max(0.0, (now - (_aware(row.created_at) or now)).total_seconds())
+        uptime_s = max(0.0, (now - (assume_utc(row.created_at) or now)).total_seconds())
         return Metrics(
             cpu_percent=round(rng.uniform(2, 60), 1) if running else 0.0,
             memory_used_mb=int(row.ram_mb * rng.uniform(0.2, 0.8)) if running else 0,

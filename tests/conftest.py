@@ -106,6 +106,16 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+class FakeClock:
+    """A monotonic clock (`time.monotonic`'s stand-in) that moves only when a test moves `now`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 _emails = itertools.count()
 
 

@@ -14,6 +14,7 @@ import pytest
 from cloudplane.domain.errors import ProviderError
 from cloudplane.providers.base import MachineState
 from cloudplane.providers.cloudinit import read_iso
+from tests.conftest import FakeClock
 
 from .test_provider_contract import libvirt_provider, request_for
 
@@ -136,22 +137,53 @@ async def test_capabilities_are_the_pools_images_and_the_hosts_size(provider: An
     assert provider.capabilities.images == {"debian-12", "ubuntu-22-04"}
 
 
-async def test_an_image_imported_later_is_offered_once_the_capabilities_are_read_again(
-    provider: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from cloudplane.providers import libvirt as module
+async def test_an_image_imported_later_is_offered_once_the_capabilities_are_read_again() -> None:
+    from cloudplane.providers.libvirt import CAPABILITIES_TTL_S
 
-    assert provider.capabilities.images == {"debian-12", "ubuntu-22-04"}
-    provider._pool().createXML(
-        "<volume><name>fedora-41.qcow2</name><capacity unit='GiB'>2</capacity>"
-        "<target><format type='qcow2'/></target></volume>",
-        0,
-    )
-    assert provider.capabilities.images == {"debian-12", "ubuntu-22-04"}  # every server action asks: cached
-    monkeypatch.setattr(module, "CAPABILITIES_TTL_S", 0.0)
-    assert provider.capabilities.images == {"debian-12", "fedora-41", "ubuntu-22-04"}
-    machine = await provider.create(request_for(image="fedora-41"))
-    assert machine.state == MachineState.RUNNING
+    clock = FakeClock()
+    provider = libvirt_provider(clock=clock)
+    try:
+        assert provider.capabilities.images == {"debian-12", "ubuntu-22-04"}
+        provider._pool().createXML(
+            "<volume><name>fedora-41.qcow2</name><capacity unit='GiB'>2</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
+        clock.now += CAPABILITIES_TTL_S - 0.1
+        assert provider.capabilities.images == {"debian-12", "ubuntu-22-04"}  # every server action asks: cached
+        clock.now += 0.1
+        assert provider.capabilities.images == {"debian-12", "fedora-41", "ubuntu-22-04"}
+        machine = await provider.create(request_for(image="fedora-41"))
+        assert machine.state == MachineState.RUNNING
+    finally:
+        provider.close()
+
+
+def test_a_host_that_cannot_be_reached_keeps_its_last_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import libvirt
+
+    from cloudplane.providers.libvirt import CAPABILITIES_TTL_S
+
+    clock = FakeClock()
+    provider = libvirt_provider(clock=clock)
+    try:
+        assert provider.capabilities.max_cpu == 8
+        reads = []
+
+        def unreachable() -> Any:
+            reads.append(clock.now)
+            raise libvirt.libvirtError("cannot connect to the host")
+
+        monkeypatch.setattr(provider, "_connection", unreachable)
+        clock.now += CAPABILITIES_TTL_S
+        capabilities = provider.capabilities
+        assert (capabilities.images, capabilities.max_cpu) == ({"debian-12", "ubuntu-22-04"}, 8)
+        assert provider.capabilities == capabilities and len(reads) == 1  # not asked again before the TTL
+        clock.now += CAPABILITIES_TTL_S
+        assert provider.capabilities == capabilities and len(reads) == 2
+    finally:
+        monkeypatch.undo()
+        provider.close()
 
 
 def test_without_its_pool_the_provider_says_which_is_missing() -> None:

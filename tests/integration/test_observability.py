@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloudplane import context
 from cloudplane.api.common.ratelimit import RateLimiter
 from cloudplane.core import Core
+from cloudplane.observability import flush_logs
 from tests.conftest import Tenant
 
 
@@ -194,10 +195,12 @@ def log_buffer(core: Core) -> Iterator[io.StringIO]:
     """The process's logging configured as a serving process does, into a buffer; put back afterwards."""
     from cloudplane.observability import QUIET_LOGGERS, configure_logging
 
-    names = ["", "uvicorn", "uvicorn.error", "uvicorn.access", "dbos", *QUIET_LOGGERS]
+    names = ["", "uvicorn", "uvicorn.error", "uvicorn.access", *QUIET_LOGGERS]
     saved = {
         n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names
     }
+    flags = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")  # what records look up
+    saved_flags = {flag: getattr(logging, flag) for flag in flags}
     buffer = io.StringIO()
     configure_logging("DEBUG", "json", stream=buffer)
     try:
@@ -207,10 +210,13 @@ def log_buffer(core: Core) -> Iterator[io.StringIO]:
         for handler in root.handlers[:]:
             if handler.name == "cloudplane":
                 root.removeHandler(handler)
+                handler.close()
         for name, (handlers, level, propagate) in saved.items():
             logger = logging.getLogger(name)
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
+        for flag, value in saved_flags.items():
+            setattr(logging, flag, value)
         structlog.reset_defaults()
 
 
@@ -222,6 +228,7 @@ async def test_access_log_lines_are_json_with_the_route_template(
     # A credential that slips into a message or a field is masked all the same.
     logging.getLogger("cloudplane.careless").warning("key %s, Bearer abc.def", tenant.api_key, extra={"status": 1})
     structlog.get_logger("cloudplane.careless").warning("structlog line", password="hunter2-hunter2")
+    flush_logs()  # lines below WARNING are written by the handler's thread
     lines = [json.loads(line) for line in log_buffer.getvalue().splitlines()]
     access = [line for line in lines if line.get("logger") == "cloudplane.access"]
     assert access, lines

@@ -9,6 +9,7 @@ import pytest
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers.market_search import MarketSearch
 from cloudplane.providers.marketplace import Offer, OfferQuery
+from tests.conftest import FakeClock
 
 
 def offer(provider: str, offer_id: str, price: float, reliability: float = 0.9) -> Offer:
@@ -45,14 +46,6 @@ class FakeMarket:
         if self.error is not None:
             raise self.error
         return self.offers[: query.limit]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from cloudplane.domain.times import assume_utc
+
 # SQLite has no 64-bit autoincrement alias but INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -45,9 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        return assume_utc(value)
 
 
 class Base(DeclarativeBase):

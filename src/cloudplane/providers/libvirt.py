@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from enum import IntEnum
 from typing import Any, TypeVar
 
+from cachetools import TTLCache
+
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers import cloudinit
 from cloudplane.providers.base import (
@@ -151,6 +153,7 @@ class LibvirtProvider:
         network: str | None = "default",
         domain_type: str | None = None,
         stop_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if libvirt is None or cloudinit.pycdlib is None:
             raise ProviderError(
@@ -165,8 +168,11 @@ class LibvirtProvider:
         self.stop_timeout_s = stop_timeout_s
         self._conn: Any = None
         self._test_driver: bool | None = None
-        self._capabilities: Capabilities | None = None
-        self._capabilities_read_at = 0.0
+        # One entry: the host's answer, kept for CAPABILITIES_TTL_S. The last answer outlives it, for when the host
+        # cannot be reached. Its own lock: concurrent askers wait for one read rather than each reading the host.
+        self._capabilities_cache: TTLCache[str, Capabilities] = TTLCache(maxsize=1, ttl=CAPABILITIES_TTL_S, timer=clock)
+        self._capabilities_lock = threading.Lock()
+        self._last_capabilities: Capabilities | None = None
         self._lock = threading.Lock()
         # cpu_time and wall clock at the previous metrics call, per domain: cpu_percent needs two samples.
         self._cpu_samples: dict[str, tuple[int, float]] = {}
@@ -190,14 +196,17 @@ class LibvirtProvider:
         """The pool's images and the host's cores and memory, read again once `CAPABILITIES_TTL_S` has passed:
         every server action asks, and a read refreshes the pool. When the host cannot be reached: the last answer,
         or no image at all, never a guess."""
-        if self._capabilities is None or time.monotonic() - self._capabilities_read_at >= CAPABILITIES_TTL_S:
+        with self._capabilities_lock:
+            if (capabilities := self._capabilities_cache.get(self.uri)) is not None:
+                return capabilities
             try:
-                self._capabilities = self._locked(self._read_capabilities)
+                capabilities = self._locked(self._read_capabilities)
             except ProviderError as error:
                 log.warning("libvirt provider %s: cannot read the host's capabilities: %s", self.name, error)
-                self._capabilities = self._capabilities or Capabilities(images=frozenset())
-            self._capabilities_read_at = time.monotonic()
-        return self._capabilities
+                capabilities = self._last_capabilities or Capabilities(images=frozenset())
+            # A failed read is not tried again before the TTL either: every server action asks.
+            self._capabilities_cache[self.uri] = self._last_capabilities = capabilities
+            return capabilities
 
     def _read_capabilities(self) -> Capabilities:
         _model, memory_mb, cpus, *_ = self._connection().getInfo()

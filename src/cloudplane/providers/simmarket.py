@@ -14,7 +14,7 @@ import ipaddress
 import random
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.domain.times import assume_utc
 from cloudplane.providers.base import SUPPORTED, Features, MachineState, Pacing
 from cloudplane.providers.clock import SYSTEM_CLOCK, Clock
 from cloudplane.providers.marketplace import (
@@ -135,10 +136,6 @@ GPU_MODELS: tuple[tuple[str, float, tuple[float, float], int, float, int, bool],
     ("V100", 16, (0.15, 0.35), 70, 16.0, 5, True),
     ("T4", 16, (0.08, 0.18), 75, 6.0, 6, True),
 )
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 def generate_catalog(seed: int) -> list[dict[str, Any]]:
@@ -391,7 +388,7 @@ class SimulatedMarketplace:
         """Finish a boot whose time has come; the clock, not a background task, drives the simulation."""
         if row is None or row.status not in SIM_PENDING_STATUSES:
             return row
-        ready_at = _aware(row.ready_at)
+        ready_at = assume_utc(row.ready_at)
         if ready_at is not None and ready_at > self.clock.now():
             return row
         with self.db.write() as s:

@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
 from cloudplane.domain.errors import NotFound, ProviderError
+from cloudplane.domain.times import assume_utc
 from cloudplane.providers.base import (
     SUPPORTED,
     TRANSITIONAL_STATES,
@@ -127,10 +128,6 @@ def address(network: ipaddress.IPv4Network, offset: int) -> str:
     """The network's address at `offset`, wrapping round past its last one (a cloud hands addresses out again).
     Plain integer work: a reconciler pass formats two per machine of the fleet."""
     return socket.inet_ntoa((int(network.network_address) + offset % network.num_addresses).to_bytes(4, "big"))
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
 @dataclass
@@ -222,7 +219,7 @@ class SimulatorProvider:
         """Finish a transition whose time has come; the clock, not a background task, drives the simulator."""
         if row is None or MachineState(row.state) not in TRANSITIONAL_STATES:
             return row
-        ready_at = _aware(row.ready_at)
+        ready_at = assume_utc(row.ready_at)
         if ready_at is not None and ready_at > self.clock.now():
             return row
         with self.db.begin() as conn:
@@ -430,7 +427,7 @@ class SimulatorProvider:
         # Deterministic per machine and minute, so repeated reads in one minute agree.
         now = self.clock.now()
         rng = random.Random(f"{self.config.seed}-{row.id}-{now:%Y%m%d%H%M}")
-        uptime_s = max(0.0, (now - (_aware(row.created_at) or now)).total_seconds())
+        uptime_s = max(0.0, (now - (assume_utc(row.created_at) or now)).total_seconds())
         return Metrics(
             cpu_percent=round(rng.uniform(2, 60), 1) if running else 0.0,
             memory_used_mb=int(row.ram_mb * rng.uniform(0.2, 0.8)) if running else 0,

@@ -136,7 +136,10 @@ def cached_principal(key: str) -> Principal | None:
     """The principal of a recently verified key, without I/O; None means ask `authenticate_api_key`."""
     digest = hash_api_key(key)
     with _key_cache_lock:
-        return _key_cache.get(digest)
+        try:
+            return _key_cache[digest]  # half the cost of TTLCache.get, which looks the key up twice
+        except KeyError:
+            return None
 
 
 def authenticate_api_key(db: Database, key: str) -> Principal:

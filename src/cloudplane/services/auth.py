@@ -340,7 +340,10 @@ def forget_user_sessions(user_id: int) -> None:
 
 def _cached(cache_key: str) -> Principal | None:
     with _principal_cache_lock:
-        return _principal_cache.get(cache_key)
+        try:
+            return _principal_cache[cache_key]  # half the cost of TTLCache.get, which looks the key up twice
+        except KeyError:
+            return None
 
 
 def cached_access_principal(db: Database, token: str) -> Principal | None:

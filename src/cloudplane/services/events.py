@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -16,6 +16,7 @@ from cloudplane.db.engine import Database
 from cloudplane.db.tables import Event, User, table_of, utcnow
 from cloudplane.domain.errors import Forbidden, ValidationFailed
 from cloudplane.domain.events import EventType
+from cloudplane.domain.times import assume_utc
 from cloudplane.services.pages import Page
 
 if TYPE_CHECKING:  # accounts records events too
@@ -96,8 +97,7 @@ def list_audit_log(
     if principal.role != "admin":
         raise Forbidden("The audit log is for administrators")
     # A time without a zone is UTC, as every time this service shows.
-    since = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
-    until = until.replace(tzinfo=UTC) if until is not None and until.tzinfo is None else until
+    since, until = assume_utc(since), assume_utc(until)
     if since is not None and until is not None and since > until:
         raise ValidationFailed("`start_date` must not be after `end_date`", field="start_date")
     where = []

@@ -5,17 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
-from cloudplane.db.tables import Snapshot
+from cloudplane.db.tables import Snapshot, table_of, utcnow
 from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.states import ACTIONS, SnapshotStatus
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.servers import Page, ServerView, accept_action, require_capability, require_server
+from cloudplane.services.servers import Page, ServerView, accept_action, claim, require_capability, require_server
 from cloudplane.services.tenancy import mine
 
 
@@ -54,25 +54,32 @@ def get_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: 
         return _load(s, principal, server_id, snapshot_id)
 
 
+_INSERT_SNAPSHOT = insert(table_of(Snapshot)).returning(*table_of(Snapshot).c)
+
+
 def create_snapshot(
     core: Core, principal: Principal, server_id: int, *, label: str, description: str | None = None
-) -> Snapshot:
+) -> Row[Any]:
     label = label.strip()
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     with core.db.write() as s:
-        accept_action(core, s, principal, server_id, ACTIONS["snapshot"])
-        snap = Snapshot(
-            account_id=principal.account_id,
-            server_id=server_id,
-            label=label,
-            description=description,
-            status=SnapshotStatus.CREATING,
-        )
-        s.add(snap)
-        s.flush()
+        claim(core, s, principal, server_id, ACTIONS["snapshot"])
+        conn = s.connection()  # Core statements: a burst of snapshots is a hot path
+        snap = conn.execute(
+            _INSERT_SNAPSHOT,
+            {
+                "account_id": principal.account_id,
+                "server_id": server_id,
+                "label": label,
+                "description": description,
+                "kind": "manual",
+                "status": SnapshotStatus.CREATING,
+                "created_at": utcnow(),
+            },
+        ).one()
         op = operations.new_operation(
-            s, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
+            conn, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
         )
     operations.launch(op)
     return snap  # as made: the workflow may change the row right after the commit

@@ -11,6 +11,7 @@ from cloudplane.api.common.ids import parse_id
 from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.db.tables import ApiKey
 from cloudplane.domain.tiers import QUOTAS
+from cloudplane.domain.times import iso_z
 from cloudplane.services.auth import EMAIL, MAX_PASSWORD, MIN_PASSWORD, USERNAME, Tokens
 from cloudplane.services.users import UserView
 
@@ -136,7 +137,7 @@ def user_json(view: UserView) -> dict[str, Any]:
         "role": user.role,
         "status": user.status,
         "tier": account.tier,
-        "created_at": user.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_z(user.created_at),
         "quotas": QUOTAS[account.tier].as_dict(),
     }
 

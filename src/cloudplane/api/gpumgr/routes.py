@@ -15,6 +15,7 @@ from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.api.common.ids import parse_id
 from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.domain.errors import CloudplaneError, NotFound
+from cloudplane.domain.times import iso_z
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import gpu, servers
 from cloudplane.services.servers import ServerView
@@ -125,8 +126,8 @@ def instance_json(server: ServerView) -> dict[str, Any]:
         "price_per_hour": _number(server.prices.hourly),
         "region": server.region,
         "offer_id": server.offer_id,
-        "created_at": server.created_at.isoformat().replace("+00:00", "Z"),
-        "updated_at": server.updated_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_z(server.created_at),
+        "updated_at": iso_z(server.updated_at),
         "error": server.error_message,
         "provider_data": {k: v for k, v in server.details.items() if v is not None},
         "operation_id": server.operation_id,

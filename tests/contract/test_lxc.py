@@ -169,6 +169,24 @@ def test_host_prepare_is_idempotent(tmp_path: Path, lxc_host_ready: LxcTestHost)
         lxc_host.remove_bridge(bridge)
 
 
+def test_lxcfs_whose_daemon_died_is_replaced_not_trusted(tmp_path: Path, lxc_host_ready: LxcTestHost) -> None:
+    # A mount left by a killed lxcfs stays in /proc/mounts but fails every read: containers started over it would
+    # see the host's memory and CPUs. On a mount of the test's own, so the host's lxcfs is never touched.
+    mount = tmp_path / "lxcfs"
+    assert lxc_host.ensure_lxcfs(mount=mount) == "started"
+    try:
+        os.kill(int(lxc_host.lxcfs_pidfile(mount).read_text()), 9)
+        deadline = time.monotonic() + 5
+        while lxc_host.lxcfs_running(mount):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert lxc_host.ensure_lxcfs(mount=mount) == "started"
+        assert "MemTotal" in (mount / "proc" / "meminfo").read_text()
+    finally:
+        subprocess.run(["pkill", "-F", str(lxc_host.lxcfs_pidfile(mount))], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+
+
 @pytest.mark.parametrize(
     ("bridge", "subnet", "says"),
     [("cpbr0", "10.213.0.0/33", "not an IPv4 network"), ("cpbr0", "10.0.0.0/30", "too small"),

@@ -46,8 +46,6 @@ def lxc_service(service_factory: Callable, tmp_path: Path):
     yield service
     service.stop()
     lxc_host.remove_bridge(BRIDGE)
-    if prepared["lxcfs"] == "started":  # leave the host as it was
-        lxc_host.stop_lxcfs()
 
 
 def wait_for(client: httpx.Client, path: str, field: str, want: str, timeout_s: float = 60.0) -> dict:

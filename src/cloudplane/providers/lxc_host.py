@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cloudplane.domain.errors import ProviderError
 
@@ -247,54 +248,73 @@ def _busybox_version(busybox: str) -> str:
 
 
 LXCFS_MOUNT = Path("/var/lib/lxcfs")
+# The lxcfs processes started here, left running, with the files their output goes to.
+_LXCFS_DAEMONS: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
 
-def lxcfs_running() -> bool:
+def _lxcfs_mounted(mount: Path) -> bool:
     try:
         mounts = Path("/proc/mounts").read_text()
     except OSError:
         return False
-    return any(line.split()[1:3] == [str(LXCFS_MOUNT), "fuse.lxcfs"] for line in mounts.splitlines())
+    return any(line.split()[1:3] == [str(mount), "fuse.lxcfs"] for line in mounts.splitlines())
 
 
-def ensure_lxcfs(timeout_s: float = 5.0) -> str:
+def lxcfs_running(mount: Path = LXCFS_MOUNT) -> bool:
+    """lxcfs is mounted and answering. A mount whose daemon died stays in /proc/mounts but fails every read
+    (ENOTCONN); containers started over it would see the host's totals, so it does not count as running."""
+    if not _lxcfs_mounted(mount):
+        return False
+    try:
+        (mount / "proc" / "meminfo").stat()
+    except OSError:
+        return False
+    return True
+
+
+def lxcfs_pidfile(mount: Path) -> Path:
+    """lxcfs locks a pidfile: one per mount, so a second lxcfs (on a mount of a test's own) can run beside it."""
+    return Path("/run/lxcfs.pid") if mount == LXCFS_MOUNT else mount.with_name(mount.name + ".pid")
+
+
+def ensure_lxcfs(timeout_s: float = 5.0, mount: Path = LXCFS_MOUNT) -> str:
     """Start lxcfs if it is installed and not running, so containers see their own limits in /proc/meminfo,
     /proc/cpuinfo (by their CPU quota) and /proc/uptime; LXC's lxcfs hooks mount it into every container started
     afterwards. On a systemd host the lxcfs package runs it already. Returns "running", "started" or
-    "not installed" (containers then see the host's totals, while their limits still hold)."""
-    if lxcfs_running():
+    "not installed" (containers then see the host's totals, while their limits still hold).
+
+    lxcfs is a host-wide service shared by every LXC user on the machine, so nothing here stops it again: a test
+    run that stopped "its" lxcfs would pull it from under another run's containers."""
+    if lxcfs_running(mount):
         return "running"
     binary = shutil.which("lxcfs")
     if binary is None:
         return "not installed"
-    LXCFS_MOUNT.mkdir(parents=True, exist_ok=True)
-    # Started detached, in a session of its own, and not waited for: lxcfs stays in the foreground here. Its output
-    # goes to a file, never a pipe (a pipe left open by a daemon never reaches end of file).
-    with tempfile.TemporaryFile() as output:
-        daemon = subprocess.Popen(
-            [binary, "--enable-cfs", str(LXCFS_MOUNT)], stdout=output, stderr=output, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while not lxcfs_running():
-            if daemon.poll() is not None or time.monotonic() > deadline:
-                output.seek(0)
-                said = output.read().decode(errors="replace").strip()
-                raise ProviderError(
-                    f"lxcfs did not start: {said or 'no error shown'} (it needs /dev/fuse)", retryable=False
-                )
-            time.sleep(0.05)
-    return "started"
-
-
-def stop_lxcfs() -> None:
-    """Stop an lxcfs that `ensure_lxcfs` started (tests leave the host as they found it)."""
-    subprocess.run(["pkill", "-x", "lxcfs"], check=False)
-    deadline = time.monotonic() + 5
-    while lxcfs_running() and time.monotonic() < deadline:
+    if _lxcfs_mounted(mount):  # its daemon died: the stale mount goes before a new one takes its place
+        subprocess.run(["umount", "-l", str(mount)], check=False, capture_output=True)
+    mount.mkdir(parents=True, exist_ok=True)
+    # Run in the foreground (-f) of a session of its own: the process started is the daemon itself, whether or not
+    # this lxcfs would fork, and it outlives this process, as a service should. Its output goes to a file, never a
+    # pipe (a pipe a daemon keeps open never ends). Both are kept so Python never warns they are still open.
+    output = tempfile.TemporaryFile()
+    daemon = subprocess.Popen(
+        [binary, "-f", "--enable-cfs", "--pidfile", str(lxcfs_pidfile(mount)), str(mount)], stdout=output,
+        stderr=output, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while not lxcfs_running(mount):
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            daemon.kill()
+            daemon.wait()
+            output.seek(0)
+            said = output.read().decode(errors="replace").strip()
+            output.close()
+            raise ProviderError(
+                f"lxcfs did not start: {said or 'no error shown'} (it needs /dev/fuse)", retryable=False
+            )
         time.sleep(0.05)
-    if lxcfs_running():
-        subprocess.run(["umount", "-l", str(LXCFS_MOUNT)], check=False)
+    _LXCFS_DAEMONS.append((daemon, output))
+    return "started"
 
 
 @dataclass(frozen=True)

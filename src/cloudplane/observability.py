@@ -376,6 +376,11 @@ class Metrics:
             ("scope",),
             registry=self.registry,
         )
+        self.reads_moved_off_loop = Counter(
+            "cloudplane_reads_moved_off_loop_total",
+            "SQLite reads that ran past their time on the event loop and were run again on a thread.",
+            registry=self.registry,
+        )
         # A request's two children, by (method, route, status): `labels()` checks and locks on every call.
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import Column, create_engine, select, text
 
 from cloudplane.db.tables import Base
 from tests.conftest import scratch_database
 
 
+# Alembic cannot compare indexes on expressions (the servers' state and name orders); test_list_plans.py shows each
+# one exists and serves the queries it was made for.
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
 def test_migrated_database_matches_the_models(core) -> None:
     engine = create_engine(core.settings.database_url)
     with engine.connect() as conn:
@@ -19,7 +24,13 @@ def test_migrated_database_matches_the_models(core) -> None:
     engine.dispose()
     # Tables of others in the same database (DBOS's schema, the simulators' stores) are not ours to compare.
     ours = [d for d in differences if not (isinstance(d, tuple) and d[0] == "remove_table")]
-    assert ours == []
+    # Alembic compares indexes on expressions poorly (skipped on SQLite, told apart by their text on PostgreSQL).
+    on_expressions = {
+        index.name for table in Base.metadata.tables.values() for index in table.indexes if index.expressions
+        if any(not isinstance(e, Column) for e in index.expressions)
+    }  # fmt: skip
+    ours = [d for d in ours if not (d[0] in ("add_index", "remove_index") and d[1].name in on_expressions)]
+    assert on_expressions and ours == []
 
 
 def test_json_that_was_kept_as_text_reads_back_as_json_after_0007(tmp_path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -13,6 +15,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# How often SQLite asks a budgeted read whether its time is up, in virtual-machine steps: a few microseconds apart.
+BUDGET_CHECK_STEPS = 1000
+
+
+class ReadBudget:
+    """The time a read may take on the event loop. Installed as SQLite's progress handler on the connections the
+    read checks out: once the time is up, SQLite interrupts the statement (OperationalError "interrupted") and
+    `tripped` tells the caller to run the read again where it blocks nobody."""
+
+    __slots__ = ("deadline", "tripped")
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = perf_counter() + seconds
+        self.tripped = False
+
+    def __call__(self) -> int:
+        if perf_counter() < self.deadline:
+            return 0
+        self.tripped = True
+        return 1
+
+
+_read_budget: ContextVar[ReadBudget | None] = ContextVar("read_budget", default=None)
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -48,7 +73,25 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # the BEGIN itself (no statement events or results are wanted for it).
         conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
+    if not immediate:
+        _budget_reads(engine)
     return engine
+
+
+def _budget_reads(engine: Engine) -> None:
+    """Connections checked out under `Database.read_budget` carry its progress handler until they are returned."""
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        budget = _read_budget.get()
+        if budget is not None:
+            dbapi_conn.set_progress_handler(budget, BUDGET_CHECK_STEPS)
+            record.info["budgeted"] = True
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, record: Any) -> None:
+        if record.info.pop("budgeted", False) and dbapi_conn is not None:
+            dbapi_conn.set_progress_handler(None, 0)
 
 
 def _enable_wal(url: str) -> None:
@@ -98,6 +141,17 @@ class Database:
         """A plain connection for read-only Core queries on hot paths (no ORM session overhead)."""
         with self.read_engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def read_budget(self, seconds: float) -> Iterator[ReadBudget]:
+        """SQLite: the reads made inside (from this context) are interrupted once `seconds` have passed, and the
+        budget says so (`tripped`). PostgreSQL: nothing is interrupted."""
+        budget = ReadBudget(seconds)
+        token = _read_budget.set(budget)
+        try:
+            yield budget
+        finally:
+            _read_budget.reset(token)
 
     @contextmanager
     def write(self) -> Iterator[Session]:

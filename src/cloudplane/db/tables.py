@@ -20,11 +20,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    case,
+    func,
+    literal_column,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from cloudplane.domain.status_words import VISIBLE_TASKS
 from cloudplane.domain.times import assume_utc
 
 # SQLite has no 64-bit autoincrement alias but INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
@@ -214,7 +219,6 @@ class ServerSSHKey(Base):
 class Server(Base):
     __tablename__ = "servers"
     __table_args__ = (
-        Index("ix_servers_account_live", "account_id", "deleted_at", "id"),
         # Which servers own these machines (the reconciler, a page of a provider's inventory at a time).
         Index("ix_servers_provider_ref", "provider", "provider_ref"),
     )
@@ -249,6 +253,37 @@ class Server(Base):
     provider_data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
+# Lists read a page's ids from an index alone (services/pages.py), then only those rows: one index per order a
+# face offers, of the live servers of an account, each ended by what makes it covering on PostgreSQL too (its
+# index-only scans want every column the query names, `label` and the state's columns included). Partial on
+# `deleted_at IS NULL` rather than led by it: PostgreSQL orders by an index's columns only after equalities. (It ends
+# each one too: SQLite counts an index as covering only if it holds every column the query names.)
+_s = Server.__table__.c
+# The word a server's list filters and sorts on (domain/status_words.py): the visible task while one runs, else its
+# status. Its values are written inline, never bound, so that both databases match it to the index built on it;
+# migration 0011 built that index from this very expression, and a new visible task needs a migration to rebuild it.
+SERVER_STATE_WORD = case(
+    (_s.task_state.in_([literal_column(f"'{task}'") for task in sorted(VISIBLE_TASKS)]), _s.task_state),
+    else_=_s.status,
+)
+
+
+def _live_index(name: str, *columns: Any, where: Any = None) -> Index:
+    live = _s.deleted_at.is_(None) if where is None else and_(_s.deleted_at.is_(None), where)
+    return Index(name, _s.account_id, *columns, _s.deleted_at, sqlite_where=live, postgresql_where=live)
+
+
+_live_index("ix_servers_account_live", _s.id)
+_live_index("ix_servers_account_created", _s.created_at, _s.id)
+_live_index("ix_servers_account_label", func.lower(_s.label), _s.id, _s.label)
+_live_index("ix_servers_account_state", SERVER_STATE_WORD, _s.created_at, _s.id, _s.status, _s.task_state)
+_live_index(
+    "ix_servers_account_state_label", SERVER_STATE_WORD, func.lower(_s.label), _s.id, _s.label, _s.status, _s.task_state
+)
+# GPU instances are the servers rented from a marketplace: a few among many.
+_live_index("ix_servers_account_rented", _s.id, where=_s.offer_id.isnot(None))
+
+
 class Snapshot(Base):
     __tablename__ = "snapshots"
 
@@ -277,7 +312,9 @@ class Operation(Base):
     __tablename__ = "operations"
     __table_args__ = (
         Index("ix_operations_unfinished", "status"),
-        Index("ix_operations_account_created", "account_id", "created_at"),
+        # Newest first, ties by id; by status too (the filter an operations list offers first).
+        Index("ix_operations_account_created", "account_id", "created_at", "id"),
+        Index("ix_operations_account_status", "account_id", "status", "created_at", "id"),
         Index("ix_operations_target", "target_type", "target_id"),
         Index("ix_operations_executor", "executor_id", "status"),
     )
@@ -357,7 +394,7 @@ class App(Base):
     __tablename__ = "apps"
     __table_args__ = (
         UniqueConstraint("account_id", "name", name="uq_apps_account_name"),
-        Index("ix_apps_account_created", "account_id", "created_at"),
+        Index("ix_apps_account_created", "account_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from cloudplane import context
@@ -17,7 +17,7 @@ from cloudplane.db.tables import Event, User, table_of, utcnow
 from cloudplane.domain.errors import Forbidden, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.times import assume_utc
-from cloudplane.services.pages import Page
+from cloudplane.services.pages import Page, counted, offset_of, paged
 
 if TYPE_CHECKING:  # accounts records events too
     from cloudplane.services.accounts import Principal
@@ -116,14 +116,16 @@ def list_audit_log(
     if until is not None:
         where.append(Event.created_at <= until)
     with db.read() as s:
-        total = s.scalar(select(func.count()).select_from(Event).where(*where)) or 0
+        total = s.scalar(counted(Event.__table__, where)) or 0
         rows = s.execute(
-            select(Event, User.email)
-            .outerjoin(User, User.id == Event.actor_user_id)
-            .where(*where)
-            .order_by(Event.seq.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+            paged(
+                select(Event, User.email).outerjoin(User, User.id == Event.actor_user_id),
+                Event.seq,
+                where,
+                [Event.seq.desc()],
+                limit=per_page,
+                offset=offset_of(page, per_page),
+            )
         ).all()
     items = [
         AuditEntry(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select
 
 from cloudplane.core import Core
 from cloudplane.db.tables import Server
@@ -16,6 +16,7 @@ from cloudplane.providers.market_search import SearchResult
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
+from cloudplane.services.pages import counted, offset_of, paged
 from cloudplane.services.servers import Page, ServerView, get_server, get_server_in, hostname_from_label, server_views
 from cloudplane.services.tenancy import MINE, tenant
 
@@ -108,18 +109,17 @@ _RENTED = (
 )
 
 
+_INSTANCE_PAGE = paged(
+    select(_servers), _servers.c.id, _RENTED, [_servers.c.id], limit=bindparam("limit"), offset=bindparam("offset")
+)
+_INSTANCE_COUNT = counted(_servers, _RENTED)
+
+
 def list_instances(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
-    params = {**tenant(principal), "limit": per_page, "offset": (page - 1) * per_page}
+    params = {**tenant(principal), "limit": per_page, "offset": offset_of(page, per_page)}
     with core.db.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(_servers).where(*_RENTED), params).scalar_one()
-        rows = conn.execute(
-            select(_servers)
-            .where(*_RENTED)
-            .order_by(_servers.c.id)
-            .limit(bindparam("limit"))
-            .offset(bindparam("offset")),
-            params,
-        ).all()
+        total = conn.execute(_INSTANCE_COUNT, params).scalar_one()
+        rows = conn.execute(_INSTANCE_PAGE, params).all()
         return Page(items=server_views(conn, rows, core.catalog.view()), total=total, page=page, per_page=per_page)
 
 

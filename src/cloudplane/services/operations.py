@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from cloudplane import context
@@ -25,7 +25,7 @@ from cloudplane.domain.errors import NotFound, ValidationFailed
 from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page
+from cloudplane.services.pages import Page, counted, offset_of, paged
 from cloudplane.services.tenancy import mine
 
 UNFINISHED = ("pending", "running")
@@ -248,13 +248,10 @@ def list_operations(
         where.append(Operation.target_type == target_type)
     if target_id is not None:
         where.append(Operation.target_id == target_id)
+    order = (Operation.created_at.desc(), Operation.id.desc())
     with db.read() as s:
-        total = s.scalar(select(func.count()).select_from(Operation).where(*where)) or 0
+        total = s.scalar(counted(Operation.__table__, where)) or 0
         ops = s.scalars(
-            select(Operation)
-            .where(*where)
-            .order_by(Operation.created_at.desc(), Operation.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
+            paged(select(Operation), Operation.id, where, order, limit=per_page, offset=offset_of(page, per_page))
         ).all()
         return Page(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)

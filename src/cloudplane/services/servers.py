@@ -3,6 +3,7 @@ the one view of a server every face renames."""
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from collections.abc import Mapping, Sequence
@@ -12,21 +13,32 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, CursorResult, Row, bindparam, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, Row, Select, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
-from cloudplane.db.tables import Image, Location, Plan, Server, ServerSSHKey, Snapshot, SSHKey, table_of, utcnow
+from cloudplane.db.tables import (
+    SERVER_STATE_WORD,
+    Image,
+    Location,
+    Plan,
+    Server,
+    ServerSSHKey,
+    Snapshot,
+    SSHKey,
+    table_of,
+    utcnow,
+)
 from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, ValidationFailed
 from cloudplane.domain.pricing import CURRENCY, monthly_from_hourly, transfer_allowance_gb
 from cloudplane.domain.states import ACTIONS, Action, ServerStatus, refusal_reason
-from cloudplane.domain.status_words import VISIBLE_TASKS, StatusWords, status_words
+from cloudplane.domain.status_words import StatusWords, status_words
 from cloudplane.providers.base import ACTION_FEATURES, Feature, require_feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
-from cloudplane.services.pages import Page
+from cloudplane.services.pages import Page, counted, offset_of, paged
 from cloudplane.services.passwords import generate_root_password, shadow_hash
 from cloudplane.services.ssh_keys import parse_public_keys, register_keys
 from cloudplane.services.tenancy import MINE, mine, tenant
@@ -127,10 +139,6 @@ def _owned(principal: Principal, server_id: int) -> tuple[ColumnElement[bool], .
 _servers, _keys, _links, _snapshots = (table_of(t) for t in (Server, SSHKey, ServerSSHKey, Snapshot))
 _LIVE = (MINE(_servers), _servers.c.deleted_at.is_(None))
 _ONE_SERVER = select(_servers).where(_servers.c.id == bindparam("server_id"), *_LIVE)
-_SERVER_PAGE = (
-    select(_servers).where(*_LIVE).order_by(_servers.c.id).limit(bindparam("limit")).offset(bindparam("offset"))
-)
-_SERVER_COUNT = select(func.count()).select_from(_servers).where(*_LIVE)
 _INSERT_SERVER = insert(table_of(Server)).returning(*_servers.c)
 _KEYS_OF = (
     select(_links.c.server_id, _keys)
@@ -283,23 +291,29 @@ def get_server(core: Core, principal: Principal, server_id: int) -> ServerView:
         return get_server_in(core, conn, principal, server_id)
 
 
-# What a server is doing, in one word (domain/status_words.py): the task of a running action, else its status.
-_CURRENT_STATE = case(
-    (_servers.c.task_state.in_(sorted(t.value for t in VISIBLE_TASKS)), _servers.c.task_state),
-    else_=_servers.c.status,
-)
-# Names sort case-insensitively, the same on SQLite and PostgreSQL; ties always fall back to the id.
-_SORT_KEYS = {
-    "id": _servers.c.id,
-    "created_at": _servers.c.created_at,
-    "label": func.lower(_servers.c.label),
-    "state": _CURRENT_STATE,
+# Names sort case-insensitively, the same on SQLite and PostgreSQL; ties fall back to the creation time, then the id.
+# Each order (and each with the state filter) has an index of its own in db/tables.py.
+_SORT_KEYS: dict[str, tuple[ColumnElement[Any], ...]] = {
+    "id": (),
+    "created_at": (_servers.c.created_at,),
+    "label": (func.lower(_servers.c.label),),
+    "state": (SERVER_STATE_WORD, _servers.c.created_at),
 }
 
 
 def current_state(status: str, task_state: str | None) -> str:
     """The word `list_servers(state=...)` filters on: the visible task while one runs, else the status."""
     return status_words(status, task_state).state
+
+
+@functools.cache
+def _list_statements(filtered: bool, sort: str, descending: bool) -> tuple[Select[Any], Select[Any]]:
+    """A page of servers and their count, prebuilt once per shape a list can ask for."""
+    where = [*_LIVE, SERVER_STATE_WORD == bindparam("state")] if filtered else list(_LIVE)
+    keys = (*_SORT_KEYS[sort], _servers.c.id)
+    order = [k.desc() for k in keys] if descending else list(keys)
+    page = paged(select(_servers), _servers.c.id, where, order, limit=bindparam("limit"), offset=bindparam("offset"))
+    return page, counted(_servers, where)
 
 
 def list_servers(
@@ -313,20 +327,12 @@ def list_servers(
     descending: bool = False,
 ) -> Page:
     """A page of the caller's live servers, only those in `state` (see `current_state`) if given, ordered by
-    `sort` ("id", "created_at", "label" or "state"), ties by id."""
+    `sort` ("id", "created_at", "label" or "state"), ties by creation time, then id."""
     if sort not in _SORT_KEYS:
         raise ValidationFailed(f"Cannot sort by {sort!r}; sort by one of {', '.join(_SORT_KEYS)}", field="sort")
-    params: dict[str, Any] = {**tenant(principal), "limit": per_page, "offset": (page - 1) * per_page}
-    if state is None and sort == "id" and not descending:
-        page_query, count_query = _SERVER_PAGE, _SERVER_COUNT
-    else:
-        where = [*_LIVE, _CURRENT_STATE == bindparam("state")] if state is not None else list(_LIVE)
-        key, tie = _SORT_KEYS[sort], _servers.c.id
-        order = (key.desc(), tie.desc()) if descending else (key, tie)
-        page_query = (
-            select(_servers).where(*where).order_by(*order).limit(bindparam("limit")).offset(bindparam("offset"))
-        )
-        count_query = select(func.count()).select_from(_servers).where(*where)
+    page_query, count_query = _list_statements(state is not None, sort, descending)
+    params: dict[str, Any] = {**tenant(principal), "limit": per_page, "offset": offset_of(page, per_page)}
+    if state is not None:
         params["state"] = state
     with core.db.connect() as conn:
         total = conn.execute(count_query, params).scalar_one()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Row, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
@@ -15,6 +15,7 @@ from cloudplane.domain.states import ACTIONS, SnapshotStatus
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
+from cloudplane.services.pages import counted, offset_of, paged
 from cloudplane.services.servers import Page, ServerView, accept_action, claim, require_capability, require_server
 from cloudplane.services.tenancy import mine
 
@@ -38,13 +39,10 @@ def _load(session: Session, principal: Principal, server_id: int, snapshot_id: i
 def list_snapshots(core: Core, principal: Principal, server_id: int, *, page: int, per_page: int) -> Page:
     with core.db.read() as s:
         require_server(s, principal, server_id)
-        total = s.scalar(select(func.count()).select_from(Snapshot).where(*_live(principal, server_id))) or 0
+        live = _live(principal, server_id)
+        total = s.scalar(counted(Snapshot.__table__, live)) or 0
         items = s.scalars(
-            select(Snapshot)
-            .where(*_live(principal, server_id))
-            .order_by(Snapshot.id)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
+            paged(select(Snapshot), Snapshot.id, live, [Snapshot.id], limit=per_page, offset=offset_of(page, per_page))
         ).all()
     return Page(items=items, total=total, page=page, per_page=per_page)
 

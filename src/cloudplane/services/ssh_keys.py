@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,16 +16,16 @@ from cloudplane.domain.events import EventType
 from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page
+from cloudplane.services.pages import Page, counted, offset_of, paged
 from cloudplane.services.tenancy import mine
 
 
 def list_keys(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
-    owned = mine(SSHKey, principal)
+    owned = [mine(SSHKey, principal)]
     with core.db.read() as s:
-        total = s.scalar(select(func.count()).select_from(SSHKey).where(owned)) or 0
+        total = s.scalar(counted(SSHKey.__table__, owned)) or 0
         items = s.scalars(
-            select(SSHKey).where(owned).order_by(SSHKey.id).offset((page - 1) * per_page).limit(per_page)
+            paged(select(SSHKey), SSHKey.id, owned, [SSHKey.id], limit=per_page, offset=offset_of(page, per_page))
         ).all()
     return Page(items=items, total=total, page=page, per_page=per_page)
 

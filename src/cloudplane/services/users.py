@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
@@ -16,6 +16,7 @@ from cloudplane.domain.tiers import TIERS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
 from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
+from cloudplane.services.pages import counted, offset_of, paged
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,16 @@ def require_admin(principal: Principal) -> None:
 def list_users(db: Database, principal: Principal, *, page: int, per_page: int) -> tuple[list[UserView], int]:
     require_admin(principal)
     with db.read() as s:
-        total = s.scalar(select(func.count()).select_from(User)) or 0
+        total = s.scalar(counted(User.__table__, [])) or 0
         rows = s.execute(
-            select(User, Account)
-            .join(Account, Account.id == User.account_id)
-            .order_by(User.id)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
+            paged(
+                select(User, Account).join(Account, Account.id == User.account_id),
+                User.id,
+                [],
+                [User.id],
+                limit=per_page,
+                offset=offset_of(page, per_page),
+            )
         ).all()
     return [UserView(u, a) for u, a in rows], total
 

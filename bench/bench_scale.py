@@ -265,7 +265,7 @@ class Service:
         started = time.monotonic()
         self.child = Child(name, argv, cwd=tmp, env=env | {"CLOUDPLANE_DATABASE_URL": prepared.url})
         try:
-            wait_healthy(self.child, port, timeout=300)
+            wait_healthy(self.child, port, timeout=300, poll=0.01)  # start-up to within ~10 ms
             self.healthy_s = time.monotonic() - started
             status, _, body = self.get(f"/api/servers/{prepared.get_server}")
             if status != 200:
@@ -431,7 +431,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="concurrent keep-alive clients")
     ap.add_argument("--interval", type=float, default=30.0, help="CLOUDPLANE_RECONCILE_INTERVAL_S of the service")
     ap.add_argument("--pass-timeout", type=float, default=600.0, help="longest wait for the first reconciler pass")
-    ap.add_argument("--startups", type=int, default=3, help="starts of each service, in turn, for start-up times")
+    ap.add_argument("--startups", type=int, default=5, help="starts of each service, in turn, for start-up times")
     ap.add_argument("--database-url", help="a scratch PostgreSQL database (wiped first); SQLite in a temp dir if unset")
     ap.add_argument(
         "--small-database-url", help="with --database-url: another scratch one for the 1-server runs (wiped first)"

@@ -151,7 +151,7 @@ def request(
         conn.close()
 
 
-def wait_healthy(child: Child, port: int, timeout: float = 60) -> None:
+def wait_healthy(child: Child, port: int, timeout: float = 60, poll: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
@@ -161,7 +161,7 @@ def wait_healthy(child: Child, port: int, timeout: float = 60) -> None:
                 return
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(poll)
     raise StartupError(f"{child.name} not healthy after {timeout:.0f}s:\n{child.tail()}")
 
 

@@ -24,9 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,106 +42,11 @@ from bench_letscloud import (
     wait_healthy,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, func, insert, select, text
+from seeding import seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, for the suite's database reset
 
 from tests.conftest import reset_postgres
-
-from cloudplane.config import Settings
-from cloudplane.db.tables import Image, Location, Operation, Plan, Server, User
-from cloudplane.providers.simulator import PRIVATE_NET, PUBLIC_NET, address, sim_machines
-
-SEED_CHUNK = 5000
-PLAN, IMAGE, LOCATION = "basic-1gb", "ubuntu-22-04", "nyc1"
-
-
-def seed(database_url: str, count: int) -> int:
-    """`count` running servers of the admin's account, each with its succeeded create operation and its running
-    simulator machine; returns the id of the first."""
-    settings = Settings(database_url=database_url)
-    db = create_engine(database_url)
-    sim = db if settings.simulator_database_url == database_url else create_engine(settings.simulator_database_url)
-    now = datetime.now(UTC)
-    with db.begin() as conn:
-        account_id = conn.scalar(select(User.account_id).where(User.email == "admin@localhost"))
-        plan = conn.execute(select(Plan.id, Plan.cpu, Plan.ram_mb, Plan.disk_gb).where(Plan.slug == PLAN)).one()
-        image_id = conn.scalar(select(Image.id).where(Image.slug == IMAGE))
-        location_id = conn.scalar(select(Location.id).where(Location.slug == LOCATION))
-        first_server = (conn.scalar(select(func.max(Server.id))) or 0) + 1
-    with sim.begin() as conn:
-        first_machine = (conn.scalar(select(func.max(sim_machines.c.id))) or 0) + 1
-    for start in range(0, count, SEED_CHUNK):
-        servers, operations, machines = [], [], []
-        for i in range(start, min(count, start + SEED_CHUNK)):
-            server_id, machine_id, token = first_server + i, first_machine + i, str(uuid.uuid4())
-            hostname = f"bench-{i}"
-            servers.append(
-                {
-                    "id": server_id,
-                    "account_id": account_id,
-                    "label": hostname,
-                    "hostname": hostname,
-                    "status": "running",
-                    "provider": "simulator",
-                    "provider_ref": f"sim-{machine_id}",
-                    "plan_id": plan.id,
-                    "image_id": image_id,
-                    "location_id": location_id,
-                    "ipv4": address(PUBLIC_NET, machine_id),
-                    "private_ipv4": address(PRIVATE_NET, machine_id),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            operations.append(
-                {
-                    "id": token,
-                    "account_id": account_id,
-                    "kind": "create",
-                    "target_type": "server",
-                    "target_id": str(server_id),
-                    "server_id": server_id,
-                    "status": "succeeded",
-                    "progress": 100,
-                    "created_at": now,
-                    "updated_at": now,
-                    "started_at": now,
-                    "finished_at": now,
-                }
-            )
-            machines.append(
-                {
-                    "id": machine_id,
-                    "token": token,
-                    "hostname": hostname,
-                    "state": "running",
-                    "cpu": plan.cpu,
-                    "ram_mb": plan.ram_mb,
-                    "disk_gb": plan.disk_gb,
-                    "image": IMAGE,
-                    "location": LOCATION,
-                    "ssh_keys": "",
-                    "disk_generation": 0,
-                    "created_at": now,
-                }
-            )
-        with db.begin() as conn:
-            conn.execute(insert(Server), servers)
-            conn.execute(insert(Operation), operations)
-        with sim.begin() as conn:
-            conn.execute(insert(sim_machines), machines)
-    if database_url.startswith("postgresql"):
-        with db.begin() as conn:  # explicit ids leave the sequence behind; the API's next create must not collide
-            conn.execute(text("SELECT setval(pg_get_serial_sequence('servers', 'id'), (SELECT max(id) FROM servers))"))
-            conn.execute(
-                text("SELECT setval(pg_get_serial_sequence('sim_machines', 'id'), (SELECT max(id) FROM sim_machines))")
-            )
-        with db.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
-    db.dispose()
-    sim.dispose()
-    return first_server
 
 
 def rss_mib(pid: int, field: str = "VmRSS") -> float | None:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Connection, Engine, Select, create_engine, insert
 
 from cloudplane.db.migrate import upgrade
-from cloudplane.db.tables import Account, Server
+from cloudplane.db.tables import Account, Server, ServerSSHKey, Snapshot, SSHKey
 from cloudplane.services import gpu, servers
 from tests.conftest import scratch_database
 
@@ -44,6 +44,25 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
                     for i in range(SERVERS)
                 ],
             )  # fmt: skip
+            # One server with many snapshots, another with many keys: a page's own few must not cost a walk of them.
+            conn.execute(
+                insert(Snapshot),
+                [
+                    {"account_id": 1, "server_id": SERVERS, "label": f"s{i}", "status": "available", "created_at": now}
+                    for i in range(SERVERS)
+                ],
+            )
+            conn.execute(
+                insert(SSHKey),
+                [
+                    {"id": i + 1, "account_id": 1, "title": f"k{i}", "public_key": "ssh-ed25519 AAAA", "key_type": "ssh-ed25519",
+                     "fingerprint": f"SHA256:{i}", "created_at": now}
+                    for i in range(SERVERS)
+                ],
+            )  # fmt: skip
+            conn.execute(
+                insert(ServerSSHKey), [{"server_id": SERVERS - 1, "ssh_key_id": i + 1} for i in range(SERVERS)]
+            )
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
                 "ANALYZE" if engine.dialect.name == "sqlite" else "VACUUM ANALYZE"
@@ -55,12 +74,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 
 
 def plan_of(conn: Connection, stmt: Select[Any], params: dict[str, Any]) -> str:
-    compiled = stmt.compile(dialect=conn.dialect)
-    values = compiled.construct_params(params)
+    """How the database would run `stmt` with `params`."""
+    state = stmt.compile(dialect=conn.dialect).construct_expanded_state(params)
     if conn.dialect.name == "sqlite":
-        args = tuple(values[name] for name in compiled.positiontup or ())
-        return "\n".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), args))
-    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + str(compiled), values))
+        args = tuple(state.parameters[name] for name in state.positiontup or ())
+        return "\n".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + state.statement, args))
+    return "\n".join(row[0] for row in conn.exec_driver_sql("EXPLAIN " + state.statement, state.parameters))
 
 
 PARAMS = {"tenant_account_id": 1, "limit": 20, "offset": 2000, "state": "running"}
@@ -89,3 +108,12 @@ def test_gpu_instances_are_paged_from_the_rented_servers_alone(fleet) -> None:
     with fleet.connect() as conn:
         assert "ix_servers_account_rented" in plan_of(conn, gpu._INSTANCE_PAGE, PARAMS | {"offset": 20})
         assert "ix_servers_account_rented" in plan_of(conn, gpu._INSTANCE_COUNT, PARAMS)
+
+
+def test_a_pages_keys_and_snapshots_are_found_by_their_servers(fleet) -> None:
+    page_ids = {"ids": list(range(1, 21))}  # servers with none: the many are other servers'
+    with fleet.connect() as conn:
+        snapshots = plan_of(conn, servers._SNAPSHOTS_OF, page_ids)
+        keys = plan_of(conn, servers._KEYS_OF, page_ids)
+    assert "ix_snapshots_server_id" in snapshots, snapshots
+    assert "SCAN ssh_keys" not in keys and "Seq Scan on ssh_keys" not in keys, keys

@@ -140,16 +140,18 @@ _servers, _keys, _links, _snapshots = (table_of(t) for t in (Server, SSHKey, Ser
 _LIVE = (MINE(_servers), _servers.c.deleted_at.is_(None))
 _ONE_SERVER = select(_servers).where(_servers.c.id == bindparam("server_id"), *_LIVE)
 _INSERT_SERVER = insert(table_of(Server)).returning(*_servers.c)
+# A page's keys and snapshots, each server's in id order. Ordered by server first, as their indexes are: ordered by
+# id alone, SQLite would rather walk the whole table in id order than sort a page's few rows.
 _KEYS_OF = (
     select(_links.c.server_id, _keys)
     .join(_keys, _keys.c.id == _links.c.ssh_key_id)
     .where(_links.c.server_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_keys.c.id)
+    .order_by(_links.c.server_id, _links.c.ssh_key_id)
 )
 _SNAPSHOTS_OF = (
     select(_snapshots)
     .where(_snapshots.c.server_id.in_(bindparam("ids", expanding=True)), _snapshots.c.deleted_at.is_(None))
-    .order_by(_snapshots.c.id)
+    .order_by(_snapshots.c.server_id, _snapshots.c.id)
 )
 
 

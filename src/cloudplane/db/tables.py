@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -196,7 +197,10 @@ class Image(Base):
 
 class SSHKey(Base):
     __tablename__ = "ssh_keys"
-    __table_args__ = (UniqueConstraint("account_id", "fingerprint", name="uq_ssh_keys_account_fingerprint"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "fingerprint", name="uq_ssh_keys_account_fingerprint"),
+        Index("ix_ssh_keys_account_key", "account_id", "id"),  # an account's keys in id order (its list)
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -286,6 +290,13 @@ _live_index("ix_servers_account_rented", _s.id, where=_s.offer_id.isnot(None))
 
 class Snapshot(Base):
     __tablename__ = "snapshots"
+    __table_args__ = (
+        # A server's live snapshots in id order, covering what their list filters on (services/pages.py).
+        Index(
+            "ix_snapshots_server_live", "server_id", "id", "account_id", "deleted_at",
+            sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

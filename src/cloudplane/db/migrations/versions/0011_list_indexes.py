@@ -1,6 +1,6 @@
 """Indexes that make every page of a list cost the same: each order a face offers for servers (creation time, name,
 state, with and without a state filter), GPU instances, operations newest first (and by status), apps newest
-first. A page's ids are read from one of these alone (services/pages.py).
+first, a server's snapshots and an account's SSH keys. A page's ids are read from one of these alone (services/pages.py).
 
 The state index is on the state word's expression as db/tables.py builds it (SERVER_STATE_WORD) with the visible
 tasks of this revision; a change to that set needs a migration that rebuilds the two state indexes.
@@ -51,9 +51,16 @@ def upgrade() -> None:
     op.create_index("ix_operations_account_status", "operations", ["account_id", "status", "created_at", "id"])
     op.drop_index("ix_apps_account_created", table_name="apps")
     op.create_index("ix_apps_account_created", "apps", ["account_id", "created_at", "id"])
+    op.create_index(
+        "ix_snapshots_server_live", "snapshots", ["server_id", "id", "account_id", "deleted_at"], sqlite_where=LIVE,
+        postgresql_where=LIVE,
+    )  # fmt: skip
+    op.create_index("ix_ssh_keys_account_key", "ssh_keys", ["account_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ssh_keys_account_key", table_name="ssh_keys")
+    op.drop_index("ix_snapshots_server_live", table_name="snapshots")
     op.drop_index("ix_apps_account_created", table_name="apps")
     op.create_index("ix_apps_account_created", "apps", ["account_id", "created_at"])
     op.drop_index("ix_operations_account_status", table_name="operations")

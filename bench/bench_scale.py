@@ -197,7 +197,7 @@ def prepare(url: str, tmp: str, env: dict[str, str], port: int, args: Any, serve
         api_keys = min(args.api_keys, rows)
         if api_keys:
             timed(parts, "API keys", lambda: seeder.api_keys(seeder.admin_user, seeder.admin_account, api_keys))
-        timed(parts, "ANALYZE", seeder.finish)
+        timed(parts, "ANALYZE (and VACUUM on PostgreSQL)", seeder.finish)
     finally:
         seeder.dispose()
     counts = {

@@ -62,3 +62,26 @@ async def test_a_read_moved_off_the_loop_still_answers_with_its_errors(client, t
     assert reply.json()["code"] == "NOT_FOUND"
     if core.db.is_sqlite:
         assert METRICS.reads_moved_off_loop._value.get() == moved + 1
+
+
+async def test_a_read_that_ran_past_its_budget_goes_straight_to_a_thread_next_time(client, tenant, core, monkeypatch):
+    from cloudplane.observability import METRICS
+
+    real_get = servers.get_server
+    calls: list[str] = []
+
+    def slow_get(core_: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("called")
+        with core_.db.connect() as conn:
+            conn.execute(SLOW_QUERY)
+        return real_get(core_, *args, **kwargs)
+
+    monkeypatch.setattr(servers, "get_server", slow_get)
+    moved = METRICS.reads_moved_off_loop._value.get()
+    for _ in range(2):
+        assert (await client.get("/api/servers/999999999", headers=tenant.headers)).status_code == 404
+    if core.db.is_sqlite:
+        # Interrupted once on the loop, then run on a thread twice: the budget is not spent again.
+        assert (len(calls), METRICS.reads_moved_off_loop._value.get()) == (3, moved + 1)
+    else:
+        assert len(calls) == 2

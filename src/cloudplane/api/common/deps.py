@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -81,23 +82,28 @@ async def pagination(
 PageDep = Annotated[Pagination, Depends(pagination)]
 
 
-# How long a read may hold the event loop before it is moved off it (see `read`).
+# How long a read may hold the event loop before it is moved off it (see `read`), and how long a read that was
+# moved then goes straight to a thread, rather than spend its budget on the loop again first.
 INLINE_READ_BUDGET_S = 0.01
+MOVED_READS_STAY_S = 30.0
+_moved_until: dict[Callable[..., Any], float] = {}
 
 
 async def read(core: Core, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a read-only service call from an async route. On SQLite it runs inline: a WAL read never waits on a
     lock and most take well under a millisecond, less than the thread hand-off would (a hop per request halved
     throughput in bench/). A read still running after INLINE_READ_BUDGET_S is interrupted by SQLite and run again
-    on a thread (a read is safe to repeat), so one slow read never holds up the requests behind it. On PostgreSQL
-    each query is a network round trip, so it goes to the threadpool."""
-    if core.db.is_sqlite:
+    on a thread (a read is safe to repeat), so one slow read never holds up the requests behind it; calls of the
+    same service function then go to a thread at once for MOVED_READS_STAY_S. On PostgreSQL each query is a
+    network round trip, so it goes to the threadpool."""
+    if core.db.is_sqlite and _moved_until.get(fn, 0.0) < time.monotonic():
         with core.db.read_budget(INLINE_READ_BUDGET_S) as budget:
             try:
                 return fn(*args, **kwargs)
             except Exception:
                 if not budget.tripped:
                     raise
+        _moved_until[fn] = time.monotonic() + MOVED_READS_STAY_S
         METRICS.reads_moved_off_loop.inc()
     return await run_in_threadpool(fn, *args, **kwargs)
 

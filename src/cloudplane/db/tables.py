@@ -199,11 +199,12 @@ class SSHKey(Base):
     __tablename__ = "ssh_keys"
     __table_args__ = (
         UniqueConstraint("account_id", "fingerprint", name="uq_ssh_keys_account_fingerprint"),
-        Index("ix_ssh_keys_account_key", "account_id", "id"),  # an account's keys in id order (its list)
+        # An account's keys in id order (its list); it serves every lookup by account too.
+        Index("ix_ssh_keys_account_key", "account_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(200))
     public_key: Mapped[str] = mapped_column(Text)
     key_type: Mapped[str] = mapped_column(String(64))
@@ -258,10 +259,10 @@ class Server(Base):
 
 
 # Lists read a page's ids from an index alone (services/pages.py), then only those rows: one index per order a
-# face offers, of the live servers of an account, each ended by what makes it covering on PostgreSQL too (its
-# index-only scans want every column the query names, `label` and the state's columns included). Partial on
-# `deleted_at IS NULL` rather than led by it: PostgreSQL orders by an index's columns only after equalities. (It ends
-# each one too: SQLite counts an index as covering only if it holds every column the query names.)
+# face offers, over an account's live servers. Each is partial on `deleted_at IS NULL` rather than led by it
+# (PostgreSQL orders by an index's columns only after equalities, and IS NULL is not one), and ends with what makes
+# it covering on both databases, which want every column the query names in the index: `label` and the state's
+# columns for PostgreSQL, and `deleted_at` itself for SQLite, which does not count the partial WHERE's column.
 _s = Server.__table__.c
 # The word a server's list filters and sorts on (domain/status_words.py): the visible task while one runs, else its
 # status. Its values are written inline, never bound, so that both databases match it to the index built on it;

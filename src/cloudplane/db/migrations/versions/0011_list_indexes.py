@@ -56,9 +56,11 @@ def upgrade() -> None:
         postgresql_where=LIVE,
     )  # fmt: skip
     op.create_index("ix_ssh_keys_account_key", "ssh_keys", ["account_id", "id"])
+    op.drop_index("ix_ssh_keys_account_id", table_name="ssh_keys")  # a prefix of the one above
 
 
 def downgrade() -> None:
+    op.create_index("ix_ssh_keys_account_id", "ssh_keys", ["account_id"])
     op.drop_index("ix_ssh_keys_account_key", table_name="ssh_keys")
     op.drop_index("ix_snapshots_server_live", table_name="snapshots")
     op.drop_index("ix_apps_account_created", table_name="apps")

@@ -113,6 +113,11 @@ class Child:
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.output.decode(errors="replace").splitlines()[-n:])
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float | None:
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -231,6 +236,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+    answered: int = 0  # every reply, warm-up included: what the target's CPU time was spent on
 
 
 def raw_request(method: str, path: str, port: int, key: str, body: bytes = b"") -> bytes:
@@ -259,6 +265,7 @@ async def load(port: int, raw: bytes, expect: int, *, concurrency: int, duration
                     _, conn = await loop.create_connection(Conn, HOST, port)
                     conns.append(conn)
                 status, _ = await conn.roundtrip(raw)
+                result.answered += 1
                 ok, why = status == expect, f"HTTP {status}"
             except OSError as e:
                 conn, ok, why = None, False, f"{type(e).__name__}: {e}"
@@ -451,10 +458,11 @@ def main() -> int:
         # createServer last: it adds thousands of servers, which would change what listServers returns.
         for name in ENDPOINTS:
             method, path, expect = paths[name]
-            for target, port in (("cloudplane", svc_port), ("bare", bare_port)):
+            for target, port, child in (("cloudplane", svc_port, service), ("bare", bare_port, bare)):
                 spy = None
                 if args.profile == name and target == "cloudplane":
                     spy = start_profiler(service.proc.pid, args.profile_out, WARMUP_S + args.duration, args.profile_gil)
+                cpu_before = child.cpu_seconds()
                 res = run_load(
                     port,
                     raw_request(method, path, port, key, body if method == "POST" else b""),
@@ -462,6 +470,7 @@ def main() -> int:
                     concurrency=args.concurrency,
                     duration=args.duration,
                 )
+                cpu = child.cpu_seconds() - cpu_before
                 if spy is not None:
                     _, err = spy.communicate(timeout=60)
                     print(
@@ -478,6 +487,7 @@ def main() -> int:
                         len(lat) / args.duration,
                         percentile(lat, 0.50) * 1e3,
                         percentile(lat, 0.99) * 1e3,
+                        cpu / res.answered * 1e6 if res.answered else float("nan"),
                         res.errors,
                         res.first_error,
                     )
@@ -492,14 +502,19 @@ def main() -> int:
             f"service settings: {' '.join(args.setting) or 'defaults'}, "
             f"client: raw HTTP/1.1 keep-alive asyncio in one process\n"
         )
-        print(f"{'endpoint':<14}{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-        for name, target, rps, p50, p99, errors, _ in rows:
-            print(f"{name:<14}{target:<12}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}{errors:>8}")
+        # CPU µs/req: the target's own CPU time over the replies it gave; steadier than req/s, which moves with
+        # whatever else holds the two cores (the load generator, the other target's idle threads).
+        print(f"{'endpoint':<14}{'target':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'CPU µs/req':>12}{'errors':>8}")
+        for name, target, rps, p50, p99, cpu_us, errors, _ in rows:
+            print(f"{name:<14}{target:<12}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}{cpu_us:>12.0f}{errors:>8}")
         print()
         for name in ENDPOINTS:
             svc, bare_rps = (r[2] for r in rows if r[0] == name)
             ratio = f"{svc / bare_rps:.1%}" if bare_rps else "n/a"
-            print(f"ratio cloudplane/bare {name:<14}{ratio:>8}")
+            svc_cpu, bare_cpu = (r[5] for r in rows if r[0] == name)
+            print(
+                f"ratio cloudplane/bare {name:<14}{ratio:>8}   CPU per request {svc_cpu / bare_cpu:>6.1f}x the bare app's"
+            )
         for name, target, *_, errors, why in rows:
             if errors:
                 print(f"first error, {name} on {target}: {why}")

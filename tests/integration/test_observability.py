@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -190,6 +191,19 @@ async def test_with_a_metrics_token_metrics_need_it(core: Core) -> None:
         assert r.status_code == 200 and "cloudplane_http_requests_total" in r.text
 
 
+@contextlib.contextmanager
+def as_served() -> Iterator[None]:
+    """The root's handlers as in a serving process, where ours is the only one: pytest's capture handlers step
+    aside (pytest adds them for each phase of a test, so this is used inside the test)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [h for h in saved if h.name == "cloudplane"]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
 @pytest.fixture
 def log_buffer(core: Core) -> Iterator[io.StringIO]:
     """The process's logging configured as a serving process does, into a buffer; put back afterwards."""
@@ -220,10 +234,41 @@ def log_buffer(core: Core) -> Iterator[io.StringIO]:
         structlog.reset_defaults()
 
 
+async def test_the_access_line_reaches_every_other_handler_as_a_record(
+    client: httpx.AsyncClient, tenant: Tenant, log_buffer: io.StringIO
+) -> None:
+    """Alone on the root, our handler takes the access line rendered; beside another handler the line goes through
+    logging, so that handler gets its record, and ours writes the same JSON line as before."""
+
+    class Keep(logging.Handler):
+        records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    other = Keep()
+    with as_served():
+        logging.getLogger().addHandler(other)
+        await client.get("/api/servers/777", headers={**tenant.headers, "X-Request-ID": "both-ways"})
+        logging.getLogger().removeHandler(other)
+        await client.get("/api/servers/778", headers={**tenant.headers, "X-Request-ID": "direct"})
+    flush_logs()
+    access = [r for r in other.records if r.name == "cloudplane.access"]
+    assert len(access) == 1 and access[0].__dict__["route"] == "/api/servers/{server_id}", other.records
+    assert access[0].__dict__["status"] == 404 and access[0].getMessage() == "request"
+    lines = [json.loads(line) for line in log_buffer.getvalue().splitlines()]
+    written = {line["request_id"]: line for line in lines if line.get("logger") == "cloudplane.access"}
+    assert set(written) == {"both-ways", "direct"}
+    shape = {k: v for k, v in written["both-ways"].items() if k not in ("timestamp", "duration_ms", "request_id")}
+    assert shape == {k: v for k, v in written["direct"].items() if k not in ("timestamp", "duration_ms", "request_id")}
+    assert list(written["both-ways"]) == list(written["direct"])  # the same fields, in the same order
+
+
 async def test_access_log_lines_are_json_with_the_route_template(
     client: httpx.AsyncClient, tenant: Tenant, log_buffer: io.StringIO
 ) -> None:
-    await client.get("/api/servers/12345?secret=query", headers={**tenant.headers, "X-Request-ID": "log-line-1"})
+    with as_served():
+        await client.get("/api/servers/12345?secret=query", headers={**tenant.headers, "X-Request-ID": "log-line-1"})
     logging.getLogger("cloudplane.somewhere").warning("a stdlib line")
     # A credential that slips into a message or a field is masked all the same.
     logging.getLogger("cloudplane.careless").warning("key %s, Bearer abc.def", tenant.api_key, extra={"status": 1})

@@ -43,6 +43,10 @@ def _content_length(scope: Scope) -> int | None:
         return None
 
 
+def _has_transfer_encoding(scope: Scope) -> bool:
+    return any(k == b"transfer-encoding" for k, _ in scope.get("headers", ()))
+
+
 class BodyLimitMiddleware:
     """Answer 413 when a request body passes `max_bytes`: at once from Content-Length, else while counting."""
 
@@ -62,6 +66,11 @@ class BodyLimitMiddleware:
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
             await render_error(scope, self.error())(scope, receive, send)
+            return
+        if length is not None or not _has_transfer_encoding(scope):
+            # The server hands the app at most Content-Length bytes, and none without it unless the body comes in
+            # chunks: only a chunked body needs counting (and only its request pays for the wrappers).
+            await self.app(scope, receive, send)
             return
 
         received = 0

@@ -33,6 +33,7 @@ from bench_letscloud import (
     percentile,
     request,
     service_argv,
+    start_profiler,
     wait_healthy,
 )
 from bench_letscloud import (
@@ -40,6 +41,8 @@ from bench_letscloud import (
 )
 
 WARMUP_S = 1.0
+# (action, clients, output file): record the service with py-spy (GIL holder only) while that action runs.
+PROFILE: tuple[str, int, str] | None = None
 
 
 class Conn(BaseConn):
@@ -315,8 +318,14 @@ def measure(
 ) -> None:
     """One load run; the server's CPU time per answered request too: a machine shared with other work changes
     the throughput of both targets, much less what each request costs."""
+    spy = None
+    if PROFILE is not None and PROFILE[:2] == (name, concurrency) and target == "cloudplane":
+        spy = start_profiler(pid, PROFILE[2], WARMUP_S + duration, gil_only=True)
     cpu_before = cpu_seconds(pid)
     res = run(load(port, next_request, expect, concurrency=concurrency, duration=duration))
+    if spy is not None:
+        spy.wait(60)
+        print(f"profile of {name} at c={concurrency}: {PROFILE[2]}", file=sys.stderr)  # type: ignore[index]
     cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, res.total)  # type: ignore[attr-defined]
     lat = sorted(res.latencies)
     window = res.window_s  # type: ignore[attr-defined]
@@ -472,7 +481,17 @@ def main() -> int:
     ap.add_argument("--concurrent", type=int, default=200, help="concurrent creates at time scale 1")
     ap.add_argument("--database-url", help="a PostgreSQL URL to run on (a scratch database is made beside it)")
     ap.add_argument("--only", choices=["peer", "burst", "concurrent"], action="append", help="run only these parts")
+    ap.add_argument(
+        "--profile",
+        metavar="ACTION:CLIENTS:FILE",
+        help="record the service with py-spy while it runs ACTION at CLIENTS (e.g. snapshot:1:/tmp/snap.txt; "
+        ".txt gives collapsed stacks, .svg a flame graph)",
+    )
     args = ap.parse_args()
+    if args.profile:
+        global PROFILE
+        action, clients, out = args.profile.split(":", 2)
+        PROFILE = (action, int(clients), out)
     parts = args.only or ["peer", "burst", "concurrent"]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.mkdtemp(prefix="cloudplane-bench-writes-")

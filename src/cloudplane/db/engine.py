@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
-from time import perf_counter
-from typing import Any
+from time import monotonic, perf_counter
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -36,6 +41,14 @@ class ReadBudget:
         self.tripped = True
         return 1
 
+
+# A pooled PostgreSQL connection idle this long is tested before use (see _ping_idle_connections).
+IDLE_PING_AFTER_S = 5.0
+# Threads for Database.run on PostgreSQL.
+DB_THREADS = 16
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _read_budget: ContextVar[ReadBudget | None] = ContextVar("read_budget", default=None)
 
@@ -94,6 +107,34 @@ def _budget_reads(engine: Engine) -> None:
             dbapi_conn.set_progress_handler(None, 0)
 
 
+def _ping_idle_connections(engine: Engine) -> None:
+    """Test a pooled PostgreSQL connection before use only when it has sat idle for IDLE_PING_AFTER_S: one that
+    died meanwhile (a database restart, an idle timeout) is then replaced before the caller sees it fail.
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip more per transaction, which under a burst
+    of creates (a dozen transactions each) cost a fifth of the throughput (bench_writes.py --only burst). This is
+    the "pessimistic" recipe of SQLAlchemy's pooling docs, limited to connections that may have gone stale."""
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_AFTER_S:
+            return
+        try:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as error:  # noqa: BLE001 - any failure means this connection is of no use
+            # The pool discards the connection and checks out another (a new one when none is left).
+            raise DisconnectionError(f"stale pooled connection: {error}") from error
+
+
 def _enable_wal(url: str) -> None:
     """WAL is a property of the database file, so it is set once, not on every new connection (it takes a lock)."""
     engine = create_engine(url, poolclass=NullPool)
@@ -126,10 +167,23 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.read_engine = self.write_engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.read_engine = self.write_engine = create_engine(url, pool_size=10, max_overflow=20)
+            _ping_idle_connections(self.read_engine)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._write_lock = _file_write_lock(url) if self.is_sqlite else None
+        # Database.run's threads on PostgreSQL (the loop's default executor has cpu_count + 4: six on two cores, too
+        # few for a burst of workflows each waiting on round trips).
+        self._executor = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="cloudplane-db")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A blocking call on this database, from the event loop: inline on SQLite, where a query takes microseconds
+        (less than handing it to a thread and back); in a thread on PostgreSQL, where each query is a network round
+        trip the loop must not wait on (a workflow's or a provider's, beside every request of the process)."""
+        if self.is_sqlite:
+            return fn(*args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -176,6 +230,7 @@ class Database:
             yield conn
 
     def dispose(self) -> None:
+        self._executor.shutdown(wait=False)
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()

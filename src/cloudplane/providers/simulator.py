@@ -257,9 +257,16 @@ class SimulatorProvider:
 
     async def create(self, request: CreateRequest) -> Machine:
         await self._call("create")
-        existing = await self.find_by_token(request.token)
+        machine, made = await self.db.run(self._create, request)
+        if made and self.config.ghost_create_rate and self._roll() < self.config.ghost_create_rate:
+            raise ProviderError("Simulated timeout: the create may or may not have happened", retryable=True)
+        return machine
+
+    def _create(self, request: CreateRequest) -> tuple[Machine, bool]:
+        """The machine of this request's token, and whether this call made it (a retry finds it made)."""
+        existing = self._find_by_token(request.token)
         if existing is not None:
-            return existing
+            return existing, False
         boots = not (self.config.boot_failure_rate and self._roll() < self.config.boot_failure_rate)
         target = MachineState.RUNNING if boots else MachineState.ERROR
         now, delay = self.clock.now(), self._delay(MachineState.PROVISIONING)
@@ -284,16 +291,16 @@ class SimulatorProvider:
                         "created_at": now,
                     },
                 ).one()
-            machine = self._machine(row)
+            return self._machine(row), True
         except IntegrityError:  # a concurrent retry with the same token won; return its machine
-            found = await self.find_by_token(request.token)
+            found = self._find_by_token(request.token)
             assert found is not None
-            machine = found
-        if self.config.ghost_create_rate and self._roll() < self.config.ghost_create_rate:
-            raise ProviderError("Simulated timeout: the create may or may not have happened", retryable=True)
-        return machine
+            return found, False
 
     async def find_by_token(self, token: str) -> Machine | None:
+        return await self.db.run(self._find_by_token, token)
+
+    def _find_by_token(self, token: str) -> Machine | None:
         with self.db.connect() as conn:
             row = conn.execute(_BY_TOKEN, {"b_token": token}).first()
         row = self._settle(row)
@@ -301,10 +308,14 @@ class SimulatorProvider:
 
     async def get(self, ref: str) -> Machine | None:
         await self._call("get")
-        # One row by its key, inline: microseconds, which a thread hop would multiply; workflows poll with it.
+        # One row by its key: on SQLite inline (microseconds, which a thread hop would multiply; workflows poll
+        # with it), on PostgreSQL off the loop.
         machine_id = self._id_or_none(ref)
         if machine_id is None:
             return None
+        return await self.db.run(self._get, machine_id)
+
+    def _get(self, machine_id: int) -> Machine | None:
         with self.db.connect() as conn:
             row = conn.execute(_BY_ID, {"b_id": machine_id}).first()
         row = self._settle(row)
@@ -349,14 +360,21 @@ class SimulatorProvider:
 
     async def start(self, ref: str) -> None:
         await self._call("start")
-        self._transition(ref, MachineState.STARTING, MachineState.RUNNING, allowed={MachineState.STOPPED})
+        await self.db.run(
+            self._transition, ref, MachineState.STARTING, MachineState.RUNNING, allowed={MachineState.STOPPED}
+        )
 
     async def stop(self, ref: str) -> None:
         await self._call("stop")
-        self._transition(ref, MachineState.STOPPING, MachineState.STOPPED, allowed={MachineState.RUNNING})
+        await self.db.run(
+            self._transition, ref, MachineState.STOPPING, MachineState.STOPPED, allowed={MachineState.RUNNING}
+        )
 
     async def reboot(self, ref: str) -> None:
         await self._call("reboot")
+        await self.db.run(self._reboot, ref)
+
+    def _reboot(self, ref: str) -> None:
         row = self._require(ref)
         if MachineState(row.state) == MachineState.REBOOTING:
             return
@@ -366,37 +384,45 @@ class SimulatorProvider:
 
     async def delete(self, ref: str) -> None:
         await self._call("delete")
-        machine_id = self._id(ref)
+        await self.db.run(self._delete, self._id(ref))
+
+    def _delete(self, machine_id: int) -> None:
         with self.db.begin() as conn:
             conn.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
             conn.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")
-        row = self._require(ref)
-        with self.db.connect() as conn:
-            snap = conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
+        row, snap = await self.db.run(self._machine_and_snapshot, ref, token)
         if snap is None:
             await self.clock.sleep(self._delay("snapshot").total_seconds())
-            size = max(1, row.disk_gb // 10 + row.disk_generation)
-            try:
-                with self.db.begin() as conn:
-                    conn.execute(
-                        insert(sim_snapshots).values(
-                            token=token,
-                            machine_id=row.id,
-                            size_gb=size,
-                            disk_generation=row.disk_generation,
-                            created_at=self.clock.now(),
-                        )
-                    )
-            except IntegrityError:
-                pass
-            with self.db.connect() as conn:
-                snap = conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
+            snap = await self.db.run(self._take_snapshot, row, token)
             if snap is None:  # deleted (with its machine, say) between our insert and this read
                 raise ProviderError(f"Simulated snapshot of {ref} vanished while it was taken", retryable=True)
         return SnapshotInfo(ref=f"simsnap-{snap.id}", machine_ref=ref, size_gb=snap.size_gb)
+
+    def _machine_and_snapshot(self, ref: str, token: str) -> tuple[Row[Any], Row[Any] | None]:
+        row = self._require(ref)
+        with self.db.connect() as conn:
+            return row, conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
+
+    def _take_snapshot(self, row: Row[Any], token: str) -> Row[Any] | None:
+        size = max(1, row.disk_gb // 10 + row.disk_generation)
+        try:
+            with self.db.begin() as conn:
+                conn.execute(
+                    insert(sim_snapshots).values(
+                        token=token,
+                        machine_id=row.id,
+                        size_gb=size,
+                        disk_generation=row.disk_generation,
+                        created_at=self.clock.now(),
+                    )
+                )
+        except IntegrityError:
+            pass
+        with self.db.connect() as conn:
+            return conn.execute(_SNAPSHOT_BY_TOKEN, {"b_token": token}).first()
 
     @staticmethod
     def _snapshot_id(snapshot_ref: str) -> int:
@@ -406,11 +432,17 @@ class SimulatorProvider:
 
     async def delete_snapshot(self, snapshot_ref: str) -> None:
         await self._call("delete_snapshot")
+        await self.db.run(self._delete_snapshot, self._snapshot_id(snapshot_ref))
+
+    def _delete_snapshot(self, snapshot_id: int) -> None:
         with self.db.begin() as conn:
-            conn.execute(delete(sim_snapshots).where(sim_snapshots.c.id == self._snapshot_id(snapshot_ref)))
+            conn.execute(delete(sim_snapshots).where(sim_snapshots.c.id == snapshot_id))
 
     async def restore(self, ref: str, snapshot_ref: str) -> None:
         await self._call("restore")
+        await self.db.run(self._restore, ref, snapshot_ref)
+
+    def _restore(self, ref: str, snapshot_ref: str) -> None:
         row = self._require(ref)
         with self.db.connect() as conn:
             snap = conn.execute(_SNAPSHOT_BY_ID, {"b_id": self._snapshot_id(snapshot_ref)}).first()
@@ -422,7 +454,7 @@ class SimulatorProvider:
 
     async def metrics(self, ref: str) -> Metrics:
         await self._call("metrics")
-        row = self._require(ref)
+        row = await self.db.run(self._require, ref)
         running = MachineState(row.state) == MachineState.RUNNING
         # Deterministic per machine and minute, so repeated reads in one minute agree.
         now = self.clock.now()

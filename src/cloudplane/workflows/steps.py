@@ -89,12 +89,8 @@ def crash_point(step: str) -> None:
 
 
 async def db(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """A blocking database call from a workflow. On SQLite it runs inline (microseconds; the workflows' loop is a
-    thread of its own); on PostgreSQL each query is a network round trip, so it goes to a thread and the other
-    workflows go on meanwhile."""
-    if core().db.is_sqlite:
-        return fn(*args, **kwargs)
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    """A blocking database call from a workflow (`Database.run`: inline on SQLite, in a thread on PostgreSQL)."""
+    return await core().db.run(fn, *args, **kwargs)
 
 
 async def _call(provider: str, call: str, fn: Callable[[], Awaitable[T]]) -> T:

@@ -15,6 +15,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from cloudplane import __version__
@@ -143,6 +144,21 @@ def freeze_start_up_objects() -> None:
     gc.freeze()
 
 
+# What a browser app on another origin may send and read (CLOUDPLANE_CORS_ORIGINS).
+CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+CORS_REQUEST_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID", "api-token"]
+CORS_EXPOSED_HEADERS = [
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Retry-After",
+    "X-Request-ID",
+    "Operation-Location",
+    "Location",
+    "Idempotent-Replayed",
+]
+
+
 class CloudplaneApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside even Starlette's ServerErrorMiddleware, so a 500 too carries its X-Request-ID and is counted.
@@ -195,6 +211,18 @@ def create_app(core: Core | None = None) -> FastAPI:
     # The last added is outermost: the body limit must wrap idempotency, which reads the whole body.
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(BodyLimitMiddleware)
+    if settings.cors_origin_list:
+        # Outermost of ours: a preflight is answered before any other work, and every reply (refusals included)
+        # carries the headers a browser needs to show it to the page.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            allow_credentials=False,
+            max_age=600,
+        )
     install_error_handlers(app)
     register_prefix("/api", default_renderer)
     register_prefix("/api/v1", cloudvps_renderer)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 class ConfigurationError(ValueError):
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated addresses or CIDRs of the reverse proxies whose X-Forwarded-For/-Proto are "
         "believed; empty (the default) believes nobody, so no caller picks the address the per-IP limits count.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://panel.example.com) whose browser apps may call the API, or * "
+        "for any; empty (the default): none. Credentials are API keys and tokens in headers, never cookies, so no "
+        "origin is sent Access-Control-Allow-Credentials.",
     )
     vastai_api_key: str | None = Field(
         default=None, description="Vast.ai API key; unset, a simulated marketplace serves as vast_ai."
@@ -166,6 +175,22 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"CLOUDPLANE_LOG_LEVEL {value!r}: one of debug, info, warning, error, critical")
         return level
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        # An origin is scheme://host[:port], nothing more: a browser sends exactly that, so anything else never matches.
+        for entry in (e.strip() for e in value.split(",")):
+            if entry and entry != "*" and not _ORIGIN.fullmatch(entry):
+                raise ValueError(
+                    f"CLOUDPLANE_CORS_ORIGINS entry {entry!r} is not an origin: give scheme://host[:port] with no "
+                    "path or trailing slash (e.g. https://panel.example.com, http://localhost:5173), or *"
+                )
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [entry for entry in (e.strip() for e in self.cors_origins.split(",")) if entry]
 
     @field_validator("trusted_proxies")
     @classmethod

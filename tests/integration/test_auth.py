@@ -120,11 +120,36 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client) -> None:
     assert (await client.get("/api/v1/users/me", headers=bearer(second["access_token"]))).status_code == 401
 
 
+async def test_refresh_with_the_access_token_as_bearer_as_the_documents_show(client) -> None:
+    """Both documents: `POST /auth/refresh` with `Authorization: Bearer {token}` and no body."""
+    _, reply = await register(client)
+    r = await client.post("/api/v1/auth/refresh", headers=bearer(reply["access_token"]))
+    assert r.status_code == 200, r.text
+    renewed = r.json()
+    assert renewed["success"] is True and renewed["data"]["token"] == renewed["access_token"]
+    assert renewed["access_token"] != reply["access_token"] and renewed["refresh_token"] != reply["refresh_token"]
+    assert (await client.get("/api/v1/users/me", headers=bearer(renewed["access_token"]))).status_code == 200
+    # The session's earlier refresh token gave way to the new one; the session itself lives on.
+    old = await client.post("/api/v1/auth/refresh", json={"refresh_token": reply["refresh_token"]})
+    assert old.status_code == 401 and "revoked" in old.json()["error"]["message"]
+    assert (await client.get("/api/v1/users/me", headers=bearer(renewed["access_token"]))).status_code == 200
+    again = await client.post("/api/v1/auth/refresh", json={"refresh_token": renewed["refresh_token"]})
+    assert again.status_code == 200
+
+
+async def test_refresh_with_the_access_token_of_an_ended_session_is_401(client) -> None:
+    _, reply = await register(client)
+    assert (await client.post("/api/v1/auth/logout", headers=bearer(reply["access_token"]))).status_code == 200
+    r = await client.post("/api/v1/auth/refresh", headers=bearer(reply["access_token"]))
+    assert r.status_code == 401 and r.json()["success"] is False
+
+
 async def test_logout_ends_the_session(client) -> None:
     _, reply = await register(client)
     access = reply["access_token"]
     r = await client.post("/api/v1/auth/logout", headers=bearer(access))
     assert r.status_code == 200 and r.json()["success"] is True
+    assert r.json()["data"] == {"signed_out": True}
     assert (await client.get("/api/v1/users/profile", headers=bearer(access))).status_code == 401
     assert (
         await client.post("/api/v1/auth/refresh", json={"refresh_token": reply["refresh_token"]})
@@ -145,7 +170,7 @@ async def test_password_change_revokes_sessions(client) -> None:
         json={"current_password": body["password"], "new_password": "a new password"},
         headers=bearer(access),
     )
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.json()["data"] == {"password_changed": True, "sessions_ended": 1}
     assert (await client.get("/api/v1/users/profile", headers=bearer(access))).status_code == 401
     old = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": body["password"]})
     new = await client.post("/api/v1/auth/login", json={"email": body["email"], "password": "a new password"})

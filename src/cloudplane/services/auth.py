@@ -198,9 +198,22 @@ def _decode(db: Database, token: str, expected_type: str) -> dict:
     return claims
 
 
-def _issue(db: Database, user: User, family_id: str) -> Tokens:
+def _issue(db: Database, user: User, family_id: str, *, superseding: bool = False) -> Tokens:
+    """A new token pair of the session `family_id`. `superseding`: the session's refresh tokens not used yet are
+    revoked in the same transaction (the pair replaces them: refreshing with the access token)."""
     refresh_id = str(uuid.uuid4())
     with db.write() as s:
+        if superseding:
+            s.execute(
+                update(RefreshToken)
+                .where(
+                    RefreshToken.family_id == family_id,
+                    RefreshToken.user_id == user.id,
+                    RefreshToken.revoked_at.is_(None),
+                    RefreshToken.used_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
+            )
         s.add(
             RefreshToken(
                 id=refresh_id,
@@ -247,6 +260,28 @@ def refresh(db: Database, refresh_token: str) -> Tokens:
     return _issue(db, user, family_id)
 
 
+def refresh_session(db: Database, access_token: str) -> Tokens:
+    """A new pair for the session of a valid access token, as both API documents show refresh (`POST /auth/refresh`
+    with `Authorization: Bearer {token}` and no body). The session's unused refresh token is revoked by the new one,
+    so a session never holds two; an expired access token is refused (its refresh token is the way back then)."""
+    principal = authenticate_access_token(db, access_token)  # valid, unexpired, its session live, its user active
+    claims = _decode(db, access_token, "access")
+    with db.read() as s:
+        user = s.get(User, principal.user_id)
+    if user is None:
+        raise Unauthorized("User is not active")
+    return _issue(db, user, claims["sid"], superseding=True)
+
+
+def token_type(token: str) -> str | None:
+    """The `typ` a JWT says it is (access or refresh), unverified: only to pick which check verifies it."""
+    try:
+        typ = jwt.decode(token, options={"verify_signature": False}).get("typ")
+    except jwt.PyJWTError:
+        return None
+    return typ if isinstance(typ, str) else None
+
+
 def revoke_session(db: Database, family_id: str, user_id: int) -> None:
     with db.write() as s:
         s.execute(
@@ -270,8 +305,9 @@ def logout(db: Database, access_token: str | None = None, refresh_token: str | N
     revoke_session(db, claims["sid"], int(claims["sub"]))
 
 
-def change_password(db: Database, principal: Principal, current_password: str, new_password: str) -> None:
-    """Set a new password and revoke every session of the user; API keys stay (revoke them separately)."""
+def change_password(db: Database, principal: Principal, current_password: str, new_password: str) -> int:
+    """Set a new password and revoke every session of the user; API keys stay (revoke them separately). Returns how
+    many sessions ended."""
     validate_password(new_password, "new_password")
     with db.read() as s:
         user = s.get(User, principal.user_id)
@@ -298,6 +334,7 @@ def change_password(db: Database, principal: Principal, current_password: str, n
         )
     for family in set(families):
         forget_session(family)
+    return len(set(families))
 
 
 # A verified session is trusted for this long before its revocation is checked again (like API keys); a

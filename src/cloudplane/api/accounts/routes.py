@@ -69,11 +69,17 @@ async def token(
 
 @auth_router.post("/auth/refresh", tags=["Auth"])
 def refresh(request: Request, core: CoreDep, body: w.RefreshRequest | None = None) -> JSONResponse:
-    """Swap a refresh token (in the body, or as the bearer token) for a new pair; the old one stops working."""
+    """Swap a refresh token (in the body, or as the bearer token) for a new pair; the old one stops working. A valid
+    access token as the bearer token (as both documents show it) renews its session the same way."""
     presented = (body.refresh_token if body else None) or bearer_token(request.headers.get("authorization"))
     if not presented:
-        raise Unauthorized("Send the refresh token as `refresh_token` in the body or as the bearer token")
-    tokens = auth.refresh(core.db, presented)
+        raise Unauthorized(
+            "Send the refresh token as `refresh_token` in the body, or the access or refresh token as the bearer token"
+        )
+    if not (body and body.refresh_token) and auth.token_type(presented) == "access":
+        tokens = auth.refresh_session(core.db, presented)
+    else:
+        tokens = auth.refresh(core.db, presented)
     return JSONResponse(w.token_json(tokens, users.view_of(core.db, tokens.user.id)))
 
 
@@ -86,7 +92,7 @@ def logout(request: Request, core: CoreDep, body: w.RefreshRequest | None = None
         access_token=bearer if bearer and auth.looks_like_jwt(bearer) else None,
         refresh_token=body.refresh_token if body else None,
     )
-    return ok(None, message="Signed out")
+    return ok({"signed_out": True}, message="Signed out")
 
 
 router.include_router(auth_router)

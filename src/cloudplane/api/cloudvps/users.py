@@ -38,5 +38,5 @@ def update_profile(body: w.ProfileUpdate, core: CoreDep, principal: PrincipalDep
 @router.post("/users/change-password")
 def change_password(body: w.PasswordChange, core: CoreDep, principal: PrincipalDep) -> Response:
     """Set a new password; every signed-in session of this user ends (sign in again)."""
-    auth.change_password(core.db, principal, body.current_password, body.new_password)
-    return ok(None, message="Password changed; sign in again")
+    ended = auth.change_password(core.db, principal, body.current_password, body.new_password)
+    return ok({"password_changed": True, "sessions_ended": ended}, message="Password changed; sign in again")

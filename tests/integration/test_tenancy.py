@@ -126,6 +126,10 @@ ADMIN = {
     ("PUT", "/api/v1/admin/users/{user_id}/tier"): ("PUT", "/api/v1/admin/users/user-1/tier", {"tier": "enterprise"}),
     ("POST", "/api/v1/admin/users/{user_id}/suspend"): ("POST", "/api/v1/admin/users/user-1/suspend", None),
     ("POST", "/api/v1/admin/users/{user_id}/activate"): ("POST", "/api/v1/admin/users/user-1/activate", None),
+    ("GET", "/api/v1/admin/stats"): ("GET", "/api/v1/admin/stats", None),
+    ("GET", "/api/v1/admin/system/health"): ("GET", "/api/v1/admin/system/health", None),
+    ("GET", "/api/v1/admin/users/{user_id}"): ("GET", "/api/v1/admin/users/user-1", None),
+    ("PUT", "/api/v1/admin/users/{user_id}"): ("PUT", "/api/v1/admin/users/user-1", {"role": "user"}),
 }
 # Documents about the API, public by design.
 PUBLIC = {

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     USER_REGISTERED = "user.registered"
     USER_SUSPENDED = "user.suspended"
     USER_TIER_CHANGED = "user.tier_changed"
+    USER_UPDATED = "user.updated"
     USER_PASSWORD_CHANGED = "user.password_changed"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"

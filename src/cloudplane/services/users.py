@@ -18,6 +18,8 @@ from cloudplane.services.accounts import Principal, forget_api_key, forget_user_
 from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
 from cloudplane.services.pages import counted, offset_of, paged
 
+ROLES = ("user", "admin")
+
 
 @dataclass(frozen=True)
 class UserView:
@@ -46,6 +48,21 @@ def update_profile(
     email: str | None = None,
     username: str | None = None,
 ) -> UserView:
+    _edit(db, principal.user_id, principal.account_id, name=name, email=email, username=username)
+    return get_user(db, principal)
+
+
+def _edit(
+    db: Database,
+    user_id: int,
+    account_id: int,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    username: str | None = None,
+    role: str | None = None,
+) -> None:
+    """Change what is given of a user's profile (and role), each value checked first."""
     values: dict[str, str] = {}
     if name is not None:
         if not name.strip():
@@ -62,17 +79,29 @@ def update_profile(
                 "Username must be 3-32 letters, digits, dots, dashes or underscores", field="username"
             )
         values["username"] = username
-    if values:
-        try:
-            with db.write() as s:
-                s.execute(update(User).where(User.id == principal.user_id).values(**values))
-                if "name" in values or "email" in values:
-                    account_values = {k: v for k, v in values.items() if k in ("name", "email")}
-                    s.execute(update(Account).where(Account.id == principal.account_id).values(**account_values))
-        except IntegrityError:
-            field = "email" if "email" in values else "username"
-            raise Conflict(f"That {field} is already taken", field=field) from None
-    return get_user(db, principal)
+    if role is not None:
+        if role not in ROLES:
+            raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}", field="role")
+        values["role"] = role
+    if not values:
+        return
+    try:
+        with db.write() as s:
+            s.execute(update(User).where(User.id == user_id).values(**values))
+            if "name" in values or "email" in values:
+                account_values = {k: v for k, v in values.items() if k in ("name", "email")}
+                s.execute(update(Account).where(Account.id == account_id).values(**account_values))
+            events.record(
+                s,
+                EventType.USER_UPDATED,
+                account_id=account_id,
+                target_type="user",
+                target_id=user_id,
+                data={"fields": sorted(values)},
+            )
+    except IntegrityError:
+        field = "email" if "email" in values else "username"
+        raise Conflict(f"That {field} is already taken", field=field) from None
 
 
 def list_api_keys(db: Database, principal: Principal) -> Sequence[ApiKey]:
@@ -100,6 +129,40 @@ def revoke_api_key(db: Database, principal: Principal, key_id: int) -> None:
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise Forbidden("This needs the admin role")
+
+
+def admin_get_user(db: Database, principal: Principal, user_id: int) -> UserView:
+    require_admin(principal)
+    return view_of(db, user_id)
+
+
+def admin_update_user(
+    db: Database,
+    principal: Principal,
+    user_id: int,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+    username: str | None = None,
+    role: str | None = None,
+    tier: str | None = None,
+) -> UserView:
+    """An admin's edit of any user: profile fields, role and tier. An admin cannot take their own admin role away
+    (the platform would risk having none)."""
+    require_admin(principal)
+    view = view_of(db, user_id)
+    if tier is not None and tier not in TIERS:  # checked before anything changes, as every other field is
+        raise ValidationFailed(f"Tier must be one of {', '.join(TIERS)}", field="tier")
+    if user_id == principal.user_id and role is not None and role != "admin":
+        raise Conflict("Admins cannot take away their own admin role; ask another admin", field="role")
+    _edit(db, user_id, view.account.id, name=name, email=email, username=username, role=role)
+    if role is not None and role != view.user.role:
+        # A principal carries its role: cached keys and sessions must be read again.
+        forget_user_keys(user_id)
+        forget_user_sessions(user_id)
+    if tier is not None and tier != view.account.tier:
+        return set_tier(db, principal, user_id, tier)
+    return view_of(db, user_id)
 
 
 def list_users(db: Database, principal: Principal, *, page: int, per_page: int) -> tuple[list[UserView], int]:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from cloudplane.domain.errors import CloudplaneError, NotFound, Unauthorized, ValidationFailed
+from cloudplane.domain.errors import CloudplaneError, Forbidden, NotFound, Unauthorized, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,20 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     )
 
 
+ADMIN_PATHS = ("/api/v1/admin/",)
+
+
+async def _unless_admin(request: Request) -> CloudplaneError | None:
+    """Why this caller may not see what is under an admin path (401 or 403), or None for an admin."""
+    from cloudplane.api.common.deps import principal_from_header
+
+    try:
+        principal = await principal_from_header(request.app.state.core, request.headers.get("authorization"))
+    except CloudplaneError as refusal:
+        return refusal
+    return None if principal.is_admin else Forbidden("This needs the admin role")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: CloudplaneError) -> JSONResponse:
         return _renderer_for(request)(exc)
@@ -127,6 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return _renderer_for(request)(validation_error(exc))
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405) and request.url.path.startswith(ADMIN_PATHS):
+            # Which admin routes exist (and with which methods) is for admins to learn: a user gets 403 for any.
+            refusal = await _unless_admin(request)
+            if refusal is not None:
+                return _renderer_for(request)(refusal)
         if exc.status_code == 404:
             error: CloudplaneError = NotFound("No such endpoint", path=request.url.path)
         elif exc.status_code == 401:

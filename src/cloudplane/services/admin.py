@@ -1,0 +1,155 @@
+"""What admins see of the whole platform: counts across every tenant, and the health of what Cloudplane depends on,
+each checked for real (never a made-up `online`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy.orm import Session
+
+from cloudplane.core import Core
+from cloudplane.db.tables import Operation, Server, User, utcnow
+from cloudplane.services.accounts import Principal
+from cloudplane.services.users import require_admin
+
+# A provider that answers no faster than this is reported offline.
+PROVIDER_CHECK_TIMEOUT_S = 5.0
+# A ref no provider ever made: asking for it checks the provider can be reached and answers.
+PROBE_REF = "cloudplane-health-probe"
+# Services Cloudplane will depend on once they exist: reported as such until then.
+NOT_YET = ("stripe", "email")
+
+
+def stats(core: Core, principal: Principal) -> dict[str, Any]:
+    """Users by status, live servers by status and by provider, operations in flight and failed in the last day."""
+    require_admin(principal)
+    since = utcnow() - timedelta(days=1)
+    live = Server.deleted_at.is_(None)
+    with core.db.read() as s:
+        users = _count_by(s, User.status)
+        by_status = _count_by(s, Server.status, live)
+        by_provider = _count_by(s, Server.provider, live)
+        in_flight = _count_by(s, Operation.status, Operation.status.in_(("pending", "running")))
+        failed = s.scalar(
+            select(func.count())
+            .select_from(Operation)
+            .where(Operation.status == "failed", Operation.finished_at >= since)
+        )
+    return {
+        "users": {"total": sum(users.values()), **{status: users.get(status, 0) for status in ("active", "suspended")}},
+        "servers": {"total": sum(by_status.values()), "by_status": by_status, "by_provider": by_provider},
+        "operations": {
+            "in_flight": sum(in_flight.values()),
+            "pending": in_flight.get("pending", 0),
+            "running": in_flight.get("running", 0),
+            "failed_last_day": failed or 0,
+        },
+    }
+
+
+def _count_by(session: Session, column: Any, *where: ColumnElement[bool]) -> dict[str, int]:
+    """Rows per value of `column` (of the rows `where` selects)."""
+    query = select(column, func.count()).where(*where).group_by(column)
+    return {value: count for value, count in session.execute(query)}
+
+
+def _database_check(core: Core) -> tuple[str, float]:
+    started = time.perf_counter()
+    with core.db.connect() as conn:
+        conn.execute(text("SELECT 1")).scalar_one()
+    return "online", (time.perf_counter() - started) * 1000
+
+
+async def _provider_check(core: Core, name: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(core.providers.get(name).get(PROBE_REF), PROVIDER_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "offline", "error": f"no answer within {PROVIDER_CHECK_TIMEOUT_S:g} s"}
+    except Exception as error:  # noqa: BLE001 - whatever fails, the provider cannot serve now: say what it was
+        return {"status": "offline", "error": getattr(error, "message", None) or str(error) or type(error).__name__}
+    return {"status": "online", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def _memory_percent() -> float | None:
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        total = int(fields["MemTotal"].split()[0])
+        available = int(fields["MemAvailable"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+    return round(100 * (total - available) / total, 1) if total else None
+
+
+def _disk_percent(path: str) -> float | None:
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError:
+        return None
+    return round(100 * usage.used / usage.total, 1) if usage.total else None
+
+
+def _database_directory(core: Core) -> str:
+    if core.db.is_sqlite and "///" in core.db.url:
+        file = Path(core.db.url.split("///", 1)[1])
+        return str(file.resolve().parent) if str(file) != ":memory:" else "/"
+    return "/"
+
+
+async def health(core: Core, principal: Principal) -> dict[str, Any]:
+    """The database and every configured provider, checked now; `stripe` and `email` as `not_configured` until
+    Cloudplane has them; this host's load, memory and disk (the database's file system) as percentages."""
+    require_admin(principal)
+    services: dict[str, str] = {}
+    details: dict[str, Any] = {}
+    try:
+        services["database"], latency = await core.db.run(_database_check, core)
+        details["database"] = {"status": "online", "latency_ms": round(latency, 1)}
+    except Exception as error:  # noqa: BLE001 - a database that fails the check is offline, whatever the error
+        services["database"] = "offline"
+        details["database"] = {"status": "offline", "error": str(error).splitlines()[0][:200]}
+    names = core.providers.names()
+    checks = await asyncio.gather(*(_provider_check(core, name) for name in names))
+    for name, check in zip(names, checks, strict=True):
+        services[name] = check["status"]
+        details[name] = check
+    for name, reason in core.providers.unavailable.items():
+        services[name] = "offline"
+        details[name] = {"status": "offline", "error": reason}
+    for name in NOT_YET:
+        services[name] = "not_configured"
+    if services["database"] != "online":
+        status = "unhealthy"
+    elif any(state == "offline" for state in services.values()):
+        status = "degraded"
+    else:
+        status = "healthy"
+    counts = await core.db.run(_counts, core) if services["database"] == "online" else {}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "status": status,
+        "services": services,
+        "checks": details,
+        "metrics": {
+            **counts,
+            "system_load": round(load, 2) if load is not None else None,
+            "memory_usage": _memory_percent(),
+            "disk_usage": _disk_percent(_database_directory(core)),
+        },
+    }
+
+
+def _counts(core: Core) -> dict[str, int]:
+    with core.db.read() as s:
+        users = s.scalar(select(func.count()).select_from(User)) or 0
+        running = s.scalar(
+            select(func.count()).select_from(Server).where(Server.deleted_at.is_(None), Server.status == "running")
+        )
+    return {"total_users": users, "active_vps": running or 0}

@@ -60,11 +60,12 @@ def _count_by(session: Session, column: Any, *where: ColumnElement[bool]) -> dic
     return {value: count for value, count in session.execute(query)}
 
 
-def _database_check(core: Core) -> tuple[str, float]:
+def _database_latency_ms(core: Core) -> float:
+    """How long a query takes now (raises when the database cannot answer)."""
     started = time.perf_counter()
     with core.db.connect() as conn:
         conn.execute(text("SELECT 1")).scalar_one()
-    return "online", (time.perf_counter() - started) * 1000
+    return (time.perf_counter() - started) * 1000
 
 
 async def _provider_check(core: Core, name: str) -> dict[str, Any]:
@@ -97,9 +98,10 @@ def _disk_percent(path: str) -> float | None:
 
 
 def _database_directory(core: Core) -> str:
-    if core.db.is_sqlite and "///" in core.db.url:
-        file = Path(core.db.url.split("///", 1)[1])
-        return str(file.resolve().parent) if str(file) != ":memory:" else "/"
+    """Where the SQLite file lies (its file system is what fills up); `/` for PostgreSQL or a database in memory."""
+    file = core.db.read_engine.url.database  # SQLAlchemy's reading of the URL
+    if core.db.is_sqlite and file and file != ":memory:":
+        return str(Path(file).resolve().parent)
     return "/"
 
 
@@ -110,7 +112,8 @@ async def health(core: Core, principal: Principal) -> dict[str, Any]:
     services: dict[str, str] = {}
     details: dict[str, Any] = {}
     try:
-        services["database"], latency = await core.db.run(_database_check, core)
+        latency = await core.db.run(_database_latency_ms, core)
+        services["database"] = "online"
         details["database"] = {"status": "online", "latency_ms": round(latency, 1)}
     except Exception as error:  # noqa: BLE001 - a database that fails the check is offline, whatever the error
         services["database"] = "offline"
@@ -148,8 +151,6 @@ async def health(core: Core, principal: Principal) -> dict[str, Any]:
 
 def _counts(core: Core) -> dict[str, int]:
     with core.db.read() as s:
-        users = s.scalar(select(func.count()).select_from(User)) or 0
-        running = s.scalar(
-            select(func.count()).select_from(Server).where(Server.deleted_at.is_(None), Server.status == "running")
-        )
-    return {"total_users": users, "active_vps": running or 0}
+        users = _count_by(s, User.status)
+        servers = _count_by(s, Server.status, Server.deleted_at.is_(None))
+    return {"total_users": sum(users.values()), "active_vps": servers.get("running", 0)}

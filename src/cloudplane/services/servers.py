@@ -140,19 +140,33 @@ _servers, _keys, _links, _snapshots = (table_of(t) for t in (Server, SSHKey, Ser
 _LIVE = (MINE(_servers), _servers.c.deleted_at.is_(None))
 _ONE_SERVER = select(_servers).where(_servers.c.id == bindparam("server_id"), *_LIVE)
 _INSERT_SERVER = insert(table_of(Server)).returning(*_servers.c)
+
+
 # A page's keys and snapshots, each server's in id order. Ordered by server first, as their indexes are: ordered by
 # id alone, SQLite would rather walk the whole table in id order than sort a page's few rows.
-_KEYS_OF = (
-    select(_links.c.server_id, _keys)
-    .join(_keys, _keys.c.id == _links.c.ssh_key_id)
-    .where(_links.c.server_id.in_(bindparam("ids", expanding=True)))
-    .order_by(_links.c.server_id, _links.c.ssh_key_id)
-)
-_SNAPSHOTS_OF = (
-    select(_snapshots)
-    .where(_snapshots.c.server_id.in_(bindparam("ids", expanding=True)), _snapshots.c.deleted_at.is_(None))
-    .order_by(_snapshots.c.server_id, _snapshots.c.id)
-)
+def _keys_of(server_ids: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(_links.c.server_id, _keys)
+        .join(_keys, _keys.c.id == _links.c.ssh_key_id)
+        .where(server_ids)
+        .order_by(_links.c.server_id, _links.c.ssh_key_id)
+    )
+
+
+def _snapshots_of(server_ids: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(_snapshots)
+        .where(server_ids, _snapshots.c.deleted_at.is_(None))
+        .order_by(_snapshots.c.server_id, _snapshots.c.id)
+    )
+
+
+_KEYS_OF = _keys_of(_links.c.server_id.in_(bindparam("ids", expanding=True)))
+_SNAPSHOTS_OF = _snapshots_of(_snapshots.c.server_id.in_(bindparam("ids", expanding=True)))
+# The same for one server (getServer, each action's reply): an expanding IN is rendered again at every execution,
+# which costs a one-row read more than its query does (bench/bench_asgi.py).
+_KEYS_OF_ONE = _keys_of(_links.c.server_id == bindparam("id"))
+_SNAPSHOTS_OF_ONE = _snapshots_of(_snapshots.c.server_id == bindparam("id"))
 
 
 _NO_DETAILS: Mapping[str, Any] = MappingProxyType({})
@@ -264,6 +278,11 @@ def server_views(conn: Connection | Session, rows: Sequence[Row[Any]], catalog: 
     two more queries whatever the number of rows."""
     if not rows:
         return []
+    if len(rows) == 1:
+        one = {"id": rows[0].id}
+        return [
+            _view(rows[0], catalog, tuple(conn.execute(_KEYS_OF_ONE, one)), tuple(conn.execute(_SNAPSHOTS_OF_ONE, one)))
+        ]
     ids = [r.id for r in rows]
     keys: dict[int, list[Row[Any]]] = {i: [] for i in ids}
     snaps: dict[int, list[Row[Any]]] = {i: [] for i in ids}
@@ -436,7 +455,7 @@ def create_server(
             keys: tuple[Row[Any], ...] = ()
             if key_ids:
                 conn.execute(insert(_links), [{"server_id": row.id, "ssh_key_id": k} for k in key_ids])
-                keys = tuple(conn.execute(_KEYS_OF, {"ids": [row.id]}))
+                keys = tuple(conn.execute(_KEYS_OF_ONE, {"id": row.id}))
             op = operations.new_operation(
                 conn,
                 account_id=principal.account_id,

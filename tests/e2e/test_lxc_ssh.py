@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,6 +58,17 @@ def wait_for(client: httpx.Client, path: str, field: str, want: str, timeout_s: 
         if (body.get(field) == want and settled) or (want == "gone" and r.status_code == 404):
             return body
         assert time.monotonic() < deadline, f"{path} is {body.get(field)}, expected {want}: {body}"
+        time.sleep(0.1)
+
+
+def wait_for_vps(client: httpx.Client, url: str, done: Callable[[Any], bool], timeout_s: float = 60.0) -> Any:
+    """Poll a CloudVPS route until its `data` is `done`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        data = client.get(url).json().get("data")
+        if data is not None and done(data):
+            return data
+        assert time.monotonic() < deadline, f"{url}: {data}"
         time.sleep(0.1)
 
 
@@ -119,6 +131,20 @@ def test_server_on_lxc_is_reachable_over_ssh_and_leaves_nothing_behind(lxc_servi
         wait_for(client, f"/servers/{server_id}", "status", "stopped")
         assert client.post(f"/servers/{server_id}/start").status_code == 200
         wait_for(client, f"/servers/{server_id}", "status", "running")
+        assert run("ls /root").split() == ["before-snapshot"]
+
+        # CloudVPS's backup of the same server, restored while it runs: stopped, restored, started again.
+        vps = f"{lxc_service.url}/api/v1/vps/vps-{server_id}"
+        r = client.post(f"{vps}/backups", json={"name": "Pre-update backup"})
+        assert r.status_code == 201, r.text
+        backup_id = r.json()["data"]["id"]
+        backup = wait_for_vps(client, f"{vps}/backups", lambda bs: bs[-1]["status"] == "completed")[-1]
+        assert backup["id"] == backup_id and backup["size"] >= 0 and backup["type"] == "manual"
+        wait_for(client, f"/servers/{server_id}", "status", "running")
+        run("echo lost > /root/after-backup")
+        r = client.post(f"{vps}/backups/{backup_id}/restore")
+        assert r.status_code == 200 and r.json()["data"]["status"] == "restoring", r.text
+        wait_for_vps(client, vps, lambda v: v["status"] == "running")
         assert run("ls /root").split() == ["before-snapshot"]
 
         assert bridge_ports(), "the running container has its veth on the bridge"

@@ -66,6 +66,37 @@ INTRUSIONS = {
     ("POST", "/api/v1/vps/{vps_id}/start"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['stopped']}/start", None),
     ("POST", "/api/v1/vps/{vps_id}/stop"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/stop", None),
     ("POST", "/api/v1/vps/{vps_id}/restart"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/restart", None),
+    ("GET", "/api/v1/vps/{vps_id}/backups"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['stopped']}/backups", None),
+    ("POST", "/api/v1/vps/{vps_id}/backups"): lambda ids: (
+        "POST",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups",
+        {"name": "mine now"},
+    ),
+    ("POST", "/api/v1/vps/{vps_id}/backups/{backup_id}/restore"): lambda ids: (
+        "POST",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/backup-{ids['snapshot']}/restore",
+        None,
+    ),
+    ("DELETE", "/api/v1/vps/{vps_id}/backups/{backup_id}"): lambda ids: (
+        "DELETE",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/backup-{ids['snapshot']}",
+        None,
+    ),
+    ("GET", "/api/v1/vps/{vps_id}/backups/schedule"): lambda ids: (
+        "GET",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
+        None,
+    ),
+    ("PUT", "/api/v1/vps/{vps_id}/backups/schedule"): lambda ids: (
+        "PUT",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
+        {"enabled": True, "hour": 1},
+    ),
+    ("DELETE", "/api/v1/vps/{vps_id}/backups/schedule"): lambda ids: (
+        "DELETE",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
+        None,
+    ),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
     ("PUT", "/api/v1/apps/{app_id}"): lambda ids: (
         "PUT",
@@ -147,6 +178,7 @@ PATH_IDS: dict[str, Callable[[Ids], str]] = {
     "server_id": lambda ids: str(ids["stopped"]),  # the stopped one: a start or a restore on it would be accepted
     "snapshot_id": lambda ids: str(ids["snapshot"]),
     "vps_id": lambda ids: f"vps-{ids['stopped']}",
+    "backup_id": lambda ids: f"backup-{ids['snapshot']}",
     "instance_id": lambda ids: str(ids["gpu"]),
     "app_id": lambda ids: str(ids["app"]),
 }
@@ -250,6 +282,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             user_id="user-1",
             instance_id="vast_1",
             vps_id="vps-1",
+            backup_id="backup-1",
             plan_id="plan-starter",
             app_id="00000000-0000-4000-8000-000000000000",
             operation_id="00000000-0000-4000-8000-000000000000",
@@ -315,6 +348,8 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         f"/api/servers/{ids['stopped']}",
         f"/api/servers/{ids['stopped']}/snapshots",
         f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups",
+        f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
         f"/api/ssh-keys/{ids['key']}",
         "/api/servers",
         "/api/v1/vps",

@@ -313,6 +313,35 @@ class Snapshot(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class BackupSchedule(Base):
+    """A server's automatic backups: one a day at `hour` (UTC), the newest `keep` of them kept."""
+
+    __tablename__ = "backup_schedules"
+    # The hourly run reads the schedules due at its hour.
+    __table_args__ = (Index("ix_backup_schedules_due", "enabled", "hour"),)
+
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    hour: Mapped[int] = mapped_column(Integer)
+    keep: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ScheduledRun(Base):
+    """One tick of a periodic job (workflows/schedules.py), recorded in the transaction that does its work: the
+    primary key lets one process, of however many tick, run each tick once."""
+
+    __tablename__ = "scheduled_runs"
+
+    job: Mapped[str] = mapped_column(String(60), primary_key=True)
+    tick_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    executor_id: Mapped[str] = mapped_column(String(128))
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the run did, in a few words (how many backups it started), for an operator reading the table.
+    summary: Mapped[str | None] = mapped_column(Text)
+
+
 class Operation(Base):
     """A long action, and the durable state of the workflow that carries it out (workflows/engine.py).
 

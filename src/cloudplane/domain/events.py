@@ -32,6 +32,7 @@ class EventType(StrEnum):
     VPS_BACKUP_FAILED = "vps.backup.failed"
     VPS_BACKUP_DELETE_REQUESTED = "vps.backup.delete_requested"
     VPS_BACKUP_DELETED = "vps.backup.deleted"
+    VPS_BACKUP_SCHEDULE_CHANGED = "vps.backup.schedule_changed"
     VPS_RESTORE_REQUESTED = "vps.restore_requested"
     VPS_RESTORED = "vps.restored"
     SSH_KEY_CREATED = "ssh_key.created"

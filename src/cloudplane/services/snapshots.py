@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from cloudplane.core import Core
 from cloudplane.db.tables import Snapshot, table_of, utcnow
 from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
-from cloudplane.domain.states import ACTIONS, SnapshotStatus
+from cloudplane.domain.states import ACTIONS, ServerStatus, SnapshotStatus
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
@@ -62,53 +62,92 @@ def create_snapshot(
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
     with core.db.write() as s:
-        claim(core, s, principal, server_id, ACTIONS["snapshot"])
-        conn = s.connection()  # Core statements: a burst of snapshots is a hot path
-        snap = conn.execute(
-            _INSERT_SNAPSHOT,
-            {
-                "account_id": principal.account_id,
-                "server_id": server_id,
-                "label": label,
-                "description": description,
-                "kind": "manual",
-                "status": SnapshotStatus.CREATING,
-                "created_at": utcnow(),
-            },
-        ).one()
-        op = operations.new_operation(
-            conn, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
-        )
+        snap, op = take_snapshot(core, s, principal, server_id, label=label, description=description)
     operations.launch(op)
     return snap  # as made: the workflow may change the row right after the commit
 
 
-def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> None:
+def take_snapshot(
+    core: Core,
+    session: Session,
+    principal: Principal,
+    server_id: int,
+    *,
+    label: str,
+    description: str | None = None,
+    kind: str = "manual",
+) -> tuple[Row[Any], operations.Accepted]:
+    """In the caller's transaction: claim the server for a snapshot (`kind` manual, or automatic for a scheduled
+    backup) and record the snapshot and its operation, to launch once the transaction commits."""
+    claim(core, session, principal, server_id, ACTIONS["snapshot"])
+    conn = session.connection()  # Core statements: a burst of snapshots is a hot path
+    snap = conn.execute(
+        _INSERT_SNAPSHOT,
+        {
+            "account_id": principal.account_id,
+            "server_id": server_id,
+            "label": label,
+            "description": description,
+            "kind": kind,
+            "status": SnapshotStatus.CREATING,
+            "created_at": utcnow(),
+        },
+    ).one()
+    op = operations.new_operation(
+        conn, account_id=principal.account_id, kind="snapshot", server_id=server_id, snapshot_id=snap.id
+    )
+    return snap, op
+
+
+def delete_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> Snapshot:
+    """Start deleting the snapshot; it as marked (deleting)."""
     with core.db.write() as s:
-        snap = _load(s, principal, server_id, snapshot_id)
-        require_capability(core, s, principal, server_id, Feature.DELETE_SNAPSHOT)
-        result = s.execute(
-            update(Snapshot)
-            .where(
-                Snapshot.id == snapshot_id,
-                Snapshot.status.in_([SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]),
-            )
-            .values(status=SnapshotStatus.DELETING)
-        )
-        # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
-        if cast(CursorResult[Any], result).rowcount != 1:
-            raise InvalidState(
-                f"Snapshot is {snap.status}; only an available or failed snapshot can be deleted.",
-                snapshot_id=snapshot_id,
-                status=snap.status,
-            )
-        op = operations.new_operation(
-            s, account_id=principal.account_id, kind="delete_snapshot", server_id=server_id, snapshot_id=snapshot_id
-        )
+        snap, op = drop_snapshot(core, s, principal, server_id, snapshot_id)
     operations.launch(op)
+    return snap
 
 
-def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: int) -> ServerView:
+def drop_snapshot(
+    core: Core, session: Session, principal: Principal, server_id: int, snapshot_id: int
+) -> tuple[Snapshot, operations.Accepted]:
+    """In the caller's transaction: mark an available (or failed) snapshot deleting and record the operation that
+    deletes it, to launch once the transaction commits."""
+    snap = _load(session, principal, server_id, snapshot_id)
+    require_capability(core, session, principal, server_id, Feature.DELETE_SNAPSHOT)
+    result = session.execute(
+        update(Snapshot)
+        .where(
+            Snapshot.id == snapshot_id,
+            Snapshot.status.in_([SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]),
+        )
+        .values(status=SnapshotStatus.DELETING)
+    )
+    # An UPDATE returns a CursorResult; Session.execute is typed as returning the base Result.
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise InvalidState(
+            f"Snapshot is {snap.status}; only an available or failed snapshot can be deleted.",
+            snapshot_id=snapshot_id,
+            status=snap.status,
+        )
+    snap.status = SnapshotStatus.DELETING  # as the UPDATE left the row (the object is not read again)
+    op = operations.new_operation(
+        session, account_id=principal.account_id, kind="delete_snapshot", server_id=server_id, snapshot_id=snapshot_id
+    )
+    return snap, op
+
+
+# CloudVPS restores a running VPS from a backup by stopping it first and starting it again after; LetsCloud's
+# restore is documented to refuse (409) unless the server is stopped.
+_RESTORE_WHILE_RUNNING = replace(
+    ACTIONS["restore"], allowed_from=frozenset({ServerStatus.RUNNING, ServerStatus.STOPPED})
+)
+
+
+def restore_snapshot(
+    core: Core, principal: Principal, server_id: int, snapshot_id: int, *, while_running: bool = False
+) -> ServerView:
+    """Restore the server from one of its snapshots. `while_running`: a running server is stopped first and
+    started again once restored (else it must be stopped)."""
     with core.db.write() as s:
         snap = _load(s, principal, server_id, snapshot_id)
         if snap.status != SnapshotStatus.AVAILABLE:
@@ -117,9 +156,15 @@ def restore_snapshot(core: Core, principal: Principal, server_id: int, snapshot_
                 snapshot_id=snapshot_id,
                 status=snap.status,
             )
-        server = accept_action(core, s, principal, server_id, ACTIONS["restore"])
+        action = _RESTORE_WHILE_RUNNING if while_running else ACTIONS["restore"]
+        server = accept_action(core, s, principal, server_id, action)
         op = operations.new_operation(
-            s, account_id=principal.account_id, kind="restore", server_id=server_id, snapshot_id=snapshot_id
+            s,
+            account_id=principal.account_id,
+            kind="restore",
+            server_id=server_id,
+            snapshot_id=snapshot_id,
+            params={"restart": True} if server.status == ServerStatus.RUNNING else None,
         )
     operations.launch(op)
     return replace(server, operation_id=op.id)

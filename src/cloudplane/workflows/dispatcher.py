@@ -6,8 +6,8 @@ the process dies first, the operation stays `pending` and the next sweep, in any
 also beats this process's heartbeat, runs again any operation this executor holds but does not run (its previous
 life's, or one whose run stopped on a database error), and when another executor's heartbeat is older than
 `executor_stale_after_s`, one live process claims that executor (a conditional UPDATE) and its operations, and runs
-them from where they got to. Handing an operation over twice is harmless: the engine runs each once, and its claim
-is a conditional UPDATE.
+them from where they got to. Last, it runs the periodic jobs' due ticks (workflows/schedules.py). Handing an
+operation over twice is harmless: the engine runs each once, and its claim is a conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -93,6 +93,15 @@ class Dispatcher:
         self.start_pending()
         self.resume_held()
         self.take_over_dead()
+        self.run_schedules()
+
+    def run_schedules(self) -> None:
+        """Run the periodic jobs' ticks that are due and no process ran yet (workflows/schedules.py)."""
+        from cloudplane.workflows import schedules
+
+        with self.core.db.read() as s:
+            now = db_now(s)
+        schedules.run_due(self.core, self.executor_id, now)
 
     def heartbeat(self) -> None:
         with self.core.db.write() as s:

@@ -27,7 +27,7 @@ import functools
 import logging
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from cloudplane.core import Core
 
@@ -54,6 +54,7 @@ class Engine:
         self._loop_thread: int | None = None
         # Touched only on the engine's loop: the operations running here, so one never runs twice at once.
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Run on `loop` (the API's own: a serving process), or on a loop in a thread of its own (tests, tools)."""
@@ -78,7 +79,7 @@ class Engine:
             loop.close()
 
     async def _cancel_all(self) -> None:
-        tasks = list(self._running.values())
+        tasks = [*self._running.values(), *self._side_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -136,6 +137,26 @@ class Engine:
         self._running.pop(op_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("operation %s: its run failed unexpectedly", op_id, exc_info=task.exception())
+
+    def spawn(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run `work` as a task of the engine's loop (thread-safe, returns at once), beside the operations; its
+        failure is logged. Not durable: for work a crash may lose (workflows/schedules.py `Ran.then`)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the workflow engine is not running")
+
+        async def logged() -> None:
+            try:
+                await work()
+            except Exception:
+                log.exception("%s failed", name)
+
+        def start() -> None:
+            task = loop.create_task(logged(), name=name)
+            self._side_tasks.add(task)  # a reference, so the task is not collected while it runs
+            task.add_done_callback(self._side_tasks.discard)
+
+        loop.call_soon_threadsafe(start)
 
     def running(self) -> int:
         return len(self._running)

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     dispatch_interval_s: float = Field(
         default=2.0, gt=0, description="Seconds between dispatcher sweeps (pending operations, heartbeats, takeovers)."
     )
+    metrics_sample_interval_s: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="Seconds between samples of each running server's usage (GET /vps/{id}/metrics); must divide an "
+        "hour.",
+    )
     operation_concurrency: int = Field(
         default=1000,
         ge=1,
@@ -175,6 +182,16 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"CLOUDPLANE_LOG_LEVEL {value!r}: one of debug, info, warning, error, critical")
         return level
+
+    @field_validator("metrics_sample_interval_s")
+    @classmethod
+    def _divides_an_hour(cls, value: int) -> int:
+        # Samples fall on the same seconds of every hour, so an hour's roll-up takes whole ones.
+        if 3600 % value:
+            raise ValueError(
+                f"CLOUDPLANE_METRICS_SAMPLE_INTERVAL_S {value}: give one that divides an hour (60, 30, 15...)"
+            )
+        return value
 
     @field_validator("cors_origins")
     @classmethod

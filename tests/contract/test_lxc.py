@@ -226,3 +226,27 @@ async def test_a_snapshot_interrupted_half_way_breaks_nothing(provider: Any) -> 
     await provider.restore(machine.ref, snapshot.ref)
     await provider.delete(machine.ref)
     assert not (provider.config.lxc_path / machine.ref).exists()
+
+
+async def test_a_cpu_burner_inside_shows_in_the_metrics(provider: Any) -> None:
+    request = request_for("burner", "busybox")
+    machine = await provider.create(request)
+    path = str(provider.config.lxc_path)
+    # One busy loop per CPU of the container: the figure is a percentage of the machine's own CPUs.
+    burners = [
+        subprocess.Popen(
+            ["lxc-attach", "-P", path, "-n", machine.ref, "--", "sh", "-c", "while :; do :; done"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(request.cpu)
+    ]
+    try:
+        await provider.metrics(machine.ref)  # the first reading only sets where CPU time is counted from
+        await asyncio.sleep(2)
+        metrics = await provider.metrics(machine.ref)
+    finally:
+        for burner in burners:
+            burner.kill()
+    assert metrics.cpu_percent > 50, metrics
+    assert metrics.disk_used_mb and metrics.uptime_s is not None, metrics  # busybox uses under 1 MB of memory

@@ -1,5 +1,6 @@
 """A real container through the LetsCloud face: create with an SSH key, SSH in, stop, start, snapshot, restore,
-delete, and nothing left on the host. Traffic goes only to the address of the container this test made."""
+delete, and nothing left on the host; through the CloudVPS face, a backup restored while it runs, and a CPU burner
+inside it seen in its metrics. Traffic goes only to the address of the container this test made."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def lxc_service(service_factory: Callable, tmp_path: Path):
         lxc_images_path=str(tmp_path / "images"),
         lxc_bridge=BRIDGE,
         lxc_subnet=SUBNET,
+        metrics_sample_interval_s="5",  # a sample every 5 s: the CPU burner shows within seconds
     )
     done = subprocess.run(
         [sys.executable, "-m", "cloudplane", "host", "prepare", "--json"],
@@ -61,15 +63,18 @@ def wait_for(client: httpx.Client, path: str, field: str, want: str, timeout_s: 
         time.sleep(0.1)
 
 
-def wait_for_vps(client: httpx.Client, url: str, done: Callable[[Any], bool], timeout_s: float = 60.0) -> Any:
+def wait_for_vps(
+    client: httpx.Client, url: str, done: Callable[[Any], bool], timeout_s: float = 60.0, every_s: float = 0.1
+) -> Any:
     """Poll a CloudVPS route until its `data` is `done`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        data = client.get(url).json().get("data")
+        body = client.get(url).json()
+        data = body.get("data")
         if data is not None and done(data):
             return data
-        assert time.monotonic() < deadline, f"{url}: {data}"
-        time.sleep(0.1)
+        assert time.monotonic() < deadline, f"{url}: {body}"
+        time.sleep(every_s)
 
 
 def bridge_ports() -> set[str]:
@@ -146,6 +151,13 @@ def test_server_on_lxc_is_reachable_over_ssh_and_leaves_nothing_behind(lxc_servi
         assert r.status_code == 200 and r.json()["data"]["status"] == "restoring", r.text
         wait_for_vps(client, vps, lambda v: v["status"] == "running")
         assert run("ls /root").split() == ["before-snapshot"]
+
+        # A CPU burner inside shows in the VPS's metrics, sampled from the container's cgroup.
+        # Detached from the SSH session (which ends at once): one busy loop, on the plan's one CPU.
+        run("setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &")
+        usage = wait_for_vps(client, f"{vps}/metrics", lambda m: m["cpu_usage"] > 50, timeout_s=60, every_s=2)
+        assert usage["uptime"] > 0 and usage["disk_usage"] is not None, usage
+        assert usage["interval"] == 5 and len(usage["metrics_history"]) >= 2, usage
 
         assert bridge_ports(), "the running container has its veth on the bridge"
         assert client.delete(f"/servers/{server_id}").status_code == 204

@@ -97,6 +97,7 @@ INTRUSIONS = {
         f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
         None,
     ),
+    ("GET", "/api/v1/vps/{vps_id}/metrics"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/metrics", None),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
     ("PUT", "/api/v1/apps/{app_id}"): lambda ids: (
         "PUT",

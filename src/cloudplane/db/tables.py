@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -326,6 +327,29 @@ class BackupSchedule(Base):
     hour: Mapped[int] = mapped_column(Integer)
     keep: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServerSample(Base):
+    """A server's usage at one moment (`resolution_s` 0: a sample, kept a day) or over one hour (3600: the hour's
+    samples rolled up, kept a month), written by the metrics jobs (workflows/metrics.py)."""
+
+    __tablename__ = "server_samples"
+    # The hourly roll-up reads an hour of every server's samples, and prunes the old ones, by age.
+    __table_args__ = (Index("ix_server_samples_age", "resolution_s", "at"),)
+
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True)
+    resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_used_mb: Mapped[int] = mapped_column(Integer)
+    disk_used_mb: Mapped[int | None] = mapped_column(Integer)
+    # Bytes in and out since the previous sample (over the hour, rolled up); the machine's totals besides, to take
+    # the next sample's difference from.
+    net_in_bytes: Mapped[int] = mapped_column(BigInteger)
+    net_out_bytes: Mapped[int] = mapped_column(BigInteger)
+    net_rx_total: Mapped[int] = mapped_column(BigInteger)
+    net_tx_total: Mapped[int] = mapped_column(BigInteger)
+    uptime_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class ScheduledRun(Base):

@@ -77,12 +77,19 @@ class SnapshotInfo:
 
 @dataclass(frozen=True)
 class Metrics:
+    """A machine's counters now. Bytes are totals since the machine last started (they restart from 0 then);
+    `cpu_percent` is of the machine's own CPUs since the driver's previous reading of it (0.0 on the first)."""
+
     cpu_percent: float
     memory_used_mb: int
     disk_read_bytes: int
     disk_write_bytes: int
     net_rx_bytes: int
     net_tx_bytes: int
+    # What the machine's disk holds; None: the driver cannot tell.
+    disk_used_mb: int | None = None
+    # Seconds since the machine last started; None: the driver cannot tell.
+    uptime_s: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import math
 import re
@@ -771,13 +772,15 @@ class LibvirtProvider:
         else:
             memory_used_kib = memory.get("rss", 0)
         desc = ET.fromstring(dom.XMLDesc(0))
-        read = written = received = sent = 0
+        read = written = received = sent = allocated = 0
         for target in desc.findall("./devices/disk/target"):
             try:
                 _rd_req, rd_bytes, _wr_req, wr_bytes, _errs = dom.blockStats(target.get("dev"))
             except libvirt.libvirtError:
                 continue  # an empty CD-ROM drive has no stats
             read, written = read + rd_bytes, written + wr_bytes
+            with contextlib.suppress(libvirt.libvirtError):
+                allocated += dom.blockInfo(target.get("dev"))[1]  # (capacity, allocation, physical)
         for target in desc.findall("./devices/interface/target"):
             try:
                 stats = dom.interfaceStats(target.get("dev"))
@@ -791,4 +794,6 @@ class LibvirtProvider:
             disk_write_bytes=int(written),
             net_rx_bytes=int(received),
             net_tx_bytes=int(sent),
+            # What the disks' images hold (a qcow2 overlay: the blocks written), an upper bound of the guest's use.
+            disk_used_mb=int(allocated // 2**20),
         )

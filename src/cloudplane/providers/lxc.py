@@ -558,6 +558,8 @@ class LxcProvider:
             disk_write_bytes=written,
             net_rx_bytes=_net_counter(veth, "tx_bytes"),
             net_tx_bytes=_net_counter(veth, "rx_bytes"),
+            disk_used_mb=_tree_size(Path(container.config_file_name).parent / "rootfs") // 2**20,
+            uptime_s=_uptime_s(container.init_pid),
         )
 
 
@@ -653,6 +655,17 @@ def _net_counter(interface: Any, counter: str) -> int:
         return int(Path(f"/sys/class/net/{interface}/statistics/{counter}").read_text())
     except (OSError, ValueError):
         return 0
+
+
+def _uptime_s(pid: int) -> int | None:
+    """Seconds since the process started (the container's init: since the container started), from /proc."""
+    try:
+        # Field 22 of /proc/PID/stat, after the parenthesised command name (which may hold spaces).
+        started_ticks = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+        host_uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, int(host_uptime_s - started_ticks / os.sysconf("SC_CLK_TCK")))
 
 
 def _tree_size(path: Path) -> int:

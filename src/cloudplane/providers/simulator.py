@@ -467,4 +467,7 @@ class SimulatorProvider:
             disk_write_bytes=int(uptime_s * 1024),
             net_rx_bytes=int(uptime_s * 4096),
             net_tx_bytes=int(uptime_s * 1536),
+            # An image's few GB, growing by a little a day up to most of the disk.
+            disk_used_mb=min(int(row.disk_gb * 1024 * 0.9), 1800 + int(uptime_s / 86400 * 50)),
+            uptime_s=int(uptime_s) if running else None,
         )

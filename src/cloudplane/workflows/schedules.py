@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,19 +57,23 @@ class PeriodicJob:
     # How far back a tick missed while no process ran still runs, oldest first; None: every one (an hour of
     # metering must not be lost). Older ones are skipped.
     catch_up: timedelta | None
+    # A setting (in seconds) that overrides `every`, for an operator (and the tests) to change.
+    every_setting: str | None = None
 
 
 _jobs: dict[str, PeriodicJob] = {}
 
 
-def periodic(name: str, *, every: timedelta, catch_up: timedelta | None) -> Callable[[JobBody], JobBody]:
+def periodic(
+    name: str, *, every: timedelta, catch_up: timedelta | None, every_setting: str | None = None
+) -> Callable[[JobBody], JobBody]:
     """Register `body` to run once per tick of `every` (ticks fall on multiples of it, in UTC: hourly jobs on the
-    hour), with the missed ticks of the last `catch_up` after a downtime (all of them: None)."""
-    if every <= timedelta(0) or (timedelta(days=1) % every and every < timedelta(days=1)):
-        raise ValueError(f"{name}: a period must divide a day evenly (an hour, 15 minutes...), not {every}")
+    hour), with the missed ticks of the last `catch_up` after a downtime (all of them: None). `every_setting`
+    names a setting, in seconds, that overrides `every`."""
+    _check_period(name, every)
 
     def register(body: JobBody) -> JobBody:
-        job = PeriodicJob(name, every, body, catch_up)
+        job = PeriodicJob(name, every, body, catch_up, every_setting)
         if _jobs.get(name, job) != job:
             raise RuntimeError(f"two periodic jobs named {name!r}")
         _jobs[name] = job
@@ -77,8 +82,22 @@ def periodic(name: str, *, every: timedelta, catch_up: timedelta | None) -> Call
     return register
 
 
+def _check_period(name: str, every: timedelta) -> None:
+    if every <= timedelta(0) or (timedelta(days=1) % every and every < timedelta(days=1)):
+        raise ValueError(f"{name}: a period must divide a day evenly (an hour, 15 minutes...), not {every}")
+
+
 def jobs() -> list[PeriodicJob]:
     return list(_jobs.values())
+
+
+def configured(job: PeriodicJob, core: Core) -> PeriodicJob:
+    """The job with the period this process's settings give it."""
+    if job.every_setting is None:
+        return job
+    every = timedelta(seconds=getattr(core.settings, job.every_setting))
+    _check_period(job.name, every)
+    return replace(job, every=every)
 
 
 def tick_of(moment: datetime, every: timedelta) -> datetime:
@@ -135,11 +154,25 @@ def run_tick(core: Core, job: PeriodicJob, tick: datetime, executor_id: str) -> 
     return ran
 
 
+# The record of ticks is kept this long (a job's latest tick is kept whatever its age: catching up starts there).
+KEEP_RUNS = timedelta(days=7)
+
+
+@periodic("schedules-prune", every=timedelta(days=1), catch_up=timedelta(0))
+def prune_runs(core: Core, session: Session, tick: datetime) -> Ran:
+    """Remove the records of ticks older than KEEP_RUNS, but each job's latest."""
+    runs = table_of(ScheduledRun)
+    same_job = runs.alias("same_job")
+    latest = select(func.max(same_job.c.tick_at)).where(same_job.c.job == runs.c.job).scalar_subquery()
+    removed = session.execute(delete(runs).where(runs.c.tick_at < tick - KEEP_RUNS, runs.c.tick_at < latest))
+    return Ran(f"{cast(CursorResult[Any], removed).rowcount} old tick records removed")
+
+
 def run_due(core: Core, executor_id: str, now: datetime) -> dict[tuple[str, datetime], Ran]:
     """Run every job's due ticks that no process ran yet; what each tick that ran here did. A job that fails is
     logged and tried again at the next sweep; the others run meanwhile."""
     done: dict[tuple[str, datetime], Ran] = {}
-    for job in jobs():
+    for job in (configured(j, core) for j in jobs()):
         try:
             for tick in due_ticks(job, last_tick(core, job.name), now):
                 ran = run_tick(core, job, tick, executor_id)

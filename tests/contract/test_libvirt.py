@@ -195,3 +195,20 @@ def test_without_its_pool_the_provider_says_which_is_missing() -> None:
         assert not refused.value.retryable
     finally:
         provider.close()
+
+
+async def test_suspend_pauses_the_domain_and_resume_runs_it_again(provider: Any) -> None:
+    import libvirt
+
+    machine = await provider.create(request_for())
+    domain = provider._connection().lookupByUUIDString(machine.ref)
+    await provider.suspend(machine.ref)
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED  # frozen by libvirt, memory kept
+    assert (await provider.get(machine.ref)).state == MachineState.SUSPENDED
+    await provider.resume(machine.ref)
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+    # A paused domain still stops for real: powered off, not left frozen.
+    await provider.suspend(machine.ref)
+    await provider.stop(machine.ref)
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF

@@ -120,6 +120,20 @@ async def test_restore_brings_back_the_disk_as_it_was(provider: Any) -> None:
     assert (await provider.get(machine.ref)).state == MachineState.RUNNING
 
 
+async def test_suspend_freezes_the_container_and_resume_thaws_it(provider: Any) -> None:
+    import lxc
+
+    machine = await provider.create(request_for("frozen", "busybox"))
+    container = lxc.Container(machine.ref, str(provider.config.lxc_path))
+    assert container.state == "RUNNING"
+    await provider.suspend(machine.ref)
+    assert container.state == "FROZEN"  # the freezer cgroup holds every process where it is
+    assert (await provider.get(machine.ref)).state == MachineState.SUSPENDED
+    await provider.resume(machine.ref)
+    assert container.state == "RUNNING"
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+
+
 async def test_delete_leaves_no_container_veth_or_rootfs(provider: Any) -> None:
     import lxc
 

@@ -102,7 +102,7 @@ async def running_machine(harness: Harness, name: str = "web") -> Machine:
 
 
 # Features declared ahead of their calls: a driver cannot support what the interface cannot yet ask of it.
-PLANNED = {Feature.REBUILD, Feature.RESIZE, Feature.SUSPEND, Feature.RESUME, Feature.CONSOLE}
+PLANNED = {Feature.REBUILD, Feature.RESIZE, Feature.CONSOLE}
 
 
 def test_every_feature_is_declared(harness: Harness) -> None:
@@ -128,6 +128,8 @@ async def test_refused_features_are_refused_with_their_reason(harness: Harness) 
         Feature.RESTORE: lambda: provider.restore(machine.ref, harness.unknown_snapshot_ref),
         Feature.DELETE_SNAPSHOT: lambda: provider.delete_snapshot(harness.unknown_snapshot_ref),
         Feature.METRICS: lambda: provider.metrics(machine.ref),
+        Feature.SUSPEND: lambda: provider.suspend(machine.ref),
+        Feature.RESUME: lambda: provider.resume(machine.ref),
     }
     assert set(calls) | PLANNED == set(Feature)
     refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]
@@ -243,6 +245,30 @@ async def test_restore_refuses_another_machines_snapshot(harness: Harness) -> No
     await assert_refused(harness.provider.restore(second.ref, snapshot.ref))
 
 
+async def test_suspend_freezes_a_running_machine_and_resume_thaws_it(harness: Harness) -> None:
+    machine = await running_machine(harness)
+    if await refused_as_declared(harness, Feature.SUSPEND, lambda: harness.provider.suspend(machine.ref)):
+        assert await refused_as_declared(harness, Feature.RESUME, lambda: harness.provider.resume(machine.ref))
+        return
+    await harness.provider.resume(machine.ref)  # a running machine: nothing to thaw
+    await wait_for(harness, machine.ref, MachineState.RUNNING)
+    await harness.provider.suspend(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.SUSPENDED)
+    await harness.provider.suspend(machine.ref)  # idempotent
+    await wait_for(harness, machine.ref, MachineState.SUSPENDED)
+    assert [m.state for m in await harness.provider.get_many([machine.ref])] == [MachineState.SUSPENDED]
+    await harness.provider.resume(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.RUNNING)
+    await harness.provider.resume(machine.ref)  # idempotent
+    await wait_for(harness, machine.ref, MachineState.RUNNING)
+    # A stopped machine needs no freezing, and there is nothing frozen in it to thaw.
+    await harness.provider.stop(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+    await assert_refused(harness.provider.suspend(machine.ref))
+    await assert_refused(harness.provider.resume(machine.ref))
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+
+
 async def test_metrics(harness: Harness) -> None:
     machine = await running_machine(harness)
     if await refused_as_declared(harness, Feature.METRICS, lambda: harness.provider.metrics(machine.ref)):
@@ -291,6 +317,8 @@ async def test_unknown_ids(harness: Harness) -> None:
         Feature.METRICS: lambda: provider.metrics(ref),
         Feature.SNAPSHOT: lambda: provider.snapshot(ref, "unknown"),
         Feature.RESTORE: lambda: provider.restore(ref, harness.unknown_snapshot_ref),
+        Feature.SUSPEND: lambda: provider.suspend(ref),
+        Feature.RESUME: lambda: provider.resume(ref),
     }
     for feature, call in calls.items():
         if not await refused_as_declared(harness, feature, call):

@@ -20,6 +20,9 @@ class MachineState(StrEnum):
     STARTING = "starting"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    # Frozen in memory by `suspend` (LXC's freezer, a paused libvirt domain): it runs again where it stopped once
+    # resumed.
+    SUSPENDED = "suspended"
     REBOOTING = "rebooting"
     RESTORING = "restoring"
     ERROR = "error"
@@ -113,11 +116,11 @@ class Feature(StrEnum):
     RESTORE = "restore"
     DELETE_SNAPSHOT = "delete_snapshot"
     METRICS = "metrics"
+    SUSPEND = "suspend"
+    RESUME = "resume"
     # Declared ahead of their calls: every driver refuses them until an issue adds the call and implements it.
     REBUILD = "rebuild"
     RESIZE = "resize"
-    SUSPEND = "suspend"
-    RESUME = "resume"
     CONSOLE = "console"
 
     @property
@@ -376,3 +379,14 @@ class Provider(Protocol):
         ...
 
     async def metrics(self, ref: str) -> Metrics: ...
+
+    async def suspend(self, ref: str) -> None:
+        """Freeze a running machine in memory (state SUSPENDED): its processes stop where they are, nothing is
+        lost. Idempotent: suspending a suspended machine is a no-op. A machine in any other state is refused
+        (non-retryable): a stopped machine needs no freezing."""
+        ...
+
+    async def resume(self, ref: str) -> None:
+        """Thaw a suspended machine: it runs again (RUNNING) from where it was frozen. Idempotent: resuming a
+        running machine is a no-op; a machine in any other state is refused (non-retryable)."""
+        ...

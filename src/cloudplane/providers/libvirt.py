@@ -79,7 +79,7 @@ STATES: dict[DomainState, MachineState] = {
     DomainState.NOSTATE: MachineState.PROVISIONING,
     DomainState.RUNNING: MachineState.RUNNING,
     DomainState.BLOCKED: MachineState.RUNNING,  # waiting on I/O: up as far as anyone outside can tell
-    DomainState.PAUSED: MachineState.STOPPED,  # frozen in memory; `start` resumes it, `stop` powers it off
+    DomainState.PAUSED: MachineState.SUSPENDED,  # frozen in memory by `suspend`; `resume` thaws it, `stop` powers it off
     DomainState.SHUTDOWN: MachineState.STOPPING,  # the guest is shutting down after an ACPI request
     DomainState.SHUTOFF: MachineState.STOPPED,
     DomainState.CRASHED: MachineState.ERROR,
@@ -138,9 +138,8 @@ class LibvirtProvider:
             Feature.METRICS: SUPPORTED,
             Feature.REBUILD: not_implemented_yet("libvirt"),
             Feature.RESIZE: not_implemented_yet("libvirt"),
-            # Suspend and resume can come from virDomain.suspend/resume (managedSave to outlive a host reboot).
-            Feature.SUSPEND: not_implemented_yet("libvirt"),
-            Feature.RESUME: not_implemented_yet("libvirt"),
+            Feature.SUSPEND: SUPPORTED,
+            Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: not_implemented_yet("libvirt"),
         },
     )
@@ -638,6 +637,33 @@ class LibvirtProvider:
             dom.reboot(0)
 
         await self._run(_reboot)
+
+    async def suspend(self, ref: str) -> None:
+        """virDomainSuspend: the domain is paused, its memory kept by the host (it does not outlive a host reboot;
+        managedSave would, at the cost of writing the memory to disk)."""
+
+        def _suspend() -> None:
+            dom = self._lookup(ref)
+            state = self._state(dom)
+            if state == DomainState.PAUSED:
+                return
+            if state not in ACTIVE_STATES:
+                raise ProviderError(f"Cannot suspend a machine that is {STATES[state]}", retryable=False)
+            dom.suspend()
+
+        await self._run(_suspend)
+
+    async def resume(self, ref: str) -> None:
+        def _resume() -> None:
+            dom = self._lookup(ref)
+            state = self._state(dom)
+            if state in ACTIVE_STATES:
+                return
+            if state != DomainState.PAUSED:
+                raise ProviderError(f"Cannot resume a machine that is {STATES[state]}", retryable=False)
+            dom.resume()
+
+        await self._run(_resume)
 
     async def delete(self, ref: str) -> None:
         """Idempotent: an unknown machine is already gone. Powers off, deletes every snapshot, the disk and seed

@@ -74,7 +74,7 @@ STATES = {
     "STOPPING": MachineState.STOPPING,
     "ABORTING": MachineState.STOPPING,
     "FREEZING": MachineState.STOPPING,
-    "FROZEN": MachineState.STOPPED,  # suspended in memory: `start` thaws it, `stop` stops it
+    "FROZEN": MachineState.SUSPENDED,  # frozen by `suspend` (LXC's freezer): `resume` thaws it, `stop` stops it
     "THAWED": MachineState.RUNNING,
 }
 
@@ -118,9 +118,8 @@ class LxcProvider:
             Feature.METRICS: SUPPORTED,
             Feature.REBUILD: not_implemented_yet("lxc"),
             Feature.RESIZE: not_implemented_yet("lxc"),
-            # Suspend and resume can come from LXC's freezer (Container.freeze/unfreeze).
-            Feature.SUSPEND: not_implemented_yet("lxc"),
-            Feature.RESUME: not_implemented_yet("lxc"),
+            Feature.SUSPEND: SUPPORTED,
+            Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: not_implemented_yet("lxc"),
         },
     )
@@ -409,6 +408,36 @@ class LxcProvider:
                 raise ProviderError(f"LXC could not reboot {ref}", retryable=True)
 
         await self._run(ref, _reboot)
+
+    async def suspend(self, ref: str) -> None:
+        """LXC's freezer: every process of the container stops where it is (its cgroup frozen), memory kept."""
+
+        def _suspend() -> None:
+            container = self._lookup(ref)
+            if container.state == "FROZEN":
+                return
+            if container.state != "RUNNING":
+                raise ProviderError(
+                    f"{ref} is {container.state.lower()}; only a running container is suspended", retryable=False
+                )
+            if not container.freeze():
+                raise ProviderError(f"LXC could not freeze {ref}", retryable=True)
+
+        await self._run(ref, _suspend)
+
+    async def resume(self, ref: str) -> None:
+        def _resume() -> None:
+            container = self._lookup(ref)
+            if container.state == "RUNNING":
+                return
+            if container.state != "FROZEN":
+                raise ProviderError(
+                    f"{ref} is {container.state.lower()}; only a frozen container is resumed", retryable=False
+                )
+            if not container.unfreeze():
+                raise ProviderError(f"LXC could not thaw {ref}", retryable=True)
+
+        await self._run(ref, _resume)
 
     async def delete(self, ref: str) -> None:
         def _delete() -> None:

@@ -111,3 +111,9 @@ class MarketplaceCompute:
 
     async def metrics(self, ref: str) -> Metrics:
         raise refusal(self, Feature.METRICS)
+
+    async def suspend(self, ref: str) -> None:
+        raise refusal(self, Feature.SUSPEND)
+
+    async def resume(self, ref: str) -> None:
+        raise refusal(self, Feature.RESUME)

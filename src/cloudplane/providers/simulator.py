@@ -160,8 +160,8 @@ class SimulatorProvider:
             Feature.METRICS: SUPPORTED,
             Feature.REBUILD: not_implemented_yet("the simulator"),
             Feature.RESIZE: not_implemented_yet("the simulator"),
-            Feature.SUSPEND: not_implemented_yet("the simulator"),
-            Feature.RESUME: not_implemented_yet("the simulator"),
+            Feature.SUSPEND: SUPPORTED,
+            Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: not_implemented_yet("the simulator"),
         },
     )
@@ -381,6 +381,25 @@ class SimulatorProvider:
         if MachineState(row.state) != MachineState.RUNNING:
             raise ProviderError(f"Cannot reboot a machine that is {row.state}", retryable=False)
         self._begin(row.id, MachineState.REBOOTING, MachineState.RUNNING)
+
+    async def suspend(self, ref: str) -> None:
+        """Recorded as the machine's state at once: freezing takes no time worth simulating."""
+        await self._call("suspend")
+        await self.db.run(self._freeze, ref, "suspend", MachineState.RUNNING, MachineState.SUSPENDED)
+
+    async def resume(self, ref: str) -> None:
+        await self._call("resume")
+        await self.db.run(self._freeze, ref, "resume", MachineState.SUSPENDED, MachineState.RUNNING)
+
+    def _freeze(self, ref: str, verb: str, source: MachineState, target: MachineState) -> None:
+        row = self._require(ref)
+        state = MachineState(row.state)
+        if state == target:
+            return
+        if state != source:
+            raise ProviderError(f"Cannot {verb} a machine that is {state}", retryable=False)
+        with self.db.begin() as conn:
+            conn.execute(_CHANGE, {"b_id": row.id, "state": target})
 
     async def delete(self, ref: str) -> None:
         await self._call("delete")

@@ -15,11 +15,32 @@ from cloudplane.domain.status_words import STATUS_WORDS, VISIBLE_TASKS, status_w
 
 
 def test_every_status_and_task_has_its_words() -> None:
-    assert len(STATUS_WORDS) == len(ServerStatus) * (len(TaskState) + 1)
-    for (status, task), words in STATUS_WORDS.items():
-        # The current-state word is the one list filters compute in SQL: the visible task, else the status.
-        assert words.state == (task if task in VISIBLE_TASKS else status), (status, task)
-        assert words.letscloud in {"running", "stopped", "starting", "stopping", "rebooting", "error"}
+    assert len(STATUS_WORDS) == len(ServerStatus) * (len(TaskState) + 1) * 2
+    for (status, task, suspended), words in STATUS_WORDS.items():
+        # The current-state word is the one list filters compute in SQL: the visible task, else "suspended" for a
+        # suspended server, else the status.
+        expected = task if task in VISIBLE_TASKS else "suspended" if suspended else status
+        assert words.state == expected, (status, task, suspended)
+        # LetsCloud's enum, and "suspended", which every face shows for a suspended server.
+        assert words.letscloud in {"running", "stopped", "starting", "stopping", "rebooting", "error", "suspended"}
+        assert words.letscloud != "suspended" or suspended
+
+
+@pytest.mark.parametrize(
+    ("status", "task", "state", "letscloud", "letscloud_task", "gpu"),
+    [
+        ("running", None, "suspended", "suspended", None, "suspended"),
+        ("stopped", None, "suspended", "suspended", None, "suspended"),
+        ("running", "suspending", "suspended", "suspended", "suspending", "suspended"),
+        ("stopped", "resuming", "suspended", "suspended", "resuming", "suspended"),
+    ],
+)
+def test_a_suspended_server_shows_suspended_on_every_face(
+    status: str, task: str | None, state: str, letscloud: str, letscloud_task: str | None, gpu: str
+) -> None:
+    words = status_words(status, task, suspended=True)
+    assert (words.state, words.letscloud, words.letscloud_task, words.gpu) == (state, letscloud, letscloud_task, gpu)
+    assert status_words(status, task).state != "suspended"  # the flag, not the status, says it
 
 
 @pytest.mark.parametrize(

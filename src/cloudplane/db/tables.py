@@ -257,6 +257,9 @@ class Server(Base):
     region: Mapped[str | None] = mapped_column(String(100))
     offer_id: Mapped[str | None] = mapped_column(String(100))
     provider_data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # When an administrator suspended the server; None when it is not suspended. A flag beside `status`, which keeps
+    # the power state (running or stopped) the server returns to when the suspension is lifted.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # Lists read a page's ids from an index alone (services/pages.py), then only those rows: one index per order a
@@ -265,11 +268,13 @@ class Server(Base):
 # it covering on both databases, which want every column the query names in the index: `label` and the state's
 # columns for PostgreSQL, and `deleted_at` itself for SQLite, which does not count the partial WHERE's column.
 _s = Server.__table__.c
-# The word a server's list filters and sorts on (domain/status_words.py): the visible task while one runs, else its
-# status. Its values are written inline, never bound, so that both databases match it to the index built on it;
-# migration 0011 built that index from this very expression, and a new visible task needs a migration to rebuild it.
+# The word a server's list filters and sorts on (domain/status_words.py): the visible task while one runs, else
+# "suspended" for a server an administrator suspended, else its status. Its values are written inline, never bound,
+# so that both databases match it to the index built on it; migration 0012 built that index from this very
+# expression, and a new visible task needs a migration to rebuild it.
 SERVER_STATE_WORD = case(
     (_s.task_state.in_([literal_column(f"'{task}'") for task in sorted(VISIBLE_TASKS)]), _s.task_state),
+    (_s.suspended_at.isnot(None), literal_column("'suspended'")),
     else_=_s.status,
 )
 
@@ -282,10 +287,26 @@ def _live_index(name: str, *columns: Any, where: Any = None) -> Index:
 _live_index("ix_servers_account_live", _s.id)
 _live_index("ix_servers_account_created", _s.created_at, _s.id)
 _live_index("ix_servers_account_label", func.lower(_s.label), _s.id, _s.label)
-_live_index("ix_servers_account_state", SERVER_STATE_WORD, _s.created_at, _s.id, _s.status, _s.task_state)
 _live_index(
-    "ix_servers_account_state_label", SERVER_STATE_WORD, func.lower(_s.label), _s.id, _s.label, _s.status, _s.task_state
+    "ix_servers_account_state", SERVER_STATE_WORD, _s.created_at, _s.id, _s.status, _s.task_state, _s.suspended_at
 )
+_live_index(
+    "ix_servers_account_state_label",
+    SERVER_STATE_WORD,
+    func.lower(_s.label),
+    _s.id,
+    _s.label,
+    _s.status,
+    _s.task_state,
+    _s.suspended_at,
+)
+# Every tenant's live servers, for admins: newest first, and by state word.
+_LIVE_EVERYWHERE = _s.deleted_at.is_(None)
+Index("ix_servers_live", _s.id, _s.deleted_at, sqlite_where=_LIVE_EVERYWHERE, postgresql_where=_LIVE_EVERYWHERE)
+Index(
+    "ix_servers_live_state", SERVER_STATE_WORD, _s.id, _s.status, _s.task_state, _s.suspended_at, _s.deleted_at,
+    sqlite_where=_LIVE_EVERYWHERE, postgresql_where=_LIVE_EVERYWHERE,
+)  # fmt: skip
 # GPU instances are the servers rented from a marketplace: a few among many.
 _live_index("ix_servers_account_rented", _s.id, where=_s.offer_id.isnot(None))
 

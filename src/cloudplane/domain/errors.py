@@ -54,6 +54,12 @@ class InvalidState(Conflict):
     code = "INVALID_STATE"
 
 
+class Suspended(Conflict):
+    """An administrator suspended the object: its owner can change nothing until it is unsuspended."""
+
+    code = "SUSPENDED"
+
+
 class QuotaExceeded(CloudplaneError):
     """The account's tier does not allow this much; `details` name the field, the limit and the tier."""
 

@@ -35,6 +35,10 @@ class EventType(StrEnum):
     VPS_BACKUP_SCHEDULE_CHANGED = "vps.backup.schedule_changed"
     VPS_RESTORE_REQUESTED = "vps.restore_requested"
     VPS_RESTORED = "vps.restored"
+    VPS_SUSPEND_REQUESTED = "vps.suspend_requested"
+    VPS_SUSPENDED = "vps.suspended"
+    VPS_UNSUSPEND_REQUESTED = "vps.unsuspend_requested"
+    VPS_UNSUSPENDED = "vps.unsuspended"
     SSH_KEY_CREATED = "ssh_key.created"
     SSH_KEY_DELETED = "ssh_key.deleted"
     USER_REGISTERED = "user.registered"
@@ -73,4 +77,8 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
         EventType.VPS_BACKUP_DELETE_REQUESTED, EventType.VPS_BACKUP_DELETED, EventType.VPS_BACKUP_FAILED
     ),
     "restore": OperationEvents(EventType.VPS_RESTORE_REQUESTED, EventType.VPS_RESTORED, EventType.VPS_ACTION_FAILED),
+    "suspend": OperationEvents(EventType.VPS_SUSPEND_REQUESTED, EventType.VPS_SUSPENDED, EventType.VPS_ACTION_FAILED),
+    "resume": OperationEvents(
+        EventType.VPS_UNSUSPEND_REQUESTED, EventType.VPS_UNSUSPENDED, EventType.VPS_ACTION_FAILED
+    ),
 }

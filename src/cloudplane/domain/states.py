@@ -21,6 +21,9 @@ class TaskState(StrEnum):
     SNAPSHOTTING = "snapshotting"
     RESTORING = "restoring"
     DELETING = "deleting"
+    # An administrator's suspension (or its lifting) is being carried out; see `suspended_at` on the server.
+    SUSPENDING = "suspending"
+    RESUMING = "resuming"
 
 
 class SnapshotStatus(StrEnum):
@@ -61,6 +64,10 @@ ACTIONS: dict[str, Action] = {
         Action("restore", TaskState.RESTORING, frozenset({ServerStatus.STOPPED}), None),
     )
 }
+
+
+# What the owner of a suspended server is told whatever they ask of it.
+SUSPENDED_REASON = "This server is suspended by an administrator; contact support to have it unsuspended."
 
 
 def refusal_reason(action: Action, status: str, task_state: str | None) -> str:

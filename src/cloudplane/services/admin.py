@@ -1,5 +1,5 @@
-"""What admins see of the whole platform: counts across every tenant, and the health of what Cloudplane depends on,
-each checked for real (never a made-up `online`)."""
+"""What admins see of the whole platform: counts and servers across every tenant, and the health of what Cloudplane
+depends on, each checked for real (never a made-up `online`)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import asyncio
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
-from cloudplane.db.tables import Operation, Server, User, utcnow
+from cloudplane.db.tables import SERVER_STATE_WORD, Operation, Server, User, table_of, utcnow
 from cloudplane.services.accounts import Principal
+from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.servers import ServerView, server_views
 from cloudplane.services.users import require_admin
 
 # A provider that answers no faster than this is reported offline.
@@ -28,7 +31,8 @@ NOT_YET = ("stripe", "email")
 
 
 def stats(core: Core, principal: Principal) -> dict[str, Any]:
-    """Users by status, live servers by status and by provider, operations in flight and failed in the last day."""
+    """Users by status, live servers by status (the power state, for a suspended one), by provider and how many are
+    suspended, operations in flight and failed in the last day."""
     require_admin(principal)
     since = utcnow() - timedelta(days=1)
     live = Server.deleted_at.is_(None)
@@ -36,6 +40,7 @@ def stats(core: Core, principal: Principal) -> dict[str, Any]:
         users = _count_by(s, User.status)
         by_status = _count_by(s, Server.status, live)
         by_provider = _count_by(s, Server.provider, live)
+        suspended = s.scalar(select(func.count()).select_from(Server).where(live, Server.suspended_at.isnot(None)))
         in_flight = _count_by(s, Operation.status, Operation.status.in_(("pending", "running")))
         failed = s.scalar(
             select(func.count())
@@ -44,7 +49,12 @@ def stats(core: Core, principal: Principal) -> dict[str, Any]:
         )
     return {
         "users": {"total": sum(users.values()), **{status: users.get(status, 0) for status in ("active", "suspended")}},
-        "servers": {"total": sum(by_status.values()), "by_status": by_status, "by_provider": by_provider},
+        "servers": {
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "by_provider": by_provider,
+            "suspended": suspended or 0,
+        },
         "operations": {
             "in_flight": sum(in_flight.values()),
             "pending": in_flight.get("pending", 0),
@@ -52,6 +62,68 @@ def stats(core: Core, principal: Principal) -> dict[str, Any]:
             "failed_last_day": failed or 0,
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedServer:
+    """A server with who owns it, as admins list them."""
+
+    server: ServerView
+    user_id: int | None
+    email: str | None
+
+
+_servers, _users = table_of(Server), table_of(User)
+
+
+def list_servers(
+    core: Core,
+    principal: Principal,
+    *,
+    page: int,
+    per_page: int,
+    state: str | None = None,
+    user_id: int | None = None,
+    location: str | None = None,
+    search: str | None = None,
+) -> Page[OwnedServer]:
+    """Every tenant's live servers, newest first, with their owners: only those in `state` (the current-state word,
+    "suspended" included), of the user `user_id`, in `location` (a catalog location's slug, or a rented instance's
+    region), or whose name contains `search` (any case), when given."""
+    require_admin(principal)
+    where: list[ColumnElement[bool]] = [_servers.c.deleted_at.is_(None)]
+    if state is not None:
+        where.append(SERVER_STATE_WORD == state)
+    if user_id is not None:
+        where.append(
+            _servers.c.account_id == select(_users.c.account_id).where(_users.c.id == user_id).scalar_subquery()
+        )
+    if location is not None:
+        found = core.catalog.view().by_slug("location", location)
+        where.append(
+            or_(_servers.c.location_id == found.id, _servers.c.region == location)
+            if found is not None
+            else _servers.c.region == location
+        )
+    if search:
+        where.append(func.lower(_servers.c.label).contains(search.lower(), autoescape=True))
+    order = [_servers.c.id.desc()]
+    rows = paged(select(_servers), _servers.c.id, where, order, limit=per_page, offset=offset_of(page, per_page))
+    with core.db.connect() as conn:
+        total = conn.execute(counted(_servers, where)).scalar_one()
+        views = server_views(conn, conn.execute(rows).all(), core.catalog.view())
+        accounts = {v.account_id for v in views}
+        # An account's first user is its owner (an account has one user today).
+        owners = {
+            account: (uid, email)
+            for account, uid, email in conn.execute(
+                select(_users.c.account_id, _users.c.id, _users.c.email)
+                .where(_users.c.account_id.in_(accounts))
+                .order_by(_users.c.account_id, _users.c.id.desc())
+            )
+        }
+    items = [OwnedServer(v, *owners.get(v.account_id, (None, None))) for v in views]
+    return Page(items=items, total=total, page=page, per_page=per_page)
 
 
 def _count_by(session: Session, column: Any, *where: ColumnElement[bool]) -> dict[str, int]:

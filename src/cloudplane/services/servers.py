@@ -30,9 +30,9 @@ from cloudplane.db.tables import (
     table_of,
     utcnow,
 )
-from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, ValidationFailed
+from cloudplane.domain.errors import BadRequest, InvalidState, NotFound, Suspended, ValidationFailed
 from cloudplane.domain.pricing import CURRENCY, monthly_from_hourly, transfer_allowance_gb
-from cloudplane.domain.states import ACTIONS, Action, ServerStatus, refusal_reason
+from cloudplane.domain.states import ACTIONS, SUSPENDED_REASON, Action, ServerStatus, refusal_reason
 from cloudplane.domain.status_words import StatusWords, status_words
 from cloudplane.providers.base import ACTION_FEATURES, Feature, require_feature
 from cloudplane.services import operations
@@ -103,6 +103,8 @@ class ServerView:
     error_message: str | None
     created_at: datetime
     updated_at: datetime
+    # When an administrator suspended it (None: not suspended); `status` keeps the power state it returns to.
+    suspended_at: datetime | None
     ssh_keys: tuple[Row[Any], ...]
     snapshots: tuple[Row[Any], ...]
     # The operation carrying the action this reply accepted (a create, start, stop...); None on reads.
@@ -194,7 +196,7 @@ def plan_terms(plan: Plan) -> tuple[Specs, Prices]:
 _COLUMNS = (
     "id account_id label hostname status task_state provider provider_ref plan_id image_id location_id ipv4 "
     "private_ipv4 error_message created_at updated_at deleted_at gpu_model gpu_count cpu_count ram_gb storage_gb "
-    "price_per_hour region offer_id provider_data"
+    "price_per_hour region offer_id provider_data suspended_at"
 ).split()
 assert [c.name for c in Server.__table__.c] == _COLUMNS, "_view must unpack the servers table as it is"
 
@@ -227,6 +229,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         region,
         offer_id,
         provider_data,
+        suspended_at,
     ) = cast(tuple[Any, ...], r)  # a Row is a tuple of the columns; its generic type does not say how many
     details = provider_data or _NO_DETAILS
     plan: Plan | None
@@ -250,7 +253,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         hostname,
         status,
         task_state,
-        status_words(status, task_state),
+        status_words(status, task_state, suspended_at is not None),
         provider,
         provider_ref,
         plan,
@@ -268,6 +271,7 @@ def _view(r: Row[Any], catalog: CatalogView, keys: tuple[Row[Any], ...], snaps: 
         error_message,
         created_at,
         updated_at,
+        suspended_at,
         keys,
         snaps,
     )
@@ -483,19 +487,21 @@ _CLAIM = (
         *_LIVE,
         _servers.c.status.in_(bindparam("allowed", expanding=True)),
         _servers.c.task_state.is_(None),
+        _servers.c.suspended_at.is_(None),
     )
     .values(task_state=bindparam("task"), updated_at=bindparam("now"))
     .returning(*_servers.c)
 )
-_STATE_OF = select(_servers.c.status, _servers.c.task_state, _servers.c.provider).where(
+_STATE_OF = select(_servers.c.status, _servers.c.task_state, _servers.c.provider, _servers.c.suspended_at).where(
     _servers.c.id == bindparam("server_id"), *_LIVE
 )
 
 
 def claim(core: Core, session: Session, principal: Principal, server_id: int, action: Action) -> Row[Any]:
     """Move the server into the action's task state if, and only if, its provider can do the action and its table
-    allows it now; the server's row as claimed (as `select(servers)` reads it). A refusal changes nothing and says
-    why: what the provider cannot do first, then what the state does not allow."""
+    allows it now and no administrator suspended it; the server's row as claimed (as `select(servers)` reads it). A
+    refusal changes nothing and says why: a suspension first, then what the provider cannot do, then what the state
+    does not allow."""
     params = {"server_id": server_id, **tenant(principal)}
     claimed = session.execute(
         _CLAIM,
@@ -503,12 +509,13 @@ def claim(core: Core, session: Session, principal: Principal, server_id: int, ac
     ).first()
     if claimed is not None:
         # Checked after the claim, in its transaction: a refusal raises, and the claim is rolled back with it.
-        _require_feature(core, claimed.provider, ACTION_FEATURES[action.name], server_id)
+        require_feature_of(core, claimed.provider, ACTION_FEATURES[action.name], server_id)
         return claimed
     row = session.execute(_STATE_OF, params).first()
     if row is None:
         raise NotFound("Server not found", server_id=server_id)
-    _require_feature(core, row.provider, ACTION_FEATURES[action.name], server_id)
+    refuse_if_suspended(row.suspended_at, server_id)
+    require_feature_of(core, row.provider, ACTION_FEATURES[action.name], server_id)
     raise InvalidState(
         refusal_reason(action, row.status, row.task_state),
         server_id=server_id,
@@ -517,17 +524,24 @@ def claim(core: Core, session: Session, principal: Principal, server_id: int, ac
     )
 
 
-def _require_feature(core: Core, provider: str, feature: Feature, server_id: int) -> None:
+def refuse_if_suspended(suspended_at: datetime | None, server_id: int) -> None:
+    """The owner's request for a server an administrator suspended: refused, whatever it asks."""
+    if suspended_at is not None:
+        raise Suspended(SUSPENDED_REASON, server_id=server_id, status="suspended")
+
+
+def require_feature_of(core: Core, provider: str, feature: Feature, server_id: int) -> None:
     require_feature(core.providers.get(provider), feature, subject=f"{provider} servers", server_id=server_id)
 
 
 def require_capability(core: Core, session: Session, principal: Principal, server_id: int, feature: Feature) -> None:
-    """Refuse, before anything changes, an action the server's provider cannot do (a rented GPU instance has no
-    snapshots), saying why."""
+    """Refuse, before anything changes, an action on a suspended server or one the server's provider cannot do (a
+    rented GPU instance has no snapshots), saying why."""
     row = session.execute(_STATE_OF, {"server_id": server_id, **tenant(principal)}).first()
     if row is None:
         raise NotFound("Server not found", server_id=server_id)
-    _require_feature(core, row.provider, feature, server_id)
+    refuse_if_suspended(row.suspended_at, server_id)
+    require_feature_of(core, row.provider, feature, server_id)
 
 
 def accept_action(core: Core, session: Session, principal: Principal, server_id: int, action: Action) -> ServerView:

@@ -13,7 +13,7 @@ from cloudplane.db.tables import Account, ApiKey, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import TIERS
-from cloudplane.services import events
+from cloudplane.services import events, operations, suspension
 from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
 from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
 from cloudplane.services.pages import counted, offset_of, paged
@@ -201,7 +201,8 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
 
 
 def set_status(db: Database, principal: Principal, user_id: int, status: str) -> UserView:
-    """Suspend or reactivate a user; a suspended user's tokens and keys stop working."""
+    """Suspend or reactivate a user; a suspended user's tokens and keys stop working, and every server of theirs is
+    suspended with them (services/suspension.py). Reactivating lifts the suspension of every server of theirs."""
     require_admin(principal)
     if user_id == principal.user_id:
         raise Conflict("Admins cannot suspend themselves", user_id=user_id)
@@ -212,6 +213,13 @@ def set_status(db: Database, principal: Principal, user_id: int, status: str) ->
             events.record(
                 s, EventType.USER_SUSPENDED, account_id=before.account.id, target_type="user", target_id=user_id
             )
+            accepted = suspension.suspend_account_servers(s.connection(), before.account.id)
+        elif before.user.status == "suspended":
+            accepted = suspension.unsuspend_account_servers(s.connection(), before.account.id)
+        else:
+            accepted = []
+    for op in accepted:
+        operations.launch(op)
     forget_user_keys(user_id)
     forget_user_sessions(user_id)
     return view_of(db, user_id)

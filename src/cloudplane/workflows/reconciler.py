@@ -2,7 +2,8 @@
 
 When a machine is removed, stopped or started behind Cloudplane's back (virsh, lxc-stop, a host reboot), its server
 follows: the status becomes the machine's, or "error" with the reason when the machine is gone or failed. A server
-an operation holds is never touched, and each change is one conditional UPDATE that also checks nothing changed the
+an operation holds is never touched, nor one an administrator suspended (its machine is frozen on purpose, and its
+status keeps the power state it returns to), and each change is one conditional UPDATE that also checks nothing changed the
 server since it was read, so several API processes can reconcile at once. Machines no server owns are reported,
 never destroyed: whether one is garbage is an operator's call.
 
@@ -152,8 +153,8 @@ def providers_in_use(core: Core) -> list[str]:
 
 
 def settled_servers(core: Core, after: int, limit: int) -> list[Row[Any]]:
-    """The next `limit` live servers with an id above `after`, in id order, that are running or stopped on a machine
-    with no operation holding them. No provider in the query: the walk follows the primary key whatever the mix."""
+    """The next `limit` live servers with an id above `after`, in id order, that are running or stopped on a machine,
+    not suspended, with no operation holding them. No provider in the query: the walk follows the primary key whatever the mix."""
     with core.db.read() as s:
         return list(
             s.execute(
@@ -165,6 +166,7 @@ def settled_servers(core: Core, after: int, limit: int) -> list[Row[Any]]:
                     Server.deleted_at.is_(None),
                     Server.status.in_(SETTLED),
                     Server.task_state.is_(None),
+                    Server.suspended_at.is_(None),
                     Server.provider_ref.is_not(None),
                     ~_BUSY,
                 )
@@ -200,7 +202,7 @@ def owned(core: Core, provider: str, machines: Sequence[Machine]) -> tuple[set[s
 
 def apply(core: Core, server: Row[Any], values: dict[str, Any]) -> bool:
     """Change the server only if it is still as it was read (updated_at moves with every change, claims included),
-    settled, and held by no operation."""
+    settled, not suspended, and held by no operation."""
     with core.db.write() as s:
         result = s.execute(
             update(Server)
@@ -210,6 +212,7 @@ def apply(core: Core, server: Row[Any], values: dict[str, Any]) -> bool:
                 Server.provider_ref == server.provider_ref,
                 Server.updated_at == server.updated_at,
                 Server.task_state.is_(None),
+                Server.suspended_at.is_(None),
                 Server.deleted_at.is_(None),
                 ~_BUSY,
             )

@@ -1,12 +1,18 @@
-"""The workflows of a server's life: create, start, stop, reboot and delete."""
+"""The workflows of a server's life: create, start, stop, reboot and delete; and an administrator's suspension of
+it (services/suspension.py): suspend and resume."""
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+import asyncio
+import time
+from typing import Any
+
+from sqlalchemy import Row, bindparam, select
 
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
-from cloudplane.domain.states import ACTIONS, ServerStatus
-from cloudplane.providers.base import CreateRequest, MachineState
+from cloudplane.domain.errors import ProviderError
+from cloudplane.domain.states import ACTIONS, ServerStatus, TaskState
+from cloudplane.providers.base import CreateRequest, MachineState, pacing_of
 from cloudplane.workflows import steps
 from cloudplane.workflows.kinds import Body, register
 from cloudplane.workflows.steps import Changes, Job
@@ -144,7 +150,69 @@ async def _delete(job: Job) -> None:
     )
 
 
+# The statuses a suspension acts on: a server being created is frozen once it runs.
+SUSPENDABLE = [ServerStatus.RUNNING.value, ServerStatus.STOPPED.value, ServerStatus.ERROR.value]
+
+
+async def hold_for(job: Job, task: TaskState) -> Row[Any, Any, Any, Any] | None:
+    """The server, held for `task`: at once when the request claimed it, else once the action that held it then
+    (an owner's stop, a create) has ended. None when the server was deleted meanwhile."""
+    assert job.provider is not None
+    pacing = pacing_of(steps.compute(job.provider))
+    deadline = time.monotonic() + pacing.timeout_s
+    while True:
+        server = await steps.db(steps.take_server, job, task, SUSPENDABLE)
+        if server.deleted_at is not None:
+            return None
+        if server.task_state == task:
+            return server
+        if time.monotonic() > deadline:
+            raise ProviderError(
+                f"Timed out waiting for the server to finish {server.task_state or server.status}", retryable=False
+            )
+        await asyncio.sleep(pacing.poll_interval_s)
+
+
+async def _suspend(job: Job) -> None:
+    """Freeze a running server's machine; a stopped (or failed) one needs only the flag the request set."""
+    assert job.provider is not None
+    server = await hold_for(job, TaskState.SUSPENDING)
+    if server is not None and server.status == ServerStatus.RUNNING and server.provider_ref is not None:
+        if job.stage != CALLED:
+            await steps.suspend_machine(job.provider, server.provider_ref)
+            await steps.progress(job, 50, stage=CALLED)
+        await steps.wait_for(job, server.provider_ref, MachineState.SUSPENDED)
+    await steps.succeed(job, Changes(server={"task_state": None} if server is not None else None))
+
+
+async def _resume(job: Job) -> None:
+    """Thaw a running server's machine and lift the flag: the server is as it was before its suspension."""
+    assert job.provider is not None
+    server = await hold_for(job, TaskState.RESUMING)
+    if server is not None and server.status == ServerStatus.RUNNING and server.provider_ref is not None:
+        if job.stage != CALLED:
+            machine = await steps.get_machine(job.provider, server.provider_ref)
+            # A suspension that failed may have left the machine running: nothing to thaw then.
+            if machine is not None and machine.state != MachineState.RUNNING:
+                await steps.resume_machine(job.provider, server.provider_ref)
+            await steps.progress(job, 50, stage=CALLED)
+        await steps.wait_for(job, server.provider_ref, MachineState.RUNNING)
+    changes = {"task_state": None, "suspended_at": None, "error_message": None}
+    await steps.succeed(job, Changes(server=changes if server is not None else None))
+
+
+async def suspension_failed(job: Job, message: str) -> Changes:
+    """A failed suspend or resume leaves the server suspended (its owner still refused) in the power state it had,
+    and frees its task if this operation held it (not when it timed out waiting for another action)."""
+    server = await steps.db(steps.server_now, job)
+    if server.task_state in (TaskState.SUSPENDING, TaskState.RESUMING):
+        return Changes(server={"task_state": None, "error_message": message})
+    return Changes()
+
+
 register("create", _create, remove_what_create_made)
 for power in ("start", "stop", "reboot"):
     register(power, _power_action(power), settle_on_machine)
 register("delete", _delete, settle_on_machine)
+register("suspend", _suspend, suspension_failed)
+register("resume", _resume, suspension_failed)

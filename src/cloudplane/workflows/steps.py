@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloudplane import observability
@@ -166,6 +166,14 @@ async def restore_machine(provider: str, ref: str, snapshot_ref: str) -> None:
     await _call(provider, "restore", lambda: compute(provider).restore(ref, snapshot_ref))
 
 
+async def suspend_machine(provider: str, ref: str) -> None:
+    await _call(provider, "suspend", lambda: compute(provider).suspend(ref))
+
+
+async def resume_machine(provider: str, ref: str) -> None:
+    await _call(provider, "resume", lambda: compute(provider).resume(ref))
+
+
 async def rent_instance(provider: str, request: RentRequest) -> Instance:
     return await _call(provider, "rent", lambda: market(provider).rent(request))
 
@@ -228,6 +236,20 @@ _HELD = update(_ops).where(
 )
 _SERVER = update(_servers).where(_servers.c.id == bindparam("b_id"))
 _SNAPSHOT = update(_snapshots).where(_snapshots.c.id == bindparam("b_id"))
+# A server's task taken by an operation that did not claim it with its request: only once nothing else holds it.
+_TAKE_SERVER = (
+    update(_servers)
+    .where(
+        _servers.c.id == bindparam("b_id"),
+        _servers.c.deleted_at.is_(None),
+        _servers.c.task_state.is_(None),
+        _servers.c.status.in_(bindparam("b_statuses", expanding=True)),
+    )
+    .values(task_state=bindparam("b_task"), updated_at=bindparam("b_now"))
+)
+_SERVER_NOW = select(_servers.c.status, _servers.c.task_state, _servers.c.deleted_at, _servers.c.provider_ref).where(
+    _servers.c.id == bindparam("b_id")
+)
 _SNAPSHOTS_OF_SERVER = update(_snapshots).where(
     _snapshots.c.server_id == bindparam("b_server"), _snapshots.c.deleted_at.is_(None)
 )
@@ -247,6 +269,24 @@ def claim(executor_id: str, op_id: str, *, held: bool = False) -> Job | None:
             return None
         row = conn.execute(_JOB_OF, {"b_id": op_id}).one()
     return Job(**{**row._asdict(), "params": dict(row.params or {})})
+
+
+def take_server(job: Job, task: str, statuses: list[str]) -> Row[Any, Any, Any, Any]:
+    """Give the operation's server the task `task` if it has none and is in one of `statuses`, fenced by this run's
+    hold on the operation (Abandoned when it lost it); the server as it is now (its task says whether it is ours)."""
+    now = utcnow()
+    with core().db.begin() as conn:
+        held = conn.execute(_HELD, {"b_id": job.id, "b_me": job.executor_id, "updated_at": now})
+        if held.rowcount != 1:
+            raise Abandoned(job.id)
+        conn.execute(_TAKE_SERVER, {"b_id": job.server_id, "b_task": task, "b_statuses": statuses, "b_now": now})
+        return conn.execute(_SERVER_NOW, {"b_id": job.server_id}).one()
+
+
+def server_now(job: Job) -> Row[Any, Any, Any, Any]:
+    """The operation's server's status, task, deletion and machine, as they are now."""
+    with core().db.connect() as conn:
+        return conn.execute(_SERVER_NOW, {"b_id": job.server_id}).one()
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,12 @@ def admin_set_tier(user_id: str, body: w.TierUpdate, core: CoreDep, principal: P
 
 @router.post("/admin/users/{user_id}/suspend", tags=["Admin"])
 def admin_suspend(user_id: str, core: CoreDep, principal: PrincipalDep) -> Response:
-    """Suspend a user: their keys and tokens stop working (admin only)."""
+    """Suspend a user: their keys and tokens stop working, and every server of theirs is suspended (admin only)."""
     return ok(w.user_json(users.set_status(core.db, principal, w.parse_user_id(user_id), "suspended")))
 
 
 @router.post("/admin/users/{user_id}/activate", tags=["Admin"])
+@router.post("/admin/users/{user_id}/unsuspend", tags=["Admin"])
 def admin_activate(user_id: str, core: CoreDep, principal: PrincipalDep) -> Response:
-    """Lift a suspension (admin only)."""
+    """Lift a user's suspension, and their servers' (admin only)."""
     return ok(w.user_json(users.set_status(core.db, principal, w.parse_user_id(user_id), "active")))

@@ -12,7 +12,12 @@ from cloudplane.api.common.faces import face_details
 from cloudplane.domain.errors import CloudplaneError
 
 # CloudVPS names some codes differently from the core.
-_CODES = {"BAD_REQUEST": "INVALID_REQUEST", "INTERNAL_ERROR": "SYSTEM_ERROR", "INVALID_STATE": "CONFLICT"}
+_CODES = {
+    "BAD_REQUEST": "INVALID_REQUEST",
+    "INTERNAL_ERROR": "SYSTEM_ERROR",
+    "INVALID_STATE": "CONFLICT",
+    "SUSPENDED": "CONFLICT",
+}
 # What CloudVPS calls the fields whose neutral ids differ from its own names (a VPS's label is its name).
 CLOUDVPS_FIELDS = {"plan": "plan_id", "image": "operating_system", "label": "name"}
 

@@ -49,7 +49,7 @@ PLAN_DESCRIPTIONS = {
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float)]
 
 VpsStatus = Literal[
-    "creating", "running", "stopped", "starting", "stopping", "rebooting", "restoring", "deleting", "error"
+    "creating", "running", "stopped", "starting", "stopping", "rebooting", "restoring", "deleting", "error", "suspended"
 ]
 VpsId = Annotated[str, Path(description='The VPS id, e.g. "vps-123" (a bare "123" works too)')]
 PlanId = Annotated[str, Path(description='The plan id, e.g. "plan-starter" (the bare catalog slug works too)')]

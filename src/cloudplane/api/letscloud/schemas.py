@@ -141,7 +141,8 @@ class SnapshotOut(BaseModel):
         )
 
 
-WireServerStatus = Literal["running", "stopped", "starting", "stopping", "rebooting", "error"]
+# The document's enum, and "suspended" for a server an administrator suspended (every face says so).
+WireServerStatus = Literal["running", "stopped", "starting", "stopping", "rebooting", "error", "suspended"]
 
 
 def _rented_specs(server: ServerView) -> tuple[PlanOut, ImageOut, LocationOut]:

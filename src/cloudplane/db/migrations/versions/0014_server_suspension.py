@@ -2,16 +2,16 @@
 back to), the state indexes rebuilt on the state word that now says "suspended", and two indexes over every
 tenant's live servers for the admins' list.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-12 10:00:00.000000
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0011"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

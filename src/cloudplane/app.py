@@ -30,6 +30,7 @@ from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
 from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from cloudplane.api.console import router as console_router
 from cloudplane.api.gpumgr.routes import router as gpumgr_router
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
@@ -238,6 +239,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_vps_router, prefix="/api/v1")
     app.include_router(cloudvps_backups_router, prefix="/api/v1")
     app.include_router(cloudvps_monitoring_router, prefix="/api/v1")
+    app.include_router(console_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")

@@ -118,6 +118,10 @@ async def test_restore_brings_back_the_disk_as_it_was(provider: Any) -> None:
     assert not (rootfs / "root/after.txt").exists()
     await provider.start(machine.ref)
     assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+    # LXC names a restored container's host after the container: the server's own hostname stays.
+    config = (provider.config.lxc_path / machine.ref / "config").read_text()
+    assert "lxc.uts.name = disk.contract.test\n" in config, config
+    assert (rootfs / "etc/hostname").read_text() == "disk.contract.test\n"
 
 
 async def test_suspend_freezes_the_container_and_resume_thaws_it(provider: Any) -> None:
@@ -264,3 +268,26 @@ async def test_a_cpu_burner_inside_shows_in_the_metrics(provider: Any) -> None:
             burner.kill()
     assert metrics.cpu_percent > 50, metrics
     assert metrics.disk_used_mb and metrics.uptime_s is not None, metrics  # busybox uses under 1 MB of memory
+
+
+async def test_the_console_is_a_shell_in_the_container(provider: Any) -> None:
+    machine = await provider.create(request_for("console", "busybox"))
+    terminal = await provider.console(machine.ref)
+    seen = b""
+
+    async def until(shown: bytes) -> None:
+        nonlocal seen
+        while shown not in seen.replace(b"\r", b""):
+            data = await terminal.read()
+            assert data, f"the console closed: {seen!r}"
+            seen += data
+
+    try:
+        await asyncio.wait_for(until(b"# "), 15)  # the shell's prompt: what is typed before it may be lost
+        await terminal.write(b"echo $((6*7))-lxc\r")
+        await asyncio.wait_for(until(b"\n42-lxc\n"), 15)
+    except TimeoutError:
+        raise AssertionError(f"no answer from the console: {seen!r}") from None
+    finally:
+        await terminal.close()
+    assert await terminal.read() == b""

@@ -1,6 +1,6 @@
 """A real container through the LetsCloud face: create with an SSH key, SSH in, stop, start, snapshot, restore,
-delete, and nothing left on the host; through the CloudVPS face, a backup restored while it runs, and a CPU burner
-inside it seen in its metrics. Traffic goes only to the address of the container this test made."""
+delete, and nothing left on the host; through the CloudVPS face, a backup restored while it runs, a CPU burner
+inside it seen in its metrics, and a command typed in its console page in a browser. Traffic goes only to the address of the container this test made."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import pytest
 from cloudplane.providers import lxc_host
 from tests.conftest import lxc_test_network
 from tests.contract.test_lxc import ssh, ssh_keypair, wait_for_port
+from tests.e2e.test_console_browser import type_in_console
 
 BRIDGE, SUBNET = lxc_test_network(2)
 
@@ -48,6 +49,10 @@ def lxc_service(service_factory: Callable, tmp_path: Path):
     service.start()
     yield service
     service.stop()
+    # A test that failed half way leaves its container running: stopped and removed here, so nothing outlives it.
+    containers = tmp_path / "containers"
+    for name in subprocess.run(["lxc-ls", "-P", str(containers)], capture_output=True, text=True).stdout.split():
+        subprocess.run(["lxc-destroy", "-P", str(containers), "-n", name, "-f", "-s"], capture_output=True, check=False)
     lxc_host.remove_bridge(BRIDGE)
 
 
@@ -152,9 +157,20 @@ def test_server_on_lxc_is_reachable_over_ssh_and_leaves_nothing_behind(lxc_servi
         wait_for_vps(client, vps, lambda v: v["status"] == "running")
         assert run("ls /root").split() == ["before-snapshot"]
 
+        # The console page in a browser: a shell in the container, which really runs what is typed.
+        r = client.get(f"{vps}/console")
+        assert r.status_code == 200, r.text
+        console = r.json()["data"]
+        text = type_in_console(
+            console["console_url"], console["vnc_password"], [("echo $((6*7))-lxc", "42-lxc"), ("hostname", "real-1")]
+        )
+        assert "\n42-lxc\n" in text and "\nreal-1\n" in text, text
+
         # A CPU burner inside shows in the VPS's metrics, sampled from the container's cgroup.
-        # Detached from the SSH session (which ends at once): one busy loop, on the plan's one CPU.
-        run("setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &")
+        # Detached from the SSH session (which ends at once): two busy loops on the plan's one CPU, so that the
+        # container gets its whole CPU even when the host's cores are busy with other work.
+        for _ in range(2):
+            run("setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &")
         usage = wait_for_vps(client, f"{vps}/metrics", lambda m: m["cpu_usage"] > 50, timeout_s=60, every_s=2)
         assert usage["uptime"] > 0 and usage["disk_usage"] is not None, usage
         assert usage["interval"] == 5 and len(usage["metrics_history"]) >= 2, usage

@@ -98,6 +98,7 @@ INTRUSIONS = {
         None,
     ),
     ("GET", "/api/v1/vps/{vps_id}/metrics"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/metrics", None),
+    ("GET", "/api/v1/vps/{vps_id}/console"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/console", None),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
     ("PUT", "/api/v1/apps/{app_id}"): lambda ids: (
         "PUT",

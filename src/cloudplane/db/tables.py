@@ -373,6 +373,21 @@ class ServerSample(Base):
     uptime_s: Mapped[int | None] = mapped_column(Integer)
 
 
+class ConsoleSession(Base):
+    """A console opened on a server (GET /vps/{id}/console): the page at its id asks for its one-time password,
+    kept only as a hash, which opens one terminal session before `expires_at` and never again."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class ScheduledRun(Base):
     """One tick of a periodic job (workflows/schedules.py), recorded in the transaction that does its work: the
     primary key lets one process, of however many tick, run each tick once."""

@@ -33,6 +33,7 @@ class EventType(StrEnum):
     VPS_BACKUP_DELETE_REQUESTED = "vps.backup.delete_requested"
     VPS_BACKUP_DELETED = "vps.backup.deleted"
     VPS_BACKUP_SCHEDULE_CHANGED = "vps.backup.schedule_changed"
+    VPS_CONSOLE_OPENED = "vps.console_opened"
     VPS_RESTORE_REQUESTED = "vps.restore_requested"
     VPS_RESTORED = "vps.restored"
     VPS_SUSPEND_REQUESTED = "vps.suspend_requested"

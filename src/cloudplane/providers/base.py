@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from cloudplane.domain.errors import InvalidState, ProviderError
 
@@ -76,6 +76,10 @@ class SnapshotInfo:
     ref: str
     machine_ref: str
     size_gb: int
+
+
+if TYPE_CHECKING:
+    from cloudplane.providers.terminal import Terminal
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,11 @@ class Provider(Protocol):
         ...
 
     async def metrics(self, ref: str) -> Metrics: ...
+
+    async def console(self, ref: str) -> Terminal:
+        """A terminal on the running machine (a shell, or its serial console), for one session: the caller closes
+        it. A machine that is not running is refused (non-retryable)."""
+        ...
 
     async def suspend(self, ref: str) -> None:
         """Freeze a running machine in memory (state SUSPENDED): its processes stop where they are, nothing is

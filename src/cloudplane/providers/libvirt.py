@@ -37,8 +37,10 @@ from cloudplane.providers.base import (
     SnapshotInfo,
     not_implemented_yet,
     pages_of,
+    refusal,
     token_hash,
 )
+from cloudplane.providers.terminal import Terminal
 
 try:
     import libvirt
@@ -768,6 +770,10 @@ class LibvirtProvider:
                 dom.destroy()
 
         await self._run(_restore)
+
+    async def console(self, ref: str) -> Terminal:
+        # Declared refused (Feature.CONSOLE): the serial console through virStream is not written yet.
+        raise refusal(self, Feature.CONSOLE)
 
     async def metrics(self, ref: str) -> Metrics:
         """Counters of a running machine from libvirt's domain stats; all zeros for a stopped one.

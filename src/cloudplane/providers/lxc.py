@@ -45,6 +45,7 @@ from cloudplane.providers.base import (
     pages_of,
     token_hash,
 )
+from cloudplane.providers.terminal import PtyTerminal, Terminal
 
 try:
     import lxc
@@ -120,7 +121,7 @@ class LxcProvider:
             Feature.RESIZE: not_implemented_yet("lxc"),
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
-            Feature.CONSOLE: not_implemented_yet("lxc"),
+            Feature.CONSOLE: SUPPORTED,
         },
     )
 
@@ -270,9 +271,7 @@ class LxcProvider:
         try:
             rootfs = staging / "rootfs"
             subprocess_copy(self.config.images_path / request.image / "rootfs", rootfs)
-            hostname = request.hostname[:63]
-            (rootfs / "etc/hostname").write_text(hostname + "\n")
-            (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n{address} {hostname} {hostname.split('.')[0]}\n")
+            _write_identity(rootfs, request.hostname, str(address))
             ssh = rootfs / "root/.ssh"
             ssh.mkdir(parents=True, exist_ok=True)
             os.chmod(ssh, 0o700)
@@ -555,9 +554,33 @@ class LxcProvider:
             if not container.snapshot_restore(lxc_name, ref):
                 raise ProviderError(f"LXC could not restore {snapshot_ref}", retryable=True)
             (self.config.lxc_path / ref / MARKER).write_bytes(marker)  # LXC rebuilds the directory on restore
+            # ...and names the restored container (its config, its /etc/hostname and /etc/hosts) after the container:
+            # the server keeps its own name.
+            identity = json.loads(marker)
+            if identity.get("hostname") and identity.get("ipv4"):
+                restored = self._container(ref)
+                restored.set_config_item("lxc.uts.name", identity["hostname"][:63])
+                restored.save_config()
+                _write_identity(self.config.lxc_path / ref / "rootfs", identity["hostname"], identity["ipv4"])
             (self.config.lxc_path / ref / "started").touch()
 
         await self._run(ref, _restore)
+
+    # -- console ---------------------------------------------------------------------------------------------
+
+    async def console(self, ref: str) -> Terminal:
+        """A login shell in the running container, on a pseudo-terminal of the host (`lxc-attach`), with a clean
+        environment: nothing of Cloudplane's own environment reaches the container."""
+        state = await self._run(ref, lambda: self._lookup(ref).state)
+        if state != "RUNNING":
+            raise ProviderError(f"{ref} is {state.lower()}; a console needs it running", retryable=False)
+        return await PtyTerminal.spawn(
+            [
+                "lxc-attach", "-P", str(self.config.lxc_path), "-n", ref, "--clear-env",
+                "-v", "TERM=xterm", "-v", "HOME=/root", "-v", f"PATH={CONTAINER_PATH}",
+                "--", "/bin/sh", "-l",
+            ]
+        )  # fmt: skip
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
@@ -629,6 +652,16 @@ def _thaw(container: Any) -> None:
 
 def _cgroup2_only() -> bool:
     return not os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _write_identity(rootfs: Path, hostname: str, address: str) -> None:
+    """The container's own name and address in its root file system, which its init sets at boot."""
+    hostname = hostname[:63]
+    (rootfs / "etc/hostname").write_text(hostname + "\n")
+    (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n{address} {hostname} {hostname.split('.')[0]}\n")
+
+
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _read(getter: Callable[[str], Any], key: str) -> str:

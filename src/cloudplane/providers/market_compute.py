@@ -21,6 +21,7 @@ from cloudplane.providers.base import (
     refused,
 )
 from cloudplane.providers.marketplace import Instance, MarketFeature, MarketplaceProvider
+from cloudplane.providers.terminal import Terminal
 
 NO_SNAPSHOTS = "marketplace instances are containers on someone else's host: no disk snapshots"
 
@@ -117,3 +118,6 @@ class MarketplaceCompute:
 
     async def resume(self, ref: str) -> None:
         raise refusal(self, Feature.RESUME)
+
+    async def console(self, ref: str) -> Terminal:
+        raise refusal(self, Feature.CONSOLE)

@@ -55,6 +55,7 @@ from cloudplane.providers.base import (
     not_implemented_yet,
 )
 from cloudplane.providers.clock import SYSTEM_CLOCK, Clock
+from cloudplane.providers.terminal import SimulatedTerminal, Terminal
 
 metadata = MetaData()
 
@@ -162,7 +163,7 @@ class SimulatorProvider:
             Feature.RESIZE: not_implemented_yet("the simulator"),
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
-            Feature.CONSOLE: not_implemented_yet("the simulator"),
+            Feature.CONSOLE: SUPPORTED,
         },
     )
 
@@ -470,6 +471,14 @@ class SimulatorProvider:
         if MachineState(row.state) not in (MachineState.STOPPED, MachineState.RESTORING):
             raise ProviderError(f"Cannot restore a machine that is {row.state}", retryable=False)
         self._begin(row.id, MachineState.RESTORING, MachineState.STOPPED, disk_generation=snap.disk_generation)
+
+    async def console(self, ref: str) -> Terminal:
+        """A shell that says it is simulated (providers/terminal.py): it answers a few commands, runs none."""
+        await self._call("console")
+        row = await self.db.run(self._require, ref)
+        if MachineState(row.state) != MachineState.RUNNING:
+            raise ProviderError(f"Cannot open a console on a machine that is {row.state}", retryable=False)
+        return SimulatedTerminal(row.hostname)
 
     async def metrics(self, ref: str) -> Metrics:
         await self._call("metrics")

@@ -1,5 +1,6 @@
-"""CloudVPS Pro's monitoring route (/api/v1/vps/{id}/metrics): usage now and its history, from the samples the
-metrics jobs take of each running server a minute apart (services/metrics.py)."""
+"""CloudVPS Pro's monitoring routes: /api/v1/vps/{id}/metrics, usage now and its history, from the samples the
+metrics jobs take of each running server a minute apart (services/metrics.py); /api/v1/vps/{id}/console, a console
+page's address and its one-time password (services/console.py, api/console.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.vps import VpsId, parse_vps_id
-from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
+from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import face_route_class
-from cloudplane.services import metrics
+from cloudplane.services import console, metrics
 from cloudplane.services.metrics import Usage
 
 router = APIRouter(
@@ -112,3 +113,26 @@ async def vps_metrics(
         core, metrics.usage, core, principal, parse_vps_id(vps_id), period=period, start=start_time, end=end_time
     )
     return reply(MetricsReply(data=metrics_out(usage)))
+
+
+class ConsoleOut(BaseModel):
+    console_url: str = Field(description="A page with a live terminal on the VPS; it asks for vnc_password")
+    vnc_password: str = Field(description="Opens one session, once, before expires_at; shown only in this reply")
+    expires_at: datetime
+
+
+class ConsoleReply(BaseModel):
+    success: bool = True
+    data: ConsoleOut
+
+
+@router.get("/vps/{vps_id}/console", response_model=ConsoleReply)
+async def vps_console(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    """Open a console on the running VPS: a page served by Cloudplane with a terminal over a WebSocket (LXC: a shell
+    in the container; the simulator: a shell that says it is simulated). Its password works once, for an hour."""
+    ticket = await write(core, console.open_console, core, principal, parse_vps_id(vps_id))
+    return reply(
+        ConsoleReply(
+            data=ConsoleOut(console_url=ticket.url, vnc_password=ticket.password, expires_at=ticket.expires_at)
+        )
+    )

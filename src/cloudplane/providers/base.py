@@ -155,6 +155,7 @@ ACTION_FEATURES: Mapping[str, Feature] = {
     "delete": Feature.DELETE,
     "snapshot": Feature.SNAPSHOT,
     "restore": Feature.RESTORE,
+    "rebuild": Feature.REBUILD,
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cloudplane.domain.errors import ProviderError
-from cloudplane.providers.base import MachineState
+from cloudplane.providers.base import MachineState, RebuildRequest
 from cloudplane.providers.cloudinit import read_iso
 from tests.conftest import FakeClock
 
@@ -79,6 +79,78 @@ async def test_delete_removes_the_volumes_with_the_snapshots(provider: Any) -> N
     machine = await provider.create(request_for())
     await provider.snapshot(machine.ref, "before-delete")
     assert len(volumes(provider)) == len(HOST_VOLUMES) + 2
+    await provider.delete(machine.ref)
+    assert volumes(provider) == HOST_VOLUMES
+
+
+def mac_of(provider: Any, ref: str) -> str:
+    desc = ET.fromstring(provider._connection().lookupByUUIDString(ref).XMLDesc(0))
+    return desc.find("./devices/interface/mac").get("address")
+
+
+async def test_rebuild_boots_a_new_overlay_of_the_new_image_with_a_new_seed_in_the_same_domain(
+    provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploaded: dict[str, bytes] = {}
+    monkeypatch.setattr(provider, "_upload", lambda volume, data: uploaded.__setitem__(volume.name(), data))
+    machine = await provider.create(request_for("rebuilt", image="debian-12"))
+    dom = provider._connection().lookupByUUIDString(machine.ref)
+    name, mac = dom.name(), mac_of(provider, machine.ref)
+    old_disk = domain_disks(provider, machine.ref)["vda"].find("source").get("file")
+    await provider.stop(machine.ref)
+    request = RebuildRequest(
+        token="rebuild-op", image="ubuntu-22-04", ssh_public_keys=("ssh-ed25519 AAAANEWKEY new@desk",),
+        root_password_hash="$6$rounds=1000$salt$newhash",
+    )  # fmt: skip
+    with pytest.raises(ProviderError, match="fedora-41") as refused:
+        await provider.rebuild(machine.ref, dataclasses.replace(request, image="fedora-41"))
+    assert not refused.value.retryable
+    assert domain_disks(provider, machine.ref)["vda"].find("source").get("file") == old_disk  # nothing changed
+
+    await provider.rebuild(machine.ref, request)
+    pool = provider._pool()
+    disks = domain_disks(provider, machine.ref)
+    disk = provider._connection().storageVolLookupByPath(disks["vda"].find("source").get("file"))
+    assert disk.path() != old_disk and disk.name().startswith(name)
+    disk_xml = ET.fromstring(disk.XMLDesc(0))
+    assert disk_xml.findtext("./backingStore/path") == pool.storageVolLookupByName("ubuntu-22-04.qcow2").path()
+    assert disk.info()[1] == 20 * GIB  # the plan's disk still
+    # The same domain, MAC (so the same lease) and hostname; the new image and keys in its metadata.
+    after = provider._connection().lookupByUUIDString(machine.ref)
+    assert after.name() == name and mac_of(provider, machine.ref) == mac
+    assert (await provider.get(machine.ref)).state == MachineState.STOPPED
+    meta = provider._metadata(after)
+    assert meta.get("image") == "ubuntu-22-04" and meta.get("hostname") == "rebuilt.contract.test"
+    # A new seed: a new instance id (cloud-init runs again), the new keys and password hash, the same hostname.
+    seed = provider._connection().storageVolLookupByPath(disks["sda"].find("source").get("file"))
+    _label, files = read_iso(uploaded[seed.name()])
+    _old_label, old_files = read_iso(uploaded[f"{name}-seed.iso"])
+    assert (
+        files["meta-data"] != old_files["meta-data"] and "local-hostname: rebuilt.contract.test" in files["meta-data"]
+    )
+    assert (
+        "ssh-ed25519 AAAANEWKEY new@desk" in files["user-data"] and "$6$rounds=1000$salt$newhash" in files["user-data"]
+    )
+    assert "AAAAIContractSuiteKey" not in files["user-data"]
+    # Without a snapshot the old disk and seed are gone; a retry changes nothing; delete leaves the pool as it was.
+    assert len(volumes(provider)) == len(HOST_VOLUMES) + 2
+    await provider.rebuild(machine.ref, request)
+    assert domain_disks(provider, machine.ref)["vda"].find("source").get("file") == disk.path()
+    await provider.start(machine.ref)
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+    await provider.delete(machine.ref)
+    assert volumes(provider) == HOST_VOLUMES
+
+
+async def test_a_rebuild_keeps_the_disk_its_snapshots_live_in(provider: Any) -> None:
+    machine = await provider.create(request_for())
+    await provider.snapshot(machine.ref, "kept")
+    old_disk = domain_disks(provider, machine.ref)["vda"].find("source").get("file")
+    await provider.stop(machine.ref)
+    await provider.rebuild(machine.ref, RebuildRequest(token="rebuild-with-snapshot", image="debian-12"))
+    # A qcow2 snapshot lives inside the disk it was taken of: that disk (and its seed) stays while it does.
+    assert old_disk in {provider._pool().storageVolLookupByName(v).path() for v in volumes(provider)}
+    assert len(volumes(provider)) == len(HOST_VOLUMES) + 4
     await provider.delete(machine.ref)
     assert volumes(provider) == HOST_VOLUMES
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cloudplane.providers import lxc_host
-from cloudplane.providers.base import CreateRequest, MachineState
+from cloudplane.providers.base import CreateRequest, MachineState, RebuildRequest
 from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers, lxc_test_network
 
 from .test_provider_contract import request_for
@@ -122,6 +122,52 @@ async def test_restore_brings_back_the_disk_as_it_was(provider: Any) -> None:
     config = (provider.config.lxc_path / machine.ref / "config").read_text()
     assert "lxc.uts.name = disk.contract.test\n" in config, config
     assert (rootfs / "etc/hostname").read_text() == "disk.contract.test\n"
+
+
+async def test_rebuild_gives_a_fresh_disk_at_the_same_address_that_only_the_new_key_opens(
+    provider: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old_key, old_public = ssh_keypair(tmp_path / "old")
+    new_key, new_public = ssh_keypair(tmp_path / "new")
+    request = CreateRequest(
+        token="rebuilt", name="web", hostname="web-2.example.test", cpu=1, ram_mb=256, disk_gb=5,
+        image="busybox", location="lab", ssh_public_keys=(old_public,),
+    )  # fmt: skip
+    machine = await provider.create(request)
+    await asyncio.to_thread(wait_for_port, machine.public_ipv4)
+    wrote = await asyncio.to_thread(ssh, old_key, machine.public_ipv4, "echo mine > /root/before-rebuild")
+    assert wrote.returncode == 0, wrote.stderr
+    await provider.snapshot(machine.ref, "before-rebuild")
+    await provider.stop(machine.ref)
+
+    password_hash = "$6$rounds=1000$rebuiltsalt$" + "x" * 86
+    await provider.rebuild(
+        machine.ref,
+        RebuildRequest(
+            token="rebuild-op", image="busybox", ssh_public_keys=(new_public,), root_password_hash=password_hash
+        ),
+    )
+    assert (await provider.get(machine.ref)).state == MachineState.STOPPED
+    rootfs = provider.config.lxc_path / machine.ref / "rootfs"
+    assert not (rootfs / "root/before-rebuild").exists()
+    assert (rootfs / "etc/shadow").read_text().startswith(f"root:{password_hash}:")
+    await provider.start(machine.ref)
+    rebuilt = await provider.get(machine.ref)
+    assert rebuilt.state == MachineState.RUNNING and rebuilt.public_ipv4 == machine.public_ipv4
+    await asyncio.to_thread(wait_for_port, machine.public_ipv4)
+    seen = await asyncio.to_thread(ssh, new_key, machine.public_ipv4, "hostname; ls -A /root")
+    assert seen.returncode == 0, seen.stderr
+    hostname, *in_root = seen.stdout.split()
+    assert hostname == "web-2.example.test" and "before-rebuild" not in in_root  # the file written before is gone
+    assert (await asyncio.to_thread(ssh, old_key, machine.public_ipv4, "true")).returncode != 0
+    import lxc
+
+    container = lxc.Container(machine.ref, str(provider.config.lxc_path))
+    assert int(container.get_cgroup_item("memory.limit_in_bytes")) == 256 * 2**20  # its limits kept
+    assert [p.name for p in (provider.config.lxc_path / machine.ref).iterdir() if p.name.startswith(".")] == []
+    assert len(list((provider.config.lxc_path / machine.ref / "snaps").iterdir())) == 1  # its snapshot kept
 
 
 async def test_suspend_freezes_the_container_and_resume_thaws_it(provider: Any) -> None:

@@ -26,6 +26,7 @@ from cloudplane.providers.base import (
     Machine,
     MachineState,
     Metrics,
+    RebuildRequest,
     check_declared,
     require_feature,
 )
@@ -102,7 +103,17 @@ async def running_machine(harness: Harness, name: str = "web") -> Machine:
 
 
 # Features declared ahead of their calls: a driver cannot support what the interface cannot yet ask of it.
-PLANNED = {Feature.REBUILD, Feature.RESIZE, Feature.CONSOLE}
+PLANNED = {Feature.RESIZE}
+NEW_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRebuiltMachineKey rebuilt@test"
+
+
+def rebuild_request_for(image: str, token: str = "rebuild-1") -> RebuildRequest:
+    return RebuildRequest(
+        token=f"{token}-{time.monotonic_ns()}",
+        image=image,
+        ssh_public_keys=(NEW_KEY,),
+        root_password_hash="$6$rounds=1000$contractsalt$0123456789abcdef",
+    )
 
 
 def test_every_feature_is_declared(harness: Harness) -> None:
@@ -130,12 +141,37 @@ async def test_refused_features_are_refused_with_their_reason(harness: Harness) 
         Feature.METRICS: lambda: provider.metrics(machine.ref),
         Feature.SUSPEND: lambda: provider.suspend(machine.ref),
         Feature.RESUME: lambda: provider.resume(machine.ref),
+        Feature.REBUILD: lambda: provider.rebuild(machine.ref, rebuild_request_for(harness.image)),
+        Feature.CONSOLE: lambda: provider.console(machine.ref),
     }
     assert set(calls) | PLANNED == set(Feature)
     refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]
     assert set(refused) >= PLANNED
     for feature in set(Feature) - set(refused):
         require_feature(provider, feature, subject="these servers")  # supported: no error
+
+
+async def test_the_console_answers_what_is_typed(harness: Harness) -> None:
+    machine = await running_machine(harness)
+    if await refused_as_declared(harness, Feature.CONSOLE, lambda: harness.provider.console(machine.ref)):
+        return
+    terminal = await harness.provider.console(machine.ref)
+    seen = b""
+
+    async def until(shown: bytes) -> None:
+        nonlocal seen
+        while shown not in seen.replace(b"\r", b""):
+            data = await terminal.read()
+            assert data, f"the console closed: {seen!r}"
+            seen += data
+
+    try:
+        await asyncio.wait_for(until(b"# "), 15)  # a prompt: what is typed before it may be lost
+        await terminal.write(b"echo console-check\r")
+        await asyncio.wait_for(until(b"\nconsole-check\n"), 15)  # the answer, on a line of its own
+    finally:
+        await terminal.close()
+    assert await terminal.read() == b""
 
 
 async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness) -> None:
@@ -269,6 +305,35 @@ async def test_suspend_freezes_a_running_machine_and_resume_thaws_it(harness: Ha
     await wait_for(harness, machine.ref, MachineState.STOPPED)
 
 
+async def test_rebuild_reimages_a_stopped_machine_keeping_it_and_its_snapshots(harness: Harness) -> None:
+    machine = await running_machine(harness)
+    request = rebuild_request_for(harness.image)
+    if await refused_as_declared(harness, Feature.REBUILD, lambda: harness.provider.rebuild(machine.ref, request)):
+        return
+    await assert_refused(harness.provider.rebuild(machine.ref, request))  # the machine must be stopped
+    snapshot = await harness.provider.snapshot(machine.ref, "before-rebuild")
+    await harness.provider.stop(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+
+    await harness.provider.rebuild(machine.ref, request)
+    rebuilt = await wait_for(harness, machine.ref, MachineState.STOPPED)  # the machine stays stopped
+    assert (rebuilt.ref, rebuilt.hostname, rebuilt.token) == (machine.ref, machine.hostname, machine.token)
+    await harness.provider.rebuild(machine.ref, request)  # a retry, as after a lost reply: harmless
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+    assert [m.ref for m in await harness.provider.list() if m.token == machine.token] == [machine.ref]
+
+    await harness.provider.start(machine.ref)
+    running = await wait_for(harness, machine.ref, MachineState.RUNNING)
+    assert running.public_ipv4 == machine.public_ipv4  # the same machine, at the same address
+    # Its snapshots stay: the one taken before the rebuild still restores.
+    await harness.provider.stop(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+    await harness.provider.restore(machine.ref, snapshot.ref)
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+    await harness.provider.delete(machine.ref)
+    assert await harness.provider.get(machine.ref) is None
+
+
 async def test_metrics(harness: Harness) -> None:
     machine = await running_machine(harness)
     if await refused_as_declared(harness, Feature.METRICS, lambda: harness.provider.metrics(machine.ref)):
@@ -319,6 +384,7 @@ async def test_unknown_ids(harness: Harness) -> None:
         Feature.RESTORE: lambda: provider.restore(ref, harness.unknown_snapshot_ref),
         Feature.SUSPEND: lambda: provider.suspend(ref),
         Feature.RESUME: lambda: provider.resume(ref),
+        Feature.REBUILD: lambda: provider.rebuild(ref, rebuild_request_for(harness.image)),
     }
     for feature, call in calls.items():
         if not await refused_as_declared(harness, feature, call):

@@ -1,4 +1,4 @@
-"""Kill the real service inside each step of create, delete, snapshot and restore, at the worst moment (the
+"""Kill the real service inside each step of create, delete, snapshot, restore and rebuild, at the worst moment (the
 provider call returned and its result is not recorded yet, or the rows committed), restart it without the
 hook, and check that the action finishes: the server reaches its intended state, the operation reads
 `succeeded`, the provider holds exactly what the database says (no doubled or orphaned machine or snapshot) and
@@ -106,6 +106,7 @@ def act(kind: str, client: httpx.Client, case: Case) -> httpx.Response | None:
         "delete": ("DELETE", f"/api/servers/{case.server_id}", None),
         "snapshot": ("POST", f"/api/servers/{case.server_id}/snapshots", {"label": "crashing"}),
         "restore": ("POST", f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}/restore", None),
+        "rebuild": ("POST", f"/api/v1/vps/vps-{case.server_id}/rebuild", {"operating_system": "debian-12"}),
     }
     method, path, body = requests[kind]
     try:
@@ -150,7 +151,16 @@ STEPS = [
     ("restore", "restore"),
     ("restore", "get"),
     ("restore", "update_rows"),
+    # A running server's rebuild: stopped, re-imaged, started again. Killed once it was started again, the run that
+    # resumes it only starts it: the disk is never re-imaged a second time (its generation says how often it was).
+    ("rebuild", "stop"),
+    ("rebuild", "rebuild"),
+    ("rebuild", "start"),
+    ("rebuild", "update_rows"),
 ]
+# How many times each case re-images the disk: a kill between the re-imaging and its record repeats it (harmless:
+# the machine is still stopped), a kill after that never does.
+REBUILDS = {"stop": 1, "rebuild": 2, "start": 1, "update_rows": 1}
 
 
 @pytest.mark.parametrize(("kind", "step"), STEPS, ids=[f"{k}:{s}" for k, s in STEPS])
@@ -177,7 +187,7 @@ def test_crash_inside_step_then_restart_finishes_the_action(
     assert any(f"CLOUDPLANE_CRASH_AT={crash_at} reached" in line for line in service.output), "died elsewhere"
 
     op_id, server_id = the_operation(database_url, kind)
-    if reply is not None:
+    if reply is not None and kind != "rebuild":  # CloudVPS's reply names its operation in its body
         assert reply.headers["Operation-Location"] == f"/api/operations/{op_id}"
     if kind == "create":
         assert reply is None or reply.json()["id"] == server_id
@@ -201,6 +211,9 @@ def test_crash_inside_step_then_restart_finishes_the_action(
             assert final["status"] == "running" and final["task_state"] is None, final
             snaps = client.get(f"/api/servers/{case.server_id}/snapshots").json()["snapshots"]
             assert [s["status"] for s in snaps] == ["available"], snaps
+        elif kind == "rebuild":
+            assert final["status"] == "running" and final["task_state"] is None, final
+            assert final["image"]["slug"] == "debian-12", final
         else:
             assert final["status"] == "stopped" and final["task_state"] is None, final
             snap = client.get(f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}").json()
@@ -208,3 +221,31 @@ def test_crash_inside_step_then_restart_finishes_the_action(
     service.stop()
 
     assert_provider_matches_database(database_url)
+    if kind == "rebuild":
+        assert disk_of(database_url, case.server_id) == ("debian-12", REBUILDS[step])
+
+
+def disk_of(database_url: str, server_id: int) -> tuple[str, int]:
+    """The image and disk generation of the server's simulated machine."""
+    from cloudplane.config import Settings
+    from cloudplane.providers.simulator import sim_machines
+
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            ref = conn.scalar(select(Server.provider_ref).where(Server.id == server_id))
+    finally:
+        engine.dispose()
+    assert ref is not None
+    engine = create_engine(settings.simulator_database_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(sim_machines.c.image, sim_machines.c.disk_generation).where(
+                    sim_machines.c.id == int(ref.removeprefix("sim-"))
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    return row.image, row.disk_generation

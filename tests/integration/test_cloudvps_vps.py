@@ -412,6 +412,7 @@ def test_the_v1_document_describes_every_route_and_its_errors(vps_app) -> None:
         ("post", "/api/v1/vps/{vps_id}/start"): {"200", "401", "404", "409"},
         ("post", "/api/v1/vps/{vps_id}/stop"): {"200", "401", "404", "409"},
         ("post", "/api/v1/vps/{vps_id}/restart"): {"200", "401", "404", "409"},
+        ("post", "/api/v1/vps/{vps_id}/rebuild"): {"200", "401", "404", "409", "422"},
         ("get", "/api/v1/plans"): {"200", "401"},
         ("get", "/api/v1/plans/{plan_id}"): {"200", "401", "404"},
     }

@@ -66,6 +66,11 @@ INTRUSIONS = {
     ("POST", "/api/v1/vps/{vps_id}/start"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['stopped']}/start", None),
     ("POST", "/api/v1/vps/{vps_id}/stop"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/stop", None),
     ("POST", "/api/v1/vps/{vps_id}/restart"): lambda ids: ("POST", f"/api/v1/vps/vps-{ids['server']}/restart", None),
+    ("POST", "/api/v1/vps/{vps_id}/rebuild"): lambda ids: (
+        "POST",
+        f"/api/v1/vps/vps-{ids['server']}/rebuild",
+        {"operating_system": "debian-12"},
+    ),
     ("GET", "/api/v1/vps/{vps_id}/backups"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['stopped']}/backups", None),
     ("POST", "/api/v1/vps/{vps_id}/backups"): lambda ids: (
         "POST",
@@ -209,6 +214,7 @@ SHARED_BODY_REFS = {
     ("POST", "/api/ssh-keys", "key"): "a whole public key, added to the caller's account",
     ("POST", "/api/v1/vps", "plan_id"): "the catalog",
     ("POST", "/api/v1/vps", "ssh_keys"): "whole public keys, added to the caller's account",
+    ("POST", "/api/v1/vps/{vps_id}/rebuild", "ssh_keys"): "whole public keys, added to the caller's account",
     ("POST", "/api/v1/instances", "offer_id"): "a marketplace offer, listed to every account",
     ("POST", "/api/v1/instances", "ssh_key"): "a whole public key",
 }

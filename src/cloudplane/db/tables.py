@@ -270,8 +270,8 @@ class Server(Base):
 _s = Server.__table__.c
 # The word a server's list filters and sorts on (domain/status_words.py): the visible task while one runs, else
 # "suspended" for a server an administrator suspended, else its status. Its values are written inline, never bound,
-# so that both databases match it to the index built on it; migration 0014 built that index from this very
-# expression, and a new visible task needs a migration to rebuild it.
+# so that both databases match it to the index built on it; migration 0015 built that index from this very
+# expression (with "rebuilding"), and a new visible task needs a migration to rebuild it.
 SERVER_STATE_WORD = case(
     (_s.task_state.in_([literal_column(f"'{task}'") for task in sorted(VISIBLE_TASKS)]), _s.task_state),
     (_s.suspended_at.isnot(None), literal_column("'suspended'")),

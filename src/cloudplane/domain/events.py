@@ -36,6 +36,8 @@ class EventType(StrEnum):
     VPS_CONSOLE_OPENED = "vps.console_opened"
     VPS_RESTORE_REQUESTED = "vps.restore_requested"
     VPS_RESTORED = "vps.restored"
+    VPS_REBUILD_REQUESTED = "vps.rebuild_requested"
+    VPS_REBUILT = "vps.rebuilt"
     VPS_SUSPEND_REQUESTED = "vps.suspend_requested"
     VPS_SUSPENDED = "vps.suspended"
     VPS_UNSUSPEND_REQUESTED = "vps.unsuspend_requested"
@@ -78,6 +80,7 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
         EventType.VPS_BACKUP_DELETE_REQUESTED, EventType.VPS_BACKUP_DELETED, EventType.VPS_BACKUP_FAILED
     ),
     "restore": OperationEvents(EventType.VPS_RESTORE_REQUESTED, EventType.VPS_RESTORED, EventType.VPS_ACTION_FAILED),
+    "rebuild": OperationEvents(EventType.VPS_REBUILD_REQUESTED, EventType.VPS_REBUILT, EventType.VPS_ACTION_FAILED),
     "suspend": OperationEvents(EventType.VPS_SUSPEND_REQUESTED, EventType.VPS_SUSPENDED, EventType.VPS_ACTION_FAILED),
     "resume": OperationEvents(
         EventType.VPS_UNSUSPEND_REQUESTED, EventType.VPS_UNSUSPENDED, EventType.VPS_ACTION_FAILED

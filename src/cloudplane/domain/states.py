@@ -18,6 +18,7 @@ class TaskState(StrEnum):
     STARTING = "starting"
     STOPPING = "stopping"
     REBOOTING = "rebooting"
+    REBUILDING = "rebuilding"
     SNAPSHOTTING = "snapshotting"
     RESTORING = "restoring"
     DELETING = "deleting"
@@ -62,6 +63,9 @@ ACTIONS: dict[str, Action] = {
             None,
         ),
         Action("restore", TaskState.RESTORING, frozenset({ServerStatus.STOPPED}), None),
+        # A running server is stopped, rebuilt and started again; a stopped one stays stopped. Not from error: a
+        # failed create leaves no machine to re-image (delete it and create another).
+        Action("rebuild", TaskState.REBUILDING, frozenset({ServerStatus.RUNNING, ServerStatus.STOPPED}), None),
     )
 }
 

@@ -37,6 +37,8 @@ _TASK_ROWS: dict[TaskState, tuple[str | None, str | None, str | None, str | None
     TaskState.STARTING: ("starting", "starting", "starting", "loading"),
     TaskState.STOPPING: ("stopping", "stopping", "stopping", "stopping"),
     TaskState.REBOOTING: ("rebooting", "rebooting", "rebooting", None),
+    # A rebuild makes the server afresh: LetsCloud's enum has no word for it, "starting" is what a create shows.
+    TaskState.REBUILDING: ("rebuilding", "starting", "rebuilding", "loading"),
     # A snapshot leaves the server as it was (running or stopped); only LetsCloud's task_state says it.
     TaskState.SNAPSHOTTING: (None, None, "snapshotting", None),
     TaskState.RESTORING: ("restoring", None, "restoring", None),

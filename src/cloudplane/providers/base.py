@@ -62,6 +62,18 @@ class CreateRequest:
 
 
 @dataclass(frozen=True)
+class RebuildRequest:
+    """What a rebuild puts on a machine's fresh disk; the machine keeps its ref, hostname, address, size and
+    snapshots."""
+
+    # Derived from the Operation id, like a create's: names what the rebuild makes at the provider.
+    token: str
+    image: str
+    ssh_public_keys: tuple[str, ...] = ()
+    root_password_hash: str | None = None
+
+
+@dataclass(frozen=True)
 class Machine:
     ref: str
     state: MachineState
@@ -122,8 +134,8 @@ class Feature(StrEnum):
     METRICS = "metrics"
     SUSPEND = "suspend"
     RESUME = "resume"
-    # Declared ahead of their calls: every driver refuses them until an issue adds the call and implements it.
     REBUILD = "rebuild"
+    # Declared ahead of their calls: every driver refuses them until an issue adds the call and implements it.
     RESIZE = "resize"
     CONSOLE = "console"
 
@@ -147,6 +159,7 @@ ACTION_FEATURES: Mapping[str, Feature] = {
     "delete": Feature.DELETE,
     "snapshot": Feature.SNAPSHOT,
     "restore": Feature.RESTORE,
+    "rebuild": Feature.REBUILD,
 }
 
 
@@ -380,6 +393,15 @@ class Provider(Protocol):
 
     async def restore(self, ref: str, snapshot_ref: str) -> None:
         """Roll the (stopped) machine's disk back to the snapshot; the machine stays stopped."""
+        ...
+
+    async def rebuild(self, ref: str, request: RebuildRequest) -> None:
+        """Give the (stopped) machine a fresh disk made from `request.image` as a create would, with the request's
+        keys and root password hash; the machine keeps its ref, hostname, address, size and snapshots, and stays
+        stopped. A machine in any other state is refused, and so is an image the provider lacks, both before
+        anything changes (non-retryable). A failure part way leaves the old disk or the new one, never neither.
+        A retry re-images again: harmless while the machine stays stopped (nothing ran on the fresh disk), and the
+        rebuild workflow never calls it once it has started the machine again."""
         ...
 
     async def metrics(self, ref: str) -> Metrics: ...

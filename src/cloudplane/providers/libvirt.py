@@ -34,6 +34,7 @@ from cloudplane.providers.base import (
     Machine,
     MachineState,
     Metrics,
+    RebuildRequest,
     SnapshotInfo,
     not_implemented_yet,
     pages_of,
@@ -56,9 +57,10 @@ DOMAIN_PREFIX = "cp-"
 SNAPSHOT_PREFIX = "cps-"
 # Fixed so that the same token gives the same domain UUID on every control-plane process.
 TOKEN_UUID_NAMESPACE = uuid.UUID("6a1f0c9e-3b1d-5f7a-9c2e-7d4b8a0e1f23")
-# An image is the pool's volume `<slug>.qcow2`; a machine's own volumes are `<domain>.qcow2` and `<domain>-seed.iso`.
+# An image is the pool's volume `<slug>.qcow2`; a machine's own volumes are `<domain>.qcow2` and `<domain>-seed.iso`,
+# and after a rebuild `<domain>-<hash of the rebuild token>.qcow2` and `...-seed.iso`.
 IMAGE_SUFFIX = ".qcow2"
-MACHINE_VOLUME = re.compile(r"^cp-[0-9a-f]{16}(\.qcow2|-seed\.iso)$")
+MACHINE_VOLUME = re.compile(r"^(cp-[0-9a-f]{16})(-[0-9a-f]{16})?(\.qcow2|-seed\.iso)$")
 GIB = 1024**3
 UPLOAD_CHUNK = 256 * 1024
 CAPABILITIES_TTL_S = 15.0
@@ -138,7 +140,7 @@ class LibvirtProvider:
             Feature.RESTORE: SUPPORTED,
             Feature.DELETE_SNAPSHOT: SUPPORTED,
             Feature.METRICS: SUPPORTED,
-            Feature.REBUILD: not_implemented_yet("libvirt"),
+            Feature.REBUILD: SUPPORTED,
             Feature.RESIZE: not_implemented_yet("libvirt"),
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
@@ -333,41 +335,36 @@ class LibvirtProvider:
                 return pool.storageVolLookupByName(name)
             raise
 
-    def _disk_volume(self, pool: Any, domain: str, request: CreateRequest) -> Any:
-        """The machine's disk: a qcow2 overlay of the image's base volume, `disk_gb` GiB as the guest sees it."""
-        base = self._base_volume(pool, request.image)
+    def _disk_volume(self, pool: Any, name: str, image: str, disk_gb: int) -> Any:
+        """The machine's disk `name`: a qcow2 overlay of the image's base volume, `disk_gb` GiB as the guest sees
+        it."""
+        base = self._base_volume(pool, image)
         _type, base_bytes, _allocation = base.info()
-        if request.disk_gb * GIB < base_bytes:
+        if disk_gb * GIB < base_bytes:
             raise ProviderError(
-                f"Image {request.image!r} needs a disk of at least {math.ceil(base_bytes / GIB)} GB; "
-                f"the plan has {request.disk_gb} GB",
+                f"Image {image!r} needs a disk of at least {math.ceil(base_bytes / GIB)} GB; the plan has {disk_gb} GB",
                 retryable=False,
             )
         base_format = ET.fromstring(base.XMLDesc(0)).find("./target/format")
         volume = ET.Element("volume")
-        ET.SubElement(volume, "name").text = disk_volume_name(domain)
-        ET.SubElement(volume, "capacity", unit="GiB").text = str(request.disk_gb)
+        ET.SubElement(volume, "name").text = name
+        ET.SubElement(volume, "capacity", unit="GiB").text = str(disk_gb)
         ET.SubElement(ET.SubElement(volume, "target"), "format", type="qcow2")
         backing = ET.SubElement(volume, "backingStore")
         ET.SubElement(backing, "path").text = base.path()
         ET.SubElement(backing, "format", type=base_format.get("type", "qcow2") if base_format is not None else "qcow2")
         return self._create_volume(pool, volume)
 
-    def _seed_volume(self, pool: Any, domain: str, request: CreateRequest) -> Any:
+    def _seed_volume(self, pool: Any, name: str, seed: cloudinit.Seed) -> Any:
         """The NoCloud seed: a raw volume the size of the ISO, its content uploaded through libvirt's stream API
         (written again on a retry, which may follow an upload cut short)."""
-        seed = cloudinit.Seed(
-            instance_id=str(uuid.uuid5(TOKEN_UUID_NAMESPACE, request.token)),
-            hostname=request.hostname,
-            ssh_public_keys=request.ssh_public_keys,
-            root_password_hash=request.root_password_hash,
-        ).iso()
+        iso = seed.iso()
         volume_xml = ET.Element("volume")
-        ET.SubElement(volume_xml, "name").text = seed_volume_name(domain)
-        ET.SubElement(volume_xml, "capacity", unit="bytes").text = str(len(seed))
+        ET.SubElement(volume_xml, "name").text = name
+        ET.SubElement(volume_xml, "capacity", unit="bytes").text = str(len(iso))
         ET.SubElement(ET.SubElement(volume_xml, "target"), "format", type="raw")
         volume = self._create_volume(pool, volume_xml)
-        self._upload(volume, seed)
+        self._upload(volume, iso)
         return volume
 
     def _upload(self, volume: Any, data: bytes) -> None:
@@ -388,15 +385,23 @@ class LibvirtProvider:
             raise
 
     def _delete_volumes(self, pool: Any, domain: str) -> None:
-        for name in (disk_volume_name(domain), seed_volume_name(domain)):
-            volume = self._volume_or_none(pool, name)
-            if volume is None:
-                continue
-            try:
-                volume.delete(0)
-            except libvirt.libvirtError as error:
-                if _error_code(error) != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                    raise
+        """Every volume of the machine: its first disk and seed and those of its rebuilds."""
+        for name in sorted({disk_volume_name(domain), seed_volume_name(domain), *self._volumes_of(pool, domain)}):
+            self._delete_volume(pool, name)
+
+    @staticmethod
+    def _volumes_of(pool: Any, domain: str) -> list[str]:
+        return [n for n in pool.listVolumes() if (m := MACHINE_VOLUME.match(n)) and m.group(1) == domain]
+
+    def _delete_volume(self, pool: Any, name: str) -> None:
+        volume = self._volume_or_none(pool, name)
+        if volume is None:
+            return
+        try:
+            volume.delete(0)
+        except libvirt.libvirtError as error:
+            if _error_code(error) != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
 
     @staticmethod
     def _metadata(dom: Any) -> ET.Element | None:
@@ -532,8 +537,17 @@ class LibvirtProvider:
         name = domain_name(request.token)
         pool = self._pool()
         try:
-            disk = self._disk_volume(pool, name, request)
-            seed = self._seed_volume(pool, name, request)
+            disk = self._disk_volume(pool, disk_volume_name(name), request.image, request.disk_gb)
+            seed = self._seed_volume(
+                pool,
+                seed_volume_name(name),
+                cloudinit.Seed(
+                    instance_id=str(uuid.uuid5(TOKEN_UUID_NAMESPACE, request.token)),
+                    hostname=request.hostname,
+                    ssh_public_keys=request.ssh_public_keys,
+                    root_password_hash=request.root_password_hash,
+                ),
+            )
             dom = self._connection().defineXML(self.domain_xml(request, disk.path(), seed.path()))
         except BaseException as error:
             # Another control-plane process may have defined it between our lookup and our define: the volumes
@@ -774,6 +788,58 @@ class LibvirtProvider:
     async def console(self, ref: str) -> Terminal:
         # Declared refused (Feature.CONSOLE): the serial console through virStream is not written yet.
         raise refusal(self, Feature.CONSOLE)
+
+    async def rebuild(self, ref: str, request: RebuildRequest) -> None:
+        """A new overlay of the image's base volume (the plan's size) and a new seed (a new instance id, so that
+        cloud-init runs again; the hostname, the request's keys and password hash), both named after the rebuild's
+        token, and the domain defined again on them: the same domain, UUID and MAC (so the same lease). Its old disk
+        and seed are deleted, unless the domain has snapshots: a qcow2 snapshot lives inside the disk it was taken
+        of, so those stay until the machine is deleted. A retry once the domain boots from the token's disk changes
+        nothing; one after a failure part way reuses what it made."""
+        await self._run(self._rebuild, ref, request)
+
+    def _rebuild(self, ref: str, request: RebuildRequest) -> None:
+        dom = self._lookup(ref)
+        if self._state(dom) != DomainState.SHUTOFF:
+            raise ProviderError(
+                f"Cannot rebuild a machine that is {STATES[self._state(dom)]}; stop it first", retryable=False
+            )
+        pool, name, meta = self._pool(), dom.name(), self._metadata(dom)
+        assert meta is not None
+        suffix = token_hash(request.token)
+        desc = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        disk_source = desc.find("./devices/disk[@device='disk']/source")
+        seed_source = desc.find("./devices/disk[@device='cdrom']/source")
+        assert disk_source is not None and seed_source is not None, "every domain made here has its disk and seed"
+        disk = self._disk_volume(pool, f"{name}-{suffix}.qcow2", request.image, int(meta.get("disk_gb", "0")))
+        if disk_source.get("file") == disk.path():
+            return  # this rebuild is done already
+        seed = self._seed_volume(
+            pool,
+            f"{name}-{suffix}-seed.iso",
+            cloudinit.Seed(
+                instance_id=str(uuid.uuid5(TOKEN_UUID_NAMESPACE, request.token)),
+                hostname=meta.get("hostname", ""),
+                ssh_public_keys=request.ssh_public_keys,
+                root_password_hash=request.root_password_hash,
+            ),
+        )
+        old = [disk_source.get("file"), seed_source.get("file")]
+        disk_source.set("file", disk.path())
+        seed_source.set("file", seed.path())
+        instance = desc.find(f"./metadata/{{{NAMESPACE}}}instance")
+        assert instance is not None
+        instance.set("image", request.image)
+        for element in instance.findall(f"{{{NAMESPACE}}}ssh-key"):
+            instance.remove(element)
+        for key in request.ssh_public_keys:
+            ET.SubElement(instance, f"{{{NAMESPACE}}}ssh-key").text = key
+        self._connection().defineXML(ET.tostring(desc, encoding="unicode"))
+        if dom.snapshotNum(0) == 0:
+            owned = {pool.storageVolLookupByName(n).path(): n for n in self._volumes_of(pool, name)}
+            for path in old:
+                if path in owned:  # never a volume this machine does not own
+                    self._delete_volume(pool, owned[path])
 
     async def metrics(self, ref: str) -> Metrics:
         """Counters of a running machine from libvirt's domain stats; all zeros for a stopped one.

@@ -40,6 +40,7 @@ from cloudplane.providers.base import (
     MachineState,
     Metrics,
     Pacing,
+    RebuildRequest,
     SnapshotInfo,
     not_implemented_yet,
     pages_of,
@@ -117,7 +118,7 @@ class LxcProvider:
             Feature.RESTORE: SUPPORTED,
             Feature.DELETE_SNAPSHOT: SUPPORTED,
             Feature.METRICS: SUPPORTED,
-            Feature.REBUILD: not_implemented_yet("lxc"),
+            Feature.REBUILD: SUPPORTED,
             Feature.RESIZE: not_implemented_yet("lxc"),
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
@@ -236,13 +237,7 @@ class LxcProvider:
     def _create(self, name: str, request: CreateRequest) -> Machine:
         existing = self._lookup_or_none(name)
         if existing is None:
-            image = lxc_host.read_image(self.config.images_path, request.image)
-            if image is None:
-                raise ProviderError(
-                    f"Image {request.image!r} is not on this LXC host (it has: {', '.join(self.images()) or 'none'}); "
-                    "run `cloudplane host prepare`",
-                    retryable=False,
-                )
+            image = self._image(request.image)
             lxc_host.ensure_bridge(self.config.network)
             with self._host_lock():
                 address = self._free_address()
@@ -255,6 +250,17 @@ class LxcProvider:
                 raise ProviderError(f"LXC could not start the new container {name}; it was removed", retryable=True)
             (self.config.lxc_path / name / "started").touch()
         return self._machine(existing)
+
+    def _image(self, slug: str) -> dict:
+        """The image's description; a non-retryable error naming the host's images when it lacks it."""
+        image = lxc_host.read_image(self.config.images_path, slug)
+        if image is None:
+            raise ProviderError(
+                f"Image {slug!r} is not on this LXC host (it has: {', '.join(self.images()) or 'none'}); "
+                "run `cloudplane host prepare`",
+                retryable=False,
+            )
+        return image
 
     def _free_address(self) -> ipaddress.IPv4Address:
         taken = {(self._marker(n) or {}).get("ipv4") for n in self._names()}
@@ -269,23 +275,18 @@ class LxcProvider:
         path = self.config.lxc_path
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=path))
         try:
-            rootfs = staging / "rootfs"
-            subprocess_copy(self.config.images_path / request.image / "rootfs", rootfs)
-            _write_identity(rootfs, request.hostname, str(address))
-            ssh = rootfs / "root/.ssh"
-            ssh.mkdir(parents=True, exist_ok=True)
-            os.chmod(ssh, 0o700)
-            (ssh / "authorized_keys").write_text("".join(f"{k.strip()}\n" for k in request.ssh_public_keys))
-            os.chmod(ssh / "authorized_keys", 0o600)
-            if request.root_password_hash:
-                shadow = rootfs / "etc/shadow"
-                lines = [ln for ln in shadow.read_text().splitlines() if not ln.startswith("root:")]
-                shadow.write_text(
-                    f"root:{request.root_password_hash}:19000:0:99999:7:::\n" + "".join(f"{ln}\n" for ln in lines)
-                )
-                os.chmod(shadow, 0o600)
+            self._make_rootfs(
+                staging / "rootfs",
+                request.image,
+                request.hostname,
+                address,
+                request.ssh_public_keys,
+                request.root_password_hash,
+            )
             final = path / name
-            (staging / "config").write_text(self._lxc_config(name, final / "rootfs", request, image, address))
+            (staging / "config").write_text(
+                self._lxc_config(final / "rootfs", request.hostname, request.cpu, request.ram_mb, image, address)
+            )
             (staging / MARKER).write_text(
                 json.dumps(
                     {
@@ -306,15 +307,38 @@ class LxcProvider:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def _make_rootfs(
+        self,
+        rootfs: Path,
+        image: str,
+        hostname: str,
+        address: ipaddress.IPv4Address,
+        ssh_public_keys: Sequence[str],
+        root_password_hash: str | None,
+    ) -> None:
+        """A copy of the image's root filesystem with the machine's hostname, address, root's keys and password."""
+        subprocess_copy(self.config.images_path / image / "rootfs", rootfs)
+        _write_identity(rootfs, hostname, str(address))
+        ssh = rootfs / "root/.ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        os.chmod(ssh, 0o700)
+        (ssh / "authorized_keys").write_text("".join(f"{k.strip()}\n" for k in ssh_public_keys))
+        os.chmod(ssh / "authorized_keys", 0o600)
+        if root_password_hash:
+            shadow = rootfs / "etc/shadow"
+            lines = [ln for ln in shadow.read_text().splitlines() if not ln.startswith("root:")]
+            shadow.write_text(f"root:{root_password_hash}:19000:0:99999:7:::\n" + "".join(f"{ln}\n" for ln in lines))
+            os.chmod(shadow, 0o600)
+
     def _lxc_config(
-        self, name: str, rootfs: Path, request: CreateRequest, image: dict, address: ipaddress.IPv4Address
+        self, rootfs: Path, hostname: str, cpu: int, ram_mb: int, image: dict, address: ipaddress.IPv4Address
     ) -> str:
         network = self.config.network
         period_us = 100_000
         lines = [
             "lxc.include = /usr/share/lxc/config/common.conf",
             f"lxc.rootfs.path = dir:{rootfs}",
-            f"lxc.uts.name = {request.hostname[:63]}",
+            f"lxc.uts.name = {hostname[:63]}",
             "lxc.autodev = 1",
             "lxc.tty.max = 1",
             "lxc.pty.max = 16",
@@ -326,10 +350,10 @@ class LxcProvider:
             f"lxc.net.0.ipv4.gateway = {network.gateway}",
             # The plan's size as cgroup (v1 and v2) limits: CPU as a CFS quota of `cpu` cores, memory in bytes.
             f"lxc.cgroup.cpu.cfs_period_us = {period_us}",
-            f"lxc.cgroup.cpu.cfs_quota_us = {request.cpu * period_us}",
-            f"lxc.cgroup.memory.limit_in_bytes = {request.ram_mb * 1024 * 1024}",
-            f"lxc.cgroup2.cpu.max = {request.cpu * period_us} {period_us}",
-            f"lxc.cgroup2.memory.max = {request.ram_mb * 1024 * 1024}",
+            f"lxc.cgroup.cpu.cfs_quota_us = {cpu * period_us}",
+            f"lxc.cgroup.memory.limit_in_bytes = {ram_mb * 1024 * 1024}",
+            f"lxc.cgroup2.cpu.max = {cpu * period_us} {period_us}",
+            f"lxc.cgroup2.memory.max = {ram_mb * 1024 * 1024}",
             *image.get("lxc_config", []),
         ]
         # Only the controller lines of the cgroup version this host mounts: LXC refuses unknown controllers.
@@ -582,6 +606,44 @@ class LxcProvider:
             ]
         )  # fmt: skip
 
+    # -- rebuild ---------------------------------------------------------------------------------------------
+
+    async def rebuild(self, ref: str, request: RebuildRequest) -> None:
+        """A fresh root filesystem copied from the image (as create makes one), with the hostname and address the
+        container has and the request's keys and password, swapped in for the old one; the config is written
+        again for the image with the container's limits, and the marker names the new image. Snapshots (under
+        `snaps/`) are left as they are."""
+        await self._run(ref, self._rebuild, ref, request)
+
+    def _rebuild(self, ref: str, request: RebuildRequest) -> None:
+        container = self._lookup(ref)
+        if container.state != "STOPPED":
+            raise ProviderError(f"{ref} is {container.state.lower()}; stop it before rebuilding it", retryable=False)
+        image = self._image(request.image)
+        directory = self.config.lxc_path / ref
+        marker = self._marker(ref) or {}
+        hostname, address = marker.get("hostname", ref), ipaddress.IPv4Address(marker["ipv4"])
+        rootfs, fresh, old = directory / "rootfs", directory / ".rebuild-rootfs", directory / ".old-rootfs"
+        # What an earlier rebuild cut short left: a crash between the two renames leaves only the old rootfs aside.
+        if not rootfs.exists() and old.exists():
+            old.rename(rootfs)
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            self._make_rootfs(
+                fresh, request.image, hostname, address, request.ssh_public_keys, request.root_password_hash
+            )
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        config = self._lxc_config(rootfs, hostname, marker.get("cpu", 1), marker.get("ram_mb", 512), image, address)
+        _write_atomically(directory / "config", config)
+        rootfs.rename(old)
+        fresh.rename(rootfs)
+        _write_atomically(directory / MARKER, json.dumps({**marker, "image": request.image, "rebuilt_at": time.time()}))
+        shutil.rmtree(old, ignore_errors=True)
+        self._cpu_samples.pop(ref, None)
+
     # -- metrics ---------------------------------------------------------------------------------------------
 
     async def metrics(self, ref: str) -> Metrics:
@@ -622,6 +684,13 @@ def subprocess_copy(source: Path, destination: Path) -> None:
     )
     if done.returncode != 0:
         raise ProviderError(f"Could not copy the image {source}: {done.stderr.strip()}", retryable=False)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace the file in one rename: a crash leaves the old content or the new, never half of it."""
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(text)
+    staged.replace(path)
 
 
 def _start_and_wait(container: Any, timeout_s: int = 10) -> bool:

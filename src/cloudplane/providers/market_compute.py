@@ -14,6 +14,7 @@ from cloudplane.providers.base import (
     Features,
     Machine,
     Metrics,
+    RebuildRequest,
     SnapshotInfo,
     pacing_of,
     pages_of,
@@ -112,6 +113,9 @@ class MarketplaceCompute:
 
     async def metrics(self, ref: str) -> Metrics:
         raise refusal(self, Feature.METRICS)
+
+    async def rebuild(self, ref: str, request: RebuildRequest) -> None:
+        raise refusal(self, Feature.REBUILD)
 
     async def suspend(self, ref: str) -> None:
         raise refusal(self, Feature.SUSPEND)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
@@ -51,6 +52,7 @@ from cloudplane.providers.base import (
     MachineState,
     Metrics,
     Pacing,
+    RebuildRequest,
     SnapshotInfo,
     not_implemented_yet,
 )
@@ -159,7 +161,7 @@ class SimulatorProvider:
             Feature.RESTORE: SUPPORTED,
             Feature.DELETE_SNAPSHOT: SUPPORTED,
             Feature.METRICS: SUPPORTED,
-            Feature.REBUILD: not_implemented_yet("the simulator"),
+            Feature.REBUILD: SUPPORTED,
             Feature.RESIZE: not_implemented_yet("the simulator"),
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
@@ -479,6 +481,30 @@ class SimulatorProvider:
         if MachineState(row.state) != MachineState.RUNNING:
             raise ProviderError(f"Cannot open a console on a machine that is {row.state}", retryable=False)
         return SimulatedTerminal(row.hostname)
+
+    async def rebuild(self, ref: str, request: RebuildRequest) -> None:
+        """Records the new image and keys and moves the disk on to a generation of its own (its snapshots keep
+        theirs), at once: a simulated disk has nothing to copy. The password hash is not kept: nothing logs in."""
+        await self._call("rebuild")
+        await self.db.run(self._rebuild, ref, request)
+
+    def _rebuild(self, ref: str, request: RebuildRequest) -> None:
+        row = self._require(ref)
+        if MachineState(row.state) != MachineState.STOPPED:
+            raise ProviderError(f"Cannot rebuild a machine that is {row.state}; stop it first", retryable=False)
+        with self.db.begin() as conn:
+            newest = conn.scalar(
+                select(func.max(sim_snapshots.c.disk_generation)).where(sim_snapshots.c.machine_id == row.id)
+            )
+            conn.execute(
+                _CHANGE,
+                {
+                    "b_id": row.id,
+                    "image": request.image,
+                    "ssh_keys": "\n".join(request.ssh_public_keys),
+                    "disk_generation": max(row.disk_generation, newest or 0) + 1,
+                },
+            )
 
     async def metrics(self, ref: str) -> Metrics:
         await self._call("metrics")

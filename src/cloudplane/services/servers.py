@@ -13,7 +13,19 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, CursorResult, Row, Select, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -558,3 +570,85 @@ def server_action(core: Core, principal: Principal, server_id: int, action_name:
         op = operations.new_operation(s, account_id=principal.account_id, kind=action.name, server_id=server_id)
     operations.launch(op)
     return replace(server, operation_id=op.id)
+
+
+# Not from error: a failed create leaves no machine to re-image.
+_REBUILD = ACTIONS["rebuild"]
+
+
+def rebuild_server(
+    core: Core,
+    principal: Principal,
+    server_id: int,
+    *,
+    image: str | None = None,
+    public_keys: Sequence[str] | None = None,
+) -> tuple[ServerView, str]:
+    """Re-image the server's disk: from the catalog image `image` (a slug; None: the image it has), with the keys
+    `public_keys` (OpenSSH lines, each added to the account unless it holds it already; None: the keys it has) and
+    a new root password, returned with the server as accepted (rebuilding). A running server is stopped, rebuilt and
+    started again; a stopped one stays stopped. Its snapshots stay.
+
+    The new image and keys are the server's from this transaction on (every face shows them at once); the password
+    reaches the provider only as a hash, in the operation's params, which end with the operation."""
+    view = core.catalog.view()
+    image_row = None
+    if image is not None:
+        found = view.by_slug("image", image)
+        if found is None or not found.available:
+            available = [i.slug for i in view.images if i.available]
+            raise ValidationFailed(
+                f"Image {image!r} not found; choose one of: {', '.join(available) or 'none'}",
+                field="image",
+                choices=available,
+            )
+        image_row = cast(Image, found)
+    parsed_keys = None if public_keys is None else parse_public_keys(public_keys, field="ssh_keys")
+    password = generate_root_password()
+    # Slow by design (crypt rounds), so outside the write transaction.
+    password_hash = shadow_hash(password, generated=True)
+
+    def record() -> tuple[ServerView, operations.Accepted]:
+        with core.db.write() as s:
+            claimed = claim(core, s, principal, server_id, _REBUILD)
+            changes: dict[str, Any] = {"updated_at": utcnow()}
+            if image_row is not None and image_row.id != claimed.image_id:
+                location = view.location(claimed.location_id)
+                capabilities = view.capabilities.get(location.provider)
+                if capabilities is not None and not capabilities.boots(image_row.slug):
+                    offered = [i.slug for i in view.images_at(location)]
+                    raise ValidationFailed(
+                        f"Image {image_row.slug!r} is not offered in {location.slug}; choose one of: "
+                        f"{', '.join(offered) or 'none'}",
+                        field="image",
+                        choices=offered,
+                    )
+                changes["image_id"] = image_row.id
+            s.execute(update(Server).where(Server.id == server_id).values(**changes))
+            if parsed_keys is not None:
+                key_ids = register_keys(s, principal.account_id, parsed_keys)
+                s.execute(delete(ServerSSHKey).where(ServerSSHKey.server_id == server_id))
+                if key_ids:
+                    s.execute(insert(_links), [{"server_id": server_id, "ssh_key_id": k} for k in key_ids])
+            op = operations.new_operation(
+                s,
+                account_id=principal.account_id,
+                kind="rebuild",
+                server_id=server_id,
+                params={
+                    "root_password_hash": password_hash,
+                    "restart": claimed.status == ServerStatus.RUNNING,
+                },
+            )
+            # As this transaction leaves it: the new image and keys, rebuilding.
+            return get_server_in(core, s, principal, server_id), op
+
+    try:
+        server, op = record()
+    except IntegrityError:
+        if not parsed_keys:
+            raise
+        # A concurrent request added one of these keys first; it is there to reuse now.
+        server, op = record()
+    operations.launch(op)
+    return replace(server, operation_id=op.id), password

@@ -1,5 +1,5 @@
-"""The workflows of a server's life: create, start, stop, reboot and delete; and an administrator's suspension of
-it (services/suspension.py): suspend and resume."""
+"""The workflows of a server's life: create, start, stop, reboot, rebuild and delete; and an administrator's
+suspension of it (services/suspension.py): suspend and resume."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import Row, bindparam, select
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ACTIONS, ServerStatus, TaskState
-from cloudplane.providers.base import CreateRequest, MachineState, pacing_of
+from cloudplane.providers.base import CreateRequest, MachineState, RebuildRequest, pacing_of
 from cloudplane.workflows import steps
 from cloudplane.workflows.kinds import Body, register
 from cloudplane.workflows.steps import Changes, Job
@@ -21,11 +21,18 @@ MACHINE_STATE_FOR = {ServerStatus.RUNNING: MachineState.RUNNING, ServerStatus.ST
 SERVER_STATUS_FOR = {MachineState.RUNNING: ServerStatus.RUNNING, MachineState.STOPPED: ServerStatus.STOPPED}
 # The stage a power action records once its provider call returned: a run that resumes it only waits.
 CALLED = "called"
+# A rebuild's stage once its machine has its fresh disk: a run that resumes it never re-images it again.
+REBUILT = "rebuilt"
+# The stages of an action on a running server that stops it first and starts it again after (a restore, a
+# rebuild): its machine stopped; its machine being started again.
+STOPPED_FIRST = "stopped_first"
+RESTARTING = "restarting"
 
 
 _SERVER_TO_MAKE = select(Server.id, Server.hostname, Server.plan_id, Server.image_id, Server.location_id).where(
     Server.id == bindparam("b_id")
 )
+_IMAGE_OF = select(Server.image_id).where(Server.id == bindparam("b_id"))
 _PUBLIC_KEYS = select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == bindparam("b_id"))
 _CREATE_TOKEN = select(Operation.id).where(
     Operation.server_id == bindparam("b_id"), Operation.kind.in_(("create", "rent"))
@@ -126,6 +133,61 @@ def _power_action(kind: str) -> Body:
     return body
 
 
+def rebuild_request(job: Job) -> RebuildRequest:
+    """What the server's fresh disk gets: the image and keys the request recorded on the server, and the root
+    password hash it put in the operation's params."""
+    core = steps.core()
+    with core.db.connect() as conn:
+        image_id = conn.execute(_IMAGE_OF, {"b_id": job.server_id}).scalar_one()
+        keys = conn.scalars(_PUBLIC_KEYS, {"b_id": job.server_id}).all()
+    assert image_id is not None, "a server without a catalog image (a rented one) is never rebuilt"
+    return RebuildRequest(
+        token=job.id,
+        image=core.catalog.view().image(image_id).slug,
+        ssh_public_keys=tuple(keys),
+        root_password_hash=job.params.get("root_password_hash"),
+    )
+
+
+async def _rebuild(job: Job) -> None:
+    """Re-image the server's machine. A running server is stopped first and started again after, and ends running; a
+    stopped one ends stopped. `job.stage` is where an earlier run got to: once the machine was rebuilt (REBUILT) a
+    run never rebuilds it again, and once it was being started (RESTARTING) it only starts it."""
+    assert job.provider is not None and job.provider_ref is not None
+    restart = bool(job.params.get("restart"))
+    if restart and job.stage is None:
+        await stop_first(job, 20)
+    if job.stage in (None, STOPPED_FIRST):
+        request = await steps.db(rebuild_request, job)
+        await steps.rebuild_machine(job.provider, job.provider_ref, request)
+        await steps.progress(job, 70, stage=REBUILT)
+    if not restart:
+        await steps.wait_for(job, job.provider_ref, MachineState.STOPPED)
+        await steps.succeed(job, Changes(server={"task_state": None, "error_message": None}))
+        return
+    await start_again(job, 85, {"error_message": None})
+
+
+async def stop_first(job: Job, percent: int) -> None:
+    """The first step of an action on a running server that must be stopped for it: its machine stopped, and
+    STOPPED_FIRST recorded."""
+    assert job.provider is not None and job.provider_ref is not None
+    await steps.stop_machine(job.provider, job.provider_ref)
+    await steps.wait_for(job, job.provider_ref, MachineState.STOPPED)
+    await steps.progress(job, percent, stage=STOPPED_FIRST)
+
+
+async def start_again(job: Job, percent: int, changes: dict[str, Any] | None = None) -> None:
+    """The last step of such an action: RESTARTING recorded (a later run only starts the machine), the machine
+    started, and the operation succeeds with the server running (and `changes`)."""
+    assert job.provider is not None and job.provider_ref is not None
+    if job.stage != RESTARTING:
+        await steps.progress(job, percent, stage=RESTARTING)
+    await steps.start_machine(job.provider, job.provider_ref)
+    await steps.wait_for(job, job.provider_ref, MachineState.RUNNING)
+    await steps.succeed(job, Changes(server={"status": ServerStatus.RUNNING, "task_state": None, **(changes or {})}))
+
+
 def create_token(job: Job) -> str | None:
     """The id of the server's create operation: the token of a machine the server may have without knowing it."""
     with steps.core().db.connect() as conn:
@@ -213,6 +275,7 @@ async def suspension_failed(job: Job, message: str) -> Changes:
 register("create", _create, remove_what_create_made)
 for power in ("start", "stop", "reboot"):
     register(power, _power_action(power), settle_on_machine)
+register("rebuild", _rebuild, settle_on_machine)
 register("delete", _delete, settle_on_machine)
 register("suspend", _suspend, suspension_failed)
 register("resume", _resume, suspension_failed)

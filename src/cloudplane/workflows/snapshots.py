@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from cloudplane.db.tables import utcnow
-from cloudplane.domain.states import ServerStatus, SnapshotStatus
+from cloudplane.domain.states import SnapshotStatus
 from cloudplane.providers.base import MachineState
 from cloudplane.workflows import steps
 from cloudplane.workflows.kinds import register
-from cloudplane.workflows.servers import CALLED, settle_on_machine
+from cloudplane.workflows.servers import CALLED, RESTARTING, STOPPED_FIRST, settle_on_machine, start_again, stop_first
 from cloudplane.workflows.steps import Changes, Job
 
 
@@ -38,11 +38,6 @@ async def _delete_snapshot_failed(job: Job, message: str) -> Changes:
     return Changes(snapshot={"status": SnapshotStatus.ERROR, "error_message": message})
 
 
-# The stages a restore of a running server records: its machine stopped; its restored machine being started.
-STOPPED_FIRST = "stopped_first"
-RESTARTING = "restarting"
-
-
 async def _restore(job: Job) -> None:
     """Restore the machine from the snapshot. A server that was running (CloudVPS restores those) is stopped first
     and started again after, and ends running; else it ends stopped, as it was. `job.stage` is where an earlier
@@ -50,9 +45,7 @@ async def _restore(job: Job) -> None:
     assert job.provider is not None and job.provider_ref is not None and job.snapshot_ref is not None
     restart = bool(job.params.get("restart"))
     if restart and job.stage is None:
-        await steps.stop_machine(job.provider, job.provider_ref)
-        await steps.wait_for(job, job.provider_ref, MachineState.STOPPED)
-        await steps.progress(job, 25, stage=STOPPED_FIRST)
+        await stop_first(job, 25)
     if job.stage in (None, STOPPED_FIRST):
         await steps.restore_machine(job.provider, job.provider_ref, job.snapshot_ref)
         await steps.progress(job, 50, stage=CALLED)
@@ -61,11 +54,7 @@ async def _restore(job: Job) -> None:
     if not restart:
         await steps.succeed(job, Changes(server={"task_state": None}))
         return
-    if job.stage != RESTARTING:
-        await steps.progress(job, 75, stage=RESTARTING)
-    await steps.start_machine(job.provider, job.provider_ref)
-    await steps.wait_for(job, job.provider_ref, MachineState.RUNNING)
-    await steps.succeed(job, Changes(server={"status": ServerStatus.RUNNING, "task_state": None}))
+    await start_again(job, 75)
 
 
 register("snapshot", _snapshot, _snapshot_failed)

@@ -30,7 +30,15 @@ from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, Snapshot, table_of, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
-from cloudplane.providers.base import CreateRequest, Machine, MachineState, Provider, SnapshotInfo, pacing_of
+from cloudplane.providers.base import (
+    CreateRequest,
+    Machine,
+    MachineState,
+    Provider,
+    RebuildRequest,
+    SnapshotInfo,
+    pacing_of,
+)
 from cloudplane.providers.marketplace import Instance, MarketplaceProvider, RentRequest
 from cloudplane.services import operations
 from cloudplane.workflows.kinds import workflow_for
@@ -164,6 +172,10 @@ async def delete_machine_snapshot(provider: str, snapshot_ref: str) -> None:
 
 async def restore_machine(provider: str, ref: str, snapshot_ref: str) -> None:
     await _call(provider, "restore", lambda: compute(provider).restore(ref, snapshot_ref))
+
+
+async def rebuild_machine(provider: str, ref: str, request: RebuildRequest) -> None:
+    await _call(provider, "rebuild", lambda: compute(provider).rebuild(ref, request))
 
 
 async def suspend_machine(provider: str, ref: str) -> None:

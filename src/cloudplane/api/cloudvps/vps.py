@@ -49,7 +49,17 @@ PLAN_DESCRIPTIONS = {
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float)]
 
 VpsStatus = Literal[
-    "creating", "running", "stopped", "starting", "stopping", "rebooting", "restoring", "deleting", "error", "suspended"
+    "creating",
+    "running",
+    "stopped",
+    "starting",
+    "stopping",
+    "rebooting",
+    "rebuilding",
+    "restoring",
+    "deleting",
+    "error",
+    "suspended",
 ]
 VpsId = Annotated[str, Path(description='The VPS id, e.g. "vps-123" (a bare "123" works too)')]
 PlanId = Annotated[str, Path(description='The plan id, e.g. "plan-starter" (the bare catalog slug works too)')]
@@ -77,6 +87,21 @@ class VpsCreate(Request):
         description="OpenSSH public key lines; each is added to your account's keys unless it is there already",
     )
     hostname: str | None = Field(default=None, max_length=253, pattern=HOSTNAME_PATTERN)
+
+
+class VpsRebuild(Request):
+    operating_system: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=80,
+        description='An image slug such as "centos-8" (dots or dashes); the one the VPS runs when left out',
+    )
+    ssh_keys: list[Annotated[str, Field(min_length=1, max_length=16384)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="OpenSSH public key lines for root, each added to your account's keys unless it is there "
+        "already; the VPS's keys when left out, none with []",
+    )
 
 
 class VpsUpdate(Request):
@@ -143,6 +168,16 @@ class VpsReply(BaseModel):
 
 class VpsActionReply(VpsReply):
     message: str
+
+
+class VpsRebuilt(VpsOut):
+    root_password: str = Field(description="The new root password; shown only in this reply")
+
+
+class VpsRebuiltReply(BaseModel):
+    success: bool = True
+    message: str
+    data: VpsRebuilt
 
 
 class VpsCreatedReply(BaseModel):
@@ -270,6 +305,13 @@ def find_image(catalog: CatalogView, operating_system: str | None, location: Loc
         operating_system=operating_system,
         available=[i.slug for i in available],
     )
+
+
+def image_slug(catalog: CatalogView, operating_system: str) -> str:
+    """The catalog slug the document's name stands for: "ubuntu-22.04" is the catalog's "ubuntu-22-04"."""
+    if catalog.by_slug("image", operating_system) is not None:
+        return operating_system
+    return operating_system.strip().lower().replace(".", "-")
 
 
 def find_location(catalog: CatalogView, location: str) -> Location:
@@ -446,6 +488,29 @@ async def stop_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Res
 )
 async def restart_vps(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
     return await _act(core, principal, vps_id, "reboot", "VPS is restarting")
+
+
+@router.post(
+    "/vps/{vps_id}/rebuild",
+    response_model=VpsRebuiltReply,
+    responses={**_NO_SUCH_VPS, **_STATE_CONFLICT},
+)
+async def rebuild_vps(vps_id: VpsId, body: VpsRebuild, core: CoreDep, principal: PrincipalDep) -> Response:
+    """Re-image the VPS's disk with the operating system asked for (or the one it runs), new SSH keys (or the ones
+    it has) and a new root password, in this reply only. Its address, size and backups stay. A running VPS is
+    stopped, rebuilt and started again; a stopped one stays stopped. The reply shows it "rebuilding"."""
+    os_slug = None if body.operating_system is None else image_slug(core.catalog.view(), body.operating_system)
+    server, root_password = await write(
+        core,
+        servers.rebuild_server,
+        core,
+        principal,
+        parse_vps_id(vps_id),
+        image=os_slug,
+        public_keys=body.ssh_keys,
+    )
+    data = vps_out(server, datetime.now(UTC), VpsRebuilt, root_password=root_password)
+    return reply(VpsRebuiltReply(message="VPS rebuild started", data=data))
 
 
 @router.get("/plans", tags=["CloudVPS plans"], response_model=PlanListReply)

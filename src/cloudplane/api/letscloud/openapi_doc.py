@@ -98,8 +98,8 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
     server_properties["task_state"] = {
         "type": "string",
         "nullable": True,
-        "description": "What the server is busy with (creating, starting, stopping, rebooting, snapshotting, "
-        "restoring, deleting), or null",
+        "description": "What the server is busy with (creating, starting, stopping, rebooting, rebuilding, "
+        "snapshotting, restoring, deleting), or null",
     }
     server_properties["root_password"] = {
         "type": "string",

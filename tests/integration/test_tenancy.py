@@ -97,6 +97,12 @@ INTRUSIONS = {
         f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
         None,
     ),
+    ("GET", "/api/v1/vps/{vps_id}/network"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['stopped']}/network", None),
+    ("PUT", "/api/v1/vps/{vps_id}/network"): lambda ids: (
+        "PUT",
+        f"/api/v1/vps/vps-{ids['stopped']}/network",
+        {"firewall_rules": [{"action": "drop", "protocol": "tcp", "port": 22}]},
+    ),
     ("GET", "/api/v1/vps/{vps_id}/metrics"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/metrics", None),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
     ("PUT", "/api/v1/apps/{app_id}"): lambda ids: (
@@ -355,6 +361,7 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         f"/api/servers/{ids['stopped']}/snapshots/{ids['snapshot']}",
         f"/api/v1/vps/vps-{ids['stopped']}/backups",
         f"/api/v1/vps/vps-{ids['stopped']}/backups/schedule",
+        f"/api/v1/vps/vps-{ids['stopped']}/network",
         f"/api/ssh-keys/{ids['key']}",
         "/api/servers",
         "/api/v1/vps",

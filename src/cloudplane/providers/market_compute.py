@@ -12,6 +12,7 @@ from cloudplane.providers.base import (
     CreateRequest,
     Feature,
     Features,
+    FirewallRule,
     Machine,
     Metrics,
     SnapshotInfo,
@@ -50,6 +51,7 @@ class MarketplaceCompute:
                 Feature.SUSPEND: refused("the marketplace offers stop and start, not suspend"),
                 Feature.RESUME: refused("the marketplace offers stop and start, not suspend"),
                 Feature.CONSOLE: refused(f"not implemented yet on {market.name} instances"),
+                Feature.FIREWALL: refused(f"a {market.name} instance is filtered by its host, not by Cloudplane"),
             },
         )
 
@@ -117,3 +119,6 @@ class MarketplaceCompute:
 
     async def resume(self, ref: str) -> None:
         raise refusal(self, Feature.RESUME)
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        raise refusal(self, Feature.FIREWALL)

@@ -30,7 +30,15 @@ from cloudplane.core import Core
 from cloudplane.db.tables import Operation, Server, Snapshot, table_of, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
-from cloudplane.providers.base import CreateRequest, Machine, MachineState, Provider, SnapshotInfo, pacing_of
+from cloudplane.providers.base import (
+    CreateRequest,
+    FirewallRule,
+    Machine,
+    MachineState,
+    Provider,
+    SnapshotInfo,
+    pacing_of,
+)
 from cloudplane.providers.marketplace import Instance, MarketplaceProvider, RentRequest
 from cloudplane.services import operations
 from cloudplane.workflows.kinds import workflow_for
@@ -172,6 +180,10 @@ async def suspend_machine(provider: str, ref: str) -> None:
 
 async def resume_machine(provider: str, ref: str) -> None:
     await _call(provider, "resume", lambda: compute(provider).resume(ref))
+
+
+async def set_machine_firewall(provider: str, ref: str, rules: tuple[FirewallRule, ...]) -> None:
+    await _call(provider, "set_firewall", lambda: compute(provider).set_firewall(ref, rules))
 
 
 async def rent_instance(provider: str, request: RentRequest) -> Instance:

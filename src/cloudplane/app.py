@@ -24,6 +24,7 @@ from cloudplane.api.cloudvps.admin import router as cloudvps_admin_router
 from cloudplane.api.cloudvps.backups import router as cloudvps_backups_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.monitoring import router as cloudvps_monitoring_router
+from cloudplane.api.cloudvps.network import router as cloudvps_network_router
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
@@ -238,6 +239,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_users_router, prefix="/api/v1")
     app.include_router(cloudvps_vps_router, prefix="/api/v1")
     app.include_router(cloudvps_backups_router, prefix="/api/v1")
+    app.include_router(cloudvps_network_router, prefix="/api/v1")
     app.include_router(cloudvps_monitoring_router, prefix="/api/v1")
     app.include_router(console_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")

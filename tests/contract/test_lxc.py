@@ -6,14 +6,16 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cloudplane.providers import lxc_host
-from cloudplane.providers.base import CreateRequest, MachineState, RebuildRequest
+from cloudplane.providers import lxc_firewall, lxc_host
+from cloudplane.providers.base import CreateRequest, FirewallRule, MachineState, RebuildRequest
 from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers, lxc_test_network
 
 from .test_provider_contract import request_for
@@ -337,3 +339,92 @@ async def test_the_console_is_a_shell_in_the_container(provider: Any) -> None:
     finally:
         await terminal.close()
     assert await terminal.read() == b""
+
+
+def _reaches(namespace: str, address: str, port: int) -> bool:
+    """A TCP connection from the network namespace to the address succeeds (a dropped SYN times out)."""
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=1).close()"
+    return (
+        subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", probe], capture_output=True).returncode
+        == 0
+    )
+
+
+async def test_firewall_rules_filter_what_reaches_the_container_from_the_bridge(
+    lxc_host_ready: LxcTestHost, tmp_path: Path
+) -> None:
+    # A bridge and range of this test's own, a container listening on two ports, and a network namespace on the
+    # bridge playing a machine of the same network: bridged traffic, the kind a host firewall most easily misses.
+    bridge, subnet = lxc_test_network(3)
+    network = lxc_host.Network.parse(bridge, subnet)
+    provider = lxc_host_ready.provider(tmp_path / "lxc")
+    provider = type(provider)(replace(provider.config, network=network))
+    namespace, veth = f"cpfw{os.getpid() % 10**6}", f"cpfw{os.getpid() % 10**6}h"
+    client = str(network.subnet.broadcast_address - 1)
+    try:
+        lxc_host.ensure_bridge(network)
+        machine = await provider.create(request_for("firewall", image="busybox"))
+        address = machine.public_ipv4
+
+        def listen() -> None:
+            for port in (8080, 8081):
+                subprocess.run(
+                    ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", machine.ref, "--",
+                     "/bin/busybox", "httpd", "-p", str(port), "-h", "/tmp"],
+                    check=True, capture_output=True,
+                )  # fmt: skip
+
+        listen()
+        for command in (
+            ["ip", "netns", "add", namespace],
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace],
+            ["ip", "link", "set", veth, "master", bridge, "up"],
+            ["ip", "-n", namespace, "addr", "add", f"{client}/{network.subnet.prefixlen}", "dev", "eth0"],
+            ["ip", "-n", namespace, "link", "set", "eth0", "up"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while not _reaches(namespace, address, 8080):
+            assert time.monotonic() < deadline, "the container is not reachable before any rule"
+        assert _reaches(namespace, address, 8081)
+
+        await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp", port_from=8080, port_to=8080)])
+        # First match decides; what matches no rule is dropped: 8081 too.
+        assert not _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
+
+        await provider.set_firewall(
+            machine.ref, [FirewallRule("accept", "tcp", source=f"{client}/32", port_from=8080, port_to=8080)]
+        )
+        assert _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
+        # The container's own connections get their replies (the host answers on its gateway address).
+        out = subprocess.run(
+            ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", machine.ref, "--",
+             "/bin/busybox", "ping", "-c", "1", "-W", "2", str(network.gateway)],
+            capture_output=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out
+
+        # A restart gives the container a new veth; the rules, keyed on its address, still hold.
+        await provider.stop(machine.ref)
+        await provider.start(machine.ref)
+        listen()
+        # LXC gives the new veth a new MAC address: the neighbour's cached one is stale.
+        subprocess.run(["ip", "-n", namespace, "neigh", "flush", "all"], check=True)
+        deadline = time.monotonic() + 10
+        while not _reaches(namespace, address, 8080):
+            assert time.monotonic() < deadline, "allowed port unreachable after a restart"
+        assert not _reaches(namespace, address, 8081)
+
+        await provider.set_firewall(machine.ref, [])
+        assert _reaches(namespace, address, 8081)
+        await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp")])
+        await provider.delete(machine.ref)
+        table = subprocess.run(
+            ["nft", "list", "table", "inet", lxc_firewall.table_name(bridge)], capture_output=True, text=True
+        ).stdout
+        assert machine.ref not in table and address not in table
+    finally:
+        destroy_lxc_leftovers(provider)
+        subprocess.run(["ip", "link", "delete", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+        lxc_host.remove_bridge(bridge)

@@ -23,6 +23,7 @@ from cloudplane.providers.base import (
     ACTION_FEATURES,
     CreateRequest,
     Feature,
+    FirewallRule,
     Machine,
     MachineState,
     Metrics,
@@ -143,6 +144,7 @@ async def test_refused_features_are_refused_with_their_reason(harness: Harness) 
         Feature.RESUME: lambda: provider.resume(machine.ref),
         Feature.REBUILD: lambda: provider.rebuild(machine.ref, rebuild_request_for(harness.image)),
         Feature.CONSOLE: lambda: provider.console(machine.ref),
+        Feature.FIREWALL: lambda: provider.set_firewall(machine.ref, [FirewallRule("accept", "tcp")]),
     }
     assert set(calls) | PLANNED == set(Feature)
     refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]
@@ -372,6 +374,20 @@ async def test_delete_removes_the_machine_and_its_snapshots_and_is_idempotent(ha
         await harness.provider.delete_snapshot(snapshot.ref)  # its snapshot went with it: already gone
 
 
+async def test_firewall_rules_are_replaced_as_a_whole_and_idempotent(harness: Harness) -> None:
+    machine = await running_machine(harness)
+    rules = [FirewallRule("accept", "tcp", "203.0.113.0/24", 22, 22), FirewallRule("drop", "icmp")]
+    if await refused_as_declared(harness, Feature.FIREWALL, lambda: harness.provider.set_firewall(machine.ref, rules)):
+        return
+    await harness.provider.set_firewall(machine.ref, rules)  # the same again: no error, nothing doubled
+    await harness.provider.set_firewall(machine.ref, [FirewallRule("accept", "udp", port_from=53, port_to=53)])
+    await harness.provider.set_firewall(machine.ref, [])
+    await harness.provider.set_firewall(machine.ref, [])
+    await harness.provider.set_firewall(machine.ref, rules)
+    await harness.provider.delete(machine.ref)  # a machine with rules is deleted with them
+    assert await harness.provider.get(machine.ref) is None
+
+
 async def test_unknown_ids(harness: Harness) -> None:
     provider, ref = harness.provider, harness.unknown_ref
     assert await provider.get(ref) is None
@@ -385,6 +401,7 @@ async def test_unknown_ids(harness: Harness) -> None:
         Feature.SUSPEND: lambda: provider.suspend(ref),
         Feature.RESUME: lambda: provider.resume(ref),
         Feature.REBUILD: lambda: provider.rebuild(ref, rebuild_request_for(harness.image)),
+        Feature.FIREWALL: lambda: provider.set_firewall(ref, [FirewallRule("drop", "tcp")]),
     }
     for feature, call in calls.items():
         if not await refused_as_declared(harness, feature, call):

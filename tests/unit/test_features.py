@@ -40,7 +40,7 @@ def test_a_table_missing_a_feature_fails_when_it_is_built() -> None:
     declared: dict[Feature, Support] = {
         f: s for f, s in ALL_SUPPORTED.items() if f not in (Feature.CONSOLE, Feature.RESIZE)
     }
-    with pytest.raises(TypeError, match="undeclared: resize, console"):
+    with pytest.raises(TypeError, match="undeclared: console, resize"):
         Features(Feature, declared)
 
 

@@ -350,6 +350,26 @@ class BackupSchedule(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class FirewallRule(Base):
+    """One of a server's inbound firewall rules, at `position` in the order they are matched."""
+
+    __tablename__ = "firewall_rules"
+    __table_args__ = (UniqueConstraint("server_id", "position", name="uq_firewall_rules_server_position"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(10))
+    protocol: Mapped[str] = mapped_column(String(10))
+    # Both None: every port (always so for icmp); a single port has both equal.
+    port_from: Mapped[int | None] = mapped_column(Integer)
+    port_to: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(18))
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ServerSample(Base):
     """A server's usage at one moment (`resolution_s` 0: a sample, kept a day) or over one hour (3600: the hour's
     samples rolled up, kept a month), written by the metrics jobs (workflows/metrics.py)."""

@@ -42,6 +42,9 @@ class EventType(StrEnum):
     VPS_SUSPENDED = "vps.suspended"
     VPS_UNSUSPEND_REQUESTED = "vps.unsuspend_requested"
     VPS_UNSUSPENDED = "vps.unsuspended"
+    VPS_FIREWALL_UPDATE_REQUESTED = "vps.firewall.update_requested"
+    VPS_FIREWALL_UPDATED = "vps.firewall.updated"
+    VPS_FIREWALL_UPDATE_FAILED = "vps.firewall.update_failed"
     SSH_KEY_CREATED = "ssh_key.created"
     SSH_KEY_DELETED = "ssh_key.deleted"
     USER_REGISTERED = "user.registered"
@@ -84,5 +87,8 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
     "suspend": OperationEvents(EventType.VPS_SUSPEND_REQUESTED, EventType.VPS_SUSPENDED, EventType.VPS_ACTION_FAILED),
     "resume": OperationEvents(
         EventType.VPS_UNSUSPEND_REQUESTED, EventType.VPS_UNSUSPENDED, EventType.VPS_ACTION_FAILED
+    ),
+    "firewall": OperationEvents(
+        EventType.VPS_FIREWALL_UPDATE_REQUESTED, EventType.VPS_FIREWALL_UPDATED, EventType.VPS_FIREWALL_UPDATE_FAILED
     ),
 }

@@ -112,6 +112,18 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class FirewallRule:
+    """One inbound rule: traffic from `source` (an IPv4 CIDR) of `protocol` ("tcp", "udp" or "icmp") to ports
+    `port_from`..`port_to` (both None: every port; always None for icmp) is accepted or dropped (`action`)."""
+
+    action: str
+    protocol: str
+    source: str = "0.0.0.0/0"
+    port_from: int | None = None
+    port_to: int | None = None
+
+
+@dataclass(frozen=True)
 class ImageInfo:
     """How a provider describes an image it has (one built or imported on its host), for the catalog."""
 
@@ -134,10 +146,12 @@ class Feature(StrEnum):
     METRICS = "metrics"
     SUSPEND = "suspend"
     RESUME = "resume"
+    # Filter the machine's inbound traffic by the server's firewall rules (`set_firewall`).
+    FIREWALL = "firewall"
     REBUILD = "rebuild"
-    # Declared ahead of their calls: every driver refuses them until an issue adds the call and implements it.
-    RESIZE = "resize"
     CONSOLE = "console"
+    # Declared ahead of its call: every driver refuses it until an issue adds the call and implements it.
+    RESIZE = "resize"
 
     @property
     def phrase(self) -> str:
@@ -149,6 +163,7 @@ _PHRASES = {
     Feature.DELETE_SNAPSHOT: "delete snapshots",
     Feature.METRICS: "report metrics",
     Feature.CONSOLE: "open a console",
+    Feature.FIREWALL: "filter traffic with firewall rules",
 }
 
 # The server state machine's actions (domain/states.py ACTIONS) and the feature each needs from the provider.
@@ -415,6 +430,14 @@ class Provider(Protocol):
         """Freeze a running machine in memory (state SUSPENDED): its processes stop where they are, nothing is
         lost. Idempotent: suspending a suspended machine is a no-op. A machine in any other state is refused
         (non-retryable): a stopped machine needs no freezing."""
+        ...
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        """Replace the machine's inbound filter, at once and as a whole. No rules: every inbound packet passes. With
+        rules: an inbound packet (to any of the machine's addresses) is decided by the first rule it matches, and
+        dropped when it matches none, except replies to connections the machine opened itself. Idempotent: applying
+        the same rules again changes nothing. The rules stay until replaced or the machine is deleted, across its
+        restarts."""
         ...
 
     async def resume(self, ref: str) -> None:

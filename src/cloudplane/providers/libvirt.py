@@ -31,6 +31,7 @@ from cloudplane.providers.base import (
     CreateRequest,
     Feature,
     Features,
+    FirewallRule,
     Machine,
     MachineState,
     Metrics,
@@ -145,6 +146,7 @@ class LibvirtProvider:
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: not_implemented_yet("libvirt"),
+            Feature.FIREWALL: not_implemented_yet("libvirt"),
         },
     )
 
@@ -680,6 +682,10 @@ class LibvirtProvider:
             dom.resume()
 
         await self._run(_resume)
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        # An nwfilter per domain would do it; until then the feature is refused up front.
+        raise refusal(self, Feature.FIREWALL)
 
     async def delete(self, ref: str) -> None:
         """Idempotent: an unknown machine is already gone. Powers off, deletes every snapshot, the disk and seed

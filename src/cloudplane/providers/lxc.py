@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloudplane.domain.errors import NotFound, ProviderError
-from cloudplane.providers import lxc_host
+from cloudplane.providers import lxc_firewall, lxc_host
 from cloudplane.providers.base import (
     SUPPORTED,
     Capabilities,
     CreateRequest,
     Feature,
     Features,
+    FirewallRule,
     ImageInfo,
     Machine,
     MachineState,
@@ -64,6 +65,8 @@ REF_PATTERN = re.compile(r"^cp-[0-9a-f]{16}$")
 SNAPSHOT_REF_PATTERN = re.compile(r"^(cp-[0-9a-f]{16})/(cps-[0-9a-f]{16})$")
 # Beside the container's LXC config: marks the container as Cloudplane's and records what made it.
 MARKER = "cloudplane.json"
+# Beside it: the container's firewall rules as last set, applied again at each start (the host may have rebooted).
+FIREWALL_FILE = "firewall.json"
 LOCK_FILE = ".cloudplane.lock"
 # lxccontainer.h: KEEPNAME | KEEPMACADDR | KEEPBDEVTYPE | MAYBE_SNAPSHOT | ALLOW_RUNNING (not exported by the
 # bindings), the flags LXC's own snapshot uses plus leave to copy a running container.
@@ -123,6 +126,7 @@ class LxcProvider:
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: SUPPORTED,
+            Feature.FIREWALL: SUPPORTED,
         },
     )
 
@@ -403,6 +407,8 @@ class LxcProvider:
                 container.unfreeze()
             elif container.state == "STOPPED" and not _start_and_wait(container):
                 raise ProviderError(f"LXC could not start {ref}", retryable=True)
+            if (self.config.lxc_path / ref / FIREWALL_FILE).exists():
+                self._apply_firewall(ref, self._firewall(ref))
 
         await self._run(ref, _start)
 
@@ -475,6 +481,8 @@ class LxcProvider:
         path = self.config.lxc_path / name
         if not path.exists():
             return
+        if (path / FIREWALL_FILE).exists():
+            self._apply_firewall(name, [])
         container = self._container(name)
         if container.defined:
             if container.state == "FROZEN":
@@ -492,6 +500,29 @@ class LxcProvider:
             path.rename(doomed)
             shutil.rmtree(doomed, ignore_errors=True)
         self._cpu_samples.pop(name, None)
+
+    # -- firewall --------------------------------------------------------------------------------------------
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        """Recorded beside the container, then applied on the host (lxc_firewall.py)."""
+
+        def _set_firewall() -> None:
+            self._lookup(ref)
+            (self.config.lxc_path / ref / FIREWALL_FILE).write_text(json.dumps([vars(r) for r in rules]))
+            self._apply_firewall(ref, rules)
+
+        await self._run(ref, _set_firewall)
+
+    def _firewall(self, name: str) -> builtins.list[FirewallRule]:
+        try:
+            return [FirewallRule(**r) for r in json.loads((self.config.lxc_path / name / FIREWALL_FILE).read_text())]
+        except (OSError, ValueError):
+            return []
+
+    def _apply_firewall(self, name: str, rules: Sequence[FirewallRule]) -> None:
+        address = (self._marker(name) or {}).get("ipv4")
+        if address:
+            lxc_firewall.apply(self.config.network.bridge, name, [address], rules)
 
     # -- snapshots -------------------------------------------------------------------------------------------
 
@@ -574,13 +605,15 @@ class LxcProvider:
                 raise ProviderError(
                     f"{ref} is {container.state.lower()}; stop it before restoring a snapshot", retryable=False
                 )
-            marker = (self.config.lxc_path / ref / MARKER).read_bytes()
+            kept = {f: self.config.lxc_path / ref / f for f in (MARKER, FIREWALL_FILE)}
+            saved = {f: p.read_bytes() for f, p in kept.items() if p.exists()}
             if not container.snapshot_restore(lxc_name, ref):
                 raise ProviderError(f"LXC could not restore {snapshot_ref}", retryable=True)
-            (self.config.lxc_path / ref / MARKER).write_bytes(marker)  # LXC rebuilds the directory on restore
+            for f, content in saved.items():  # LXC rebuilds the directory on restore
+                kept[f].write_bytes(content)
             # ...and names the restored container (its config, its /etc/hostname and /etc/hosts) after the container:
             # the server keeps its own name.
-            identity = json.loads(marker)
+            identity = json.loads(saved.get(MARKER, b"{}"))
             if identity.get("hostname") and identity.get("ipv4"):
                 restored = self._container(ref)
                 restored.set_config_item("lxc.uts.name", identity["hostname"][:63])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from cloudplane.domain.errors import ProviderError
+from cloudplane.providers import lxc_firewall
 
 # Image metadata kept beside each image's rootfs; `lxc_config` lines are appended to every container made from it
 # (how its init wants to be told to halt and reboot, which differs between BusyBox and systemd).
@@ -94,6 +95,7 @@ def ensure_bridge(network: Network) -> bool:
 
 
 def remove_bridge(bridge: str) -> None:
+    lxc_firewall.remove_table(bridge)
     if bridge_exists(bridge):
         _ip("link", "delete", "dev", bridge)
 

@@ -12,6 +12,7 @@ from cloudplane.providers.base import (
     CreateRequest,
     Feature,
     Features,
+    FirewallRule,
     Machine,
     Metrics,
     RebuildRequest,
@@ -52,6 +53,7 @@ class MarketplaceCompute:
                 Feature.SUSPEND: refused("the marketplace offers stop and start, not suspend"),
                 Feature.RESUME: refused("the marketplace offers stop and start, not suspend"),
                 Feature.CONSOLE: refused(f"not implemented yet on {market.name} instances"),
+                Feature.FIREWALL: refused(f"a {market.name} instance is filtered by its host, not by Cloudplane"),
             },
         )
 
@@ -125,3 +127,6 @@ class MarketplaceCompute:
 
     async def console(self, ref: str) -> Terminal:
         raise refusal(self, Feature.CONSOLE)
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        raise refusal(self, Feature.FIREWALL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import ipaddress
+import json
 import random
 import socket
 import threading
@@ -48,6 +49,7 @@ from cloudplane.providers.base import (
     CreateRequest,
     Feature,
     Features,
+    FirewallRule,
     Machine,
     MachineState,
     Metrics,
@@ -89,6 +91,14 @@ sim_snapshots = Table(
     Column("size_gb", Integer, nullable=False),
     Column("disk_generation", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each machine's inbound rules as its last `set_firewall` gave them (a JSON list); no row: no rules.
+sim_firewalls = Table(
+    "sim_firewalls",
+    metadata,
+    Column("machine_id", Integer, primary_key=True),
+    Column("rules", Text, nullable=False),
 )
 
 # Prebuilt statements: a burst of creates runs these hundreds of times a second.
@@ -166,6 +176,7 @@ class SimulatorProvider:
             Feature.SUSPEND: SUPPORTED,
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: SUPPORTED,
+            Feature.FIREWALL: SUPPORTED,
         },
     )
 
@@ -411,7 +422,26 @@ class SimulatorProvider:
     def _delete(self, machine_id: int) -> None:
         with self.db.begin() as conn:
             conn.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
+            conn.execute(delete(sim_firewalls).where(sim_firewalls.c.machine_id == machine_id))
             conn.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
+
+    async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
+        """Recorded with the machine (nothing is filtered: no traffic reaches a simulated machine)."""
+        await self._call("set_firewall")
+        await self.db.run(self._set_firewall, ref, json.dumps([vars(r) for r in rules]) if rules else None)
+
+    def _set_firewall(self, ref: str, rules: str | None) -> None:
+        machine_id = self._require(ref).id
+        with self.db.begin() as conn:
+            conn.execute(delete(sim_firewalls).where(sim_firewalls.c.machine_id == machine_id))
+            if rules is not None:
+                conn.execute(insert(sim_firewalls).values(machine_id=machine_id, rules=rules))
+
+    def firewall(self, ref: str) -> builtins.list[FirewallRule]:
+        """The rules the machine filters by (what the tests look at, as one would look at a real host)."""
+        with self.db.connect() as conn:
+            rules = conn.scalar(select(sim_firewalls.c.rules).where(sim_firewalls.c.machine_id == self._id(ref)))
+        return [FirewallRule(**r) for r in json.loads(rules)] if rules else []
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")

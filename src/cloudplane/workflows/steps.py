@@ -32,6 +32,7 @@ from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
 from cloudplane.providers.base import (
     CreateRequest,
+    FirewallRule,
     Machine,
     MachineState,
     Provider,
@@ -184,6 +185,10 @@ async def suspend_machine(provider: str, ref: str) -> None:
 
 async def resume_machine(provider: str, ref: str) -> None:
     await _call(provider, "resume", lambda: compute(provider).resume(ref))
+
+
+async def set_machine_firewall(provider: str, ref: str, rules: tuple[FirewallRule, ...]) -> None:
+    await _call(provider, "set_firewall", lambda: compute(provider).set_firewall(ref, rules))
 
 
 async def rent_instance(provider: str, request: RentRequest) -> Instance:

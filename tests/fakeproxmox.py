@@ -130,8 +130,7 @@ class FakeProxmox:
 
     def close(self) -> None:
         self.server.shutdown()
-        self.server.server_close()
-        self._dir.cleanup()
+        self.server.server_close()  # its certificate stays until the fake is dropped: clients may still name it
 
     def fail_next(self, method: str, path: str, recorded: str) -> None:
         self.faults.append((method, path, recorded))
@@ -149,6 +148,8 @@ class FakeProxmox:
             if fault[0] == method and re.search(fault[1], path):
                 self.faults.remove(fault)
                 raise ApiError(fault[2])
+        if path == "version":
+            return {"version": "8.1.3", "release": "8.1", "repoid": "b46aac3b42da5d15"}
         if path == "cluster/nextid":
             return str(next(v for v in itertools.count(100) if v not in self.vms))
         if m := re.fullmatch(rf"nodes/{NODE}/tasks/(.+)/(status|log)", path):

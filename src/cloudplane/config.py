@@ -199,6 +199,11 @@ class Settings(BaseSettings):
     proxmox_verify_tls: bool = Field(
         default=True, description="Check the API's TLS certificate; false only for a node's self-signed one."
     )
+    proxmox_ca_file: str | None = Field(
+        default=None,
+        description="CA certificate the API's certificate is checked against (a cluster's /etc/pve/pve-root-ca.pem); "
+        "unset: the system's CAs.",
+    )
     proxmox_disk: str = Field(default="scsi0", description="The templates' boot disk, grown to the plan's size.")
     proxmox_ipconfig0: str = Field(
         default="ip=dhcp", description="cloud-init network of the first NIC, as Proxmox's ipconfig0 (ip=dhcp)."

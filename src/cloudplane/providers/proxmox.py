@@ -264,10 +264,15 @@ class ProxmoxProvider:
                 retryable=True,
                 path=path,
             ) from None
+        except OSError as error:  # requests' own checks before it connects: a CA file that is not there
+            raise ProxmoxError(f"Cannot call Proxmox ({self.url}): {error}", retryable=False, path=path) from None
 
     def _error(self, error: Any, method: str, path: str) -> ProxmoxError:
         status = int(error.status_code)
         reason = str(error.content or error.status_message or "").strip()
+        if isinstance(error.errors, dict) and error.errors:
+            # Parameter verification failures name each parameter in the body's `errors`.
+            reason += " (" + "; ".join(f"{k}: {str(v).strip()}" for k, v in sorted(error.errors.items())) + ")"
         if status == 401:
             message = (
                 f"Proxmox ({self.url}) refused the API token (401 {reason}): check CLOUDPLANE_PROXMOX_TOKEN_ID and "
@@ -400,6 +405,10 @@ class ProxmoxProvider:
         return self._machine(found[0], found[1], await self._status(found[0]))
 
     async def get(self, ref: str) -> Machine | None:
+        if not VMID.fullmatch(ref):
+            # A ref never issued: no such machine, once the API has answered (a probe learns that it does).
+            await self._call("get", "version")
+            return None
         return await self._get(ref)
 
     async def list(self) -> builtins.list[Machine]:

@@ -114,7 +114,7 @@ def _proxmox(settings: Settings, db: Database) -> Provider:
         default_template=settings.proxmox_template_vmid,
         storage=settings.proxmox_storage,
         full_clone=settings.proxmox_full_clone,
-        verify_tls=settings.proxmox_verify_tls,
+        verify_tls=(settings.proxmox_ca_file or True) if settings.proxmox_verify_tls else False,
         disk=settings.proxmox_disk,
         ipconfig0=settings.proxmox_ipconfig0,
         stop_timeout_s=settings.proxmox_stop_timeout_s,

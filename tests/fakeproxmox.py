@@ -52,10 +52,10 @@ class Task:
 
 
 class ApiError(Exception):
-    def __init__(self, recorded: str, **values: Any) -> None:
+    def __init__(self, recorded: str) -> None:
         reply = RECORDED[recorded]
         self.status = reply["status"]
-        self.reason = reply["reason"].format(**values) if values else reply["reason"]
+        self.reason = reply.get("reason", "OK")
         self.body = reply["body"]
 
 
@@ -324,9 +324,10 @@ def _handler(fake: FakeProxmox) -> type[BaseHTTPRequestHandler]:
                 status, reason, body = 200, "OK", {"data": data}
             except ApiError as error:
                 status, reason, body = error.status, error.reason, error.body
-            payload = json.dumps(body).encode()
+            # A recorded body that is a string goes out as it is, as a proxy in front of the API would answer.
+            payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             self.send_response(status, reason)
-            self.send_header("Content-Type", "application/json;charset=UTF-8")
+            self.send_header("Content-Type", "text/html" if isinstance(body, str) else "application/json;charset=UTF-8")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -142,6 +142,11 @@ async def test_proxmox_errors_are_retryable_for_5xx_and_not_for_4xx(fake: FakePr
     assert not bad.value.retryable and "invalid urlencoded string" in bad.value.message
     assert [m.token for m in await provider.list()] == ["op-1"]  # the half-made VM went again
 
+    fake.fail_next("GET", r"status/current$", "not_json")
+    with pytest.raises(ProxmoxError, match="something other than JSON: '<html>") as not_json:
+        await provider.get(machine.ref)
+    assert not_json.value.retryable
+
     wrong = proxmox_provider(fake, token_secret="not-the-secret")
     with pytest.raises(ProxmoxError) as unauthorized:
         await wrong.get(machine.ref)

@@ -255,7 +255,7 @@ class ProxmoxProvider:
 
     def _call_sync(self, method: str, path: str, params: dict[str, Any]) -> Any:
         try:
-            return getattr(self._api(path), method)(**params)
+            data = getattr(self._api(path), method)(**params)
         except ResourceException as error:
             raise self._error(error, method, path) from None
         except requests.exceptions.RequestException as error:
@@ -266,6 +266,16 @@ class ProxmoxProvider:
             ) from None
         except OSError as error:  # requests' own checks before it connects: a CA file that is not there
             raise ProxmoxError(f"Cannot call Proxmox ({self.url}): {error}", retryable=False, path=path) from None
+        # A body that is not JSON (a proxy's error page): proxmoxer hands it back as {"errors": <the bytes>}.
+        body = data.get("errors") if isinstance(data, dict) and len(data) == 1 else data
+        if isinstance(body, bytes):
+            raise ProxmoxError(
+                f"Proxmox ({self.url}) answered {method.upper()} /{path} with something other than JSON: "
+                f"{body[:120].decode(errors='replace')!r}",
+                retryable=True,
+                path=path,
+            )
+        return data
 
     def _error(self, error: Any, method: str, path: str) -> ProxmoxError:
         status = int(error.status_code)

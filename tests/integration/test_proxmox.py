@@ -12,13 +12,16 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from sqlalchemy import select
 
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.config import Settings
+from cloudplane.db.tables import Operation
 from cloudplane.domain.errors import NotFound, ProviderError, ProxmoxError
 from cloudplane.providers import registry
 from cloudplane.providers.base import CreateRequest, MachineState, token_hash
 from cloudplane.providers.proxmox import encode_ssh_keys, machine_state
+from tests.conftest import eventually
 from tests.contract.conftest import proxmox_provider
 from tests.fakeproxmox import FOREIGN_VMID, TOKEN_ID, TOKEN_SECRET, FakeProxmox
 
@@ -255,3 +258,45 @@ async def test_a_proxmox_location_without_its_settings_is_unavailable_saying_whi
             "CLOUDPLANE_PROXMOX_TOKEN_SECRET"
         }
     assert "proxmox" in registry.PROVIDER_FACTORIES
+
+
+async def test_a_vps_at_a_proxmox_location_is_a_vm_there_and_its_failures_say_proxmox_error(
+    client: Any, tenant: Any, core: Any, fake: FakeProxmox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _pointed_at(core, fake, monkeypatch)
+    monkeypatch.setattr(fake, "task_polls", 0)
+    with placed(core, {"fra1": "proxmox"}) as made:
+        monkeypatch.setattr(made.get("proxmox"), "task_poll_s", 0.01)
+        body = {"name": "Proxmox VPS", "plan_id": "plan-starter", "location": "fra1"}
+        created = await client.post("/api/v1/vps", json=body, headers=tenant.headers)
+        assert created.status_code == 201, created.text
+        path = f"/api/v1/vps/{created.json()['data']['id']}"
+
+        async def vps() -> dict[str, Any]:
+            return (await client.get(path, headers=tenant.headers)).json()["data"]
+
+        running = await eventually(vps, lambda v: v["status"] == "running")
+        assert running["operating_system"] == "Debian 12"
+        [machine] = await made.get("proxmox").list()
+        assert fake.vms[int(machine.ref)].status == "running"
+
+        # A failure at Proxmox ends the operation with PROXMOX_ERROR and the task's own words.
+        fake.failing_tasks.add("qmstart")
+        failed = await client.post("/api/v1/vps", json={**body, "name": "Doomed"}, headers=tenant.headers)
+        assert failed.status_code == 201, failed.text
+        doomed = f"/api/v1/vps/{failed.json()['data']['id']}"
+        await eventually(
+            lambda: client.get(doomed, headers=tenant.headers), lambda r: r.json()["data"]["status"] == "error"
+        )
+        with core.db.read() as s:
+            operation = s.scalars(
+                select(Operation)
+                .where(Operation.account_id == tenant.principal.account_id)
+                .order_by(Operation.id.desc())
+            ).first()
+        assert operation is not None and operation.error_code == "PROXMOX_ERROR"
+        assert "start failed: QEMU exited with code 1" in (operation.error or "")
+        assert [m.ref for m in await made.get("proxmox").list()] == [machine.ref]  # the failed VM went again
+
+        assert (await client.delete(path, headers=tenant.headers)).status_code in (200, 202, 204)
+        await eventually(lambda: made.get("proxmox").list(), lambda ms: ms == [])

@@ -174,6 +174,63 @@ class Settings(BaseSettings):
         default=10.0, description="How long a container's init has to halt before a stop pulls the plug."
     )
 
+    # The Proxmox VE provider (see README "Proxmox VE hosts"): an API token, one node, templates with cloud-init.
+    proxmox_url: str | None = Field(
+        default=None, description="The Proxmox VE API's URL, e.g. https://pve.example.com:8006 (https only)."
+    )
+    proxmox_token_id: str | None = Field(
+        default=None, description="The API token's id as Proxmox shows it: user@realm!tokenname."
+    )
+    proxmox_token_secret: str | None = Field(default=None, description="The API token's secret (a UUID).")
+    proxmox_node: str = Field(default="pve", description="The node whose VMs Cloudplane makes and drives.")
+    proxmox_template_vmid: int | None = Field(
+        default=None, description="The template VM cloned for any image CLOUDPLANE_PROXMOX_TEMPLATES does not name."
+    )
+    proxmox_templates: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Template VMIDs per catalog image: `debian-12=9000,ubuntu-22-04=9001` (or a JSON object).",
+    )
+    proxmox_storage: str | None = Field(
+        default=None, description="Storage a full clone's disks go to; unset: the template's."
+    )
+    proxmox_full_clone: bool = Field(
+        default=True, description="Full clones (independent disks); false: linked clones of the template's disk."
+    )
+    proxmox_verify_tls: bool = Field(
+        default=True, description="Check the API's TLS certificate; false only for a node's self-signed one."
+    )
+    proxmox_ca_file: str | None = Field(
+        default=None,
+        description="CA certificate the API's certificate is checked against (a cluster's /etc/pve/pve-root-ca.pem); "
+        "unset: the system's CAs.",
+    )
+    proxmox_disk: str = Field(default="scsi0", description="The templates' boot disk, grown to the plan's size.")
+    proxmox_ipconfig0: str = Field(
+        default="ip=dhcp", description="cloud-init network of the first NIC, as Proxmox's ipconfig0 (ip=dhcp)."
+    )
+    proxmox_stop_timeout_s: int = Field(
+        default=60, description="How long a guest has to shut down after an ACPI request before it is powered off."
+    )
+    proxmox_task_poll_s: float = Field(default=1.0, gt=0, description="Seconds between looks at a running task.")
+
+    @field_validator("proxmox_templates", mode="before")
+    @classmethod
+    def _parse_proxmox_templates(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        templates: dict[str, str] = {}
+        for entry in filter(str.strip, text.split(",")):
+            image, equals, vmid = entry.partition("=")
+            if not equals or not image.strip() or not vmid.strip().isascii() or not vmid.strip().isdigit():
+                raise ValueError(
+                    f"CLOUDPLANE_PROXMOX_TEMPLATES entry {entry.strip()!r} is not image=vmid (e.g. debian-12=9000)"
+                )
+            templates[image.strip()] = vmid.strip()
+        return templates
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:

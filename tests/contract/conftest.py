@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from cloudplane.providers.marketplace import OfferQuery, RentRequest
 from cloudplane.providers.simmarket import SimulatedMarketplace
 from cloudplane.providers.simulator import SimulatorConfig, SimulatorProvider
 from tests.conftest import LxcTestHost, destroy_lxc_leftovers
+from tests.fakeproxmox import TEMPLATES, TOKEN_ID, TOKEN_SECRET, FakeProxmox
 
 TEST_HOST = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt" / "testhost.xml"
 
@@ -117,6 +119,37 @@ def lxc_harness(host: LxcTestHost, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     destroy_lxc_leftovers(provider)
 
 
+def proxmox_provider(fake: FakeProxmox, **options: Any) -> Any:
+    from cloudplane.providers.proxmox import ProxmoxProvider
+
+    return ProxmoxProvider(
+        fake.url,
+        options.pop("token_id", TOKEN_ID),
+        options.pop("token_secret", TOKEN_SECRET),
+        node="pve",
+        templates=TEMPLATES,
+        verify_tls=fake.ca_file,
+        task_poll_s=0.01,
+        **options,
+    )
+
+
+def proxmox_harness() -> Iterator[Harness]:
+    fake = FakeProxmox()
+
+    @contextlib.contextmanager
+    def failing_create() -> Iterator[None]:
+        # The VM is cloned and configured, then its start task fails: the provider must destroy it again.
+        fake.failing_tasks.add("qmstart")
+        try:
+            yield
+        finally:
+            fake.failing_tasks.discard("qmstart")
+
+    yield Harness(proxmox_provider(fake), "999999", "999999/cps-0000000000000000", failing_create, True)
+    fake.close()
+
+
 def marketplace_harness(tmp_path: Path) -> Iterator[Harness]:
     db = Database(f"sqlite:///{tmp_path / 'market.sqlite'}")
     market = SimulatedMarketplace(db, time_scale=0)
@@ -150,7 +183,7 @@ def marketplace_harness(tmp_path: Path) -> Iterator[Harness]:
     db.dispose()
 
 
-@pytest.fixture(params=["simulator", "libvirt", "lxc", "marketplace"])
+@pytest.fixture(params=["simulator", "libvirt", "lxc", "marketplace", "proxmox"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
     if request.param == "simulator":
         yield from simulator_harness(tmp_path)
@@ -158,5 +191,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         yield from libvirt_harness(monkeypatch)
     elif request.param == "marketplace":
         yield from marketplace_harness(tmp_path)
+    elif request.param == "proxmox":
+        yield from proxmox_harness()
     else:
         yield from lxc_harness(request.getfixturevalue("lxc_host_ready"), tmp_path, monkeypatch)

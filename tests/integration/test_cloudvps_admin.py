@@ -60,6 +60,7 @@ async def test_system_health_checks_what_is_there_and_says_what_is_not(client, m
     assert data["status"] == "healthy"
     assert data["services"]["database"] == "online" and data["services"]["simulator"] == "online"
     assert data["services"]["stripe"] == data["services"]["email"] == "not_configured"
+    assert data["services"]["proxmox"] == "not_configured"  # no location runs on Proxmox VE here
     assert data["checks"]["database"]["latency_ms"] >= 0
     metrics = data["metrics"]
     assert metrics["total_users"] >= 1 and metrics["active_vps"] >= 0

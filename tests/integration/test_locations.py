@@ -124,7 +124,9 @@ def test_an_unknown_provider_stops_the_start_naming_the_entry_and_the_choices(co
     ):
         with pytest.raises(ConfigurationError) as refused:
             registry.build_registry(settings, core.db)
-        assert says in str(refused.value) and "the providers are: libvirt, lxc, simulator" in str(refused.value)
+        assert says in str(refused.value) and "the providers are: libvirt, lxc, proxmox, simulator" in str(
+            refused.value
+        )
 
 
 def test_an_unknown_location_stops_the_start_naming_the_entry_and_the_locations(core) -> None:

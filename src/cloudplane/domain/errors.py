@@ -103,6 +103,12 @@ class ProviderError(CloudplaneError):
         self.retryable = retryable
 
 
+class ProxmoxError(ProviderError):
+    """A Proxmox VE cluster failed or refused a call (the CloudVPS document's `PROXMOX_ERROR`)."""
+
+    code = "PROXMOX_ERROR"
+
+
 def _restore_error(cls: type[CloudplaneError], state: dict[str, Any]) -> CloudplaneError:
     error = cls.__new__(cls)
     Exception.__init__(error, state["message"])

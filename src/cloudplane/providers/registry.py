@@ -94,10 +94,39 @@ def _lxc(settings: Settings, db: Database) -> Provider:
     return LxcProvider.from_settings(settings)
 
 
+def _proxmox(settings: Settings, db: Database) -> Provider:
+    from cloudplane.providers.proxmox import ProxmoxProvider
+
+    missing = [
+        f"CLOUDPLANE_PROXMOX_{name.upper()}"
+        for name in ("url", "token_id", "token_secret")
+        if not getattr(settings, f"proxmox_{name}")
+    ]
+    if missing:
+        raise ConfigurationError(f"the proxmox provider needs {', '.join(missing)}")
+    assert settings.proxmox_url and settings.proxmox_token_id and settings.proxmox_token_secret
+    return ProxmoxProvider(
+        settings.proxmox_url,
+        settings.proxmox_token_id,
+        settings.proxmox_token_secret,
+        node=settings.proxmox_node,
+        templates=settings.proxmox_templates,
+        default_template=settings.proxmox_template_vmid,
+        storage=settings.proxmox_storage,
+        full_clone=settings.proxmox_full_clone,
+        verify_tls=(settings.proxmox_ca_file or True) if settings.proxmox_verify_tls else False,
+        disk=settings.proxmox_disk,
+        ipconfig0=settings.proxmox_ipconfig0,
+        stop_timeout_s=settings.proxmox_stop_timeout_s,
+        task_poll_s=settings.proxmox_task_poll_s,
+    )
+
+
 PROVIDER_FACTORIES: dict[str, Callable[[Settings, Database], Provider]] = {
     "simulator": _simulator,
     "libvirt": _libvirt,
     "lxc": _lxc,
+    "proxmox": _proxmox,
 }
 
 

@@ -28,6 +28,8 @@ PROVIDER_CHECK_TIMEOUT_S = 5.0
 PROBE_REF = "cloudplane-health-probe"
 # Services Cloudplane will depend on once they exist: reported as such until then.
 NOT_YET = ("stripe", "email")
+# Providers the CloudVPS document names in its health reply: `not_configured` when no location runs on them.
+NAMED_PROVIDERS = ("proxmox",)
 
 
 def stats(core: Core, principal: Principal) -> dict[str, Any]:
@@ -178,8 +180,9 @@ def _database_directory(core: Core) -> str:
 
 
 async def health(core: Core, principal: Principal) -> dict[str, Any]:
-    """The database and every configured provider, checked now; `stripe` and `email` as `not_configured` until
-    Cloudplane has them; this host's load, memory and disk (the database's file system) as percentages."""
+    """The database and every configured provider, checked now (`proxmox` as `not_configured` when no location runs
+    on it); `stripe` and `email` as `not_configured` until Cloudplane has them; this host's load, memory and disk
+    (the database's file system) as percentages."""
     require_admin(principal)
     services: dict[str, str] = {}
     details: dict[str, Any] = {}
@@ -200,6 +203,8 @@ async def health(core: Core, principal: Principal) -> dict[str, Any]:
         details[name] = {"status": "offline", "error": reason}
     for name in NOT_YET:
         services[name] = "not_configured"
+    for name in NAMED_PROVIDERS:
+        services.setdefault(name, "not_configured")
     if services["database"] != "online":
         status = "unhealthy"
     elif any(state == "offline" for state in services.values()):

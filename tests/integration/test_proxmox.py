@@ -290,9 +290,10 @@ async def test_a_vps_at_a_proxmox_location_is_a_vm_there_and_its_failures_say_pr
         )
         with core.db.read() as s:
             operation = s.scalars(
-                select(Operation)
-                .where(Operation.account_id == tenant.principal.account_id)
-                .order_by(Operation.id.desc())
+                select(Operation).where(
+                    Operation.server_id == int(failed.json()["data"]["id"].removeprefix("vps-")),
+                    Operation.kind == "create",
+                )
             ).first()
         assert operation is not None and operation.error_code == "PROXMOX_ERROR"
         assert "start failed: QEMU exited with code 1" in (operation.error or "")

@@ -19,6 +19,7 @@ async def test_snapshot_lifecycle(client, tenant, core, sim_db, create_running_s
     assert r.status_code == 201, r.text
     snap = r.json()
     assert snap["status"] == "creating" and snap["server_id"] == server["id"] and snap["description"] == "pre-upgrade"
+    assert snap["size"] == 0  # an integer, as the document types it: 0 GB until the snapshot is taken
 
     async def get_snap():
         return (await client.get(f"{base}/snapshots/{snap['id']}", headers=tenant.headers)).json()

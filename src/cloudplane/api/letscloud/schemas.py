@@ -123,7 +123,7 @@ class SnapshotOut(BaseModel):
     id: int
     label: str
     description: str | None
-    size: int | None
+    size: int = Field(description="Size of the snapshot in GB; 0 until it is available")
     status: WireSnapshotStatus
     server_id: int
     created_at: datetime
@@ -134,7 +134,7 @@ class SnapshotOut(BaseModel):
             id=s.id,
             label=s.label,
             description=s.description,
-            size=s.size_gb,
+            size=s.size_gb or 0,
             status=s.status if s.status != "deleted" else "deleting",  # type: ignore[arg-type]
             server_id=s.server_id,
             created_at=s.created_at,

@@ -126,3 +126,14 @@ async def test_a_rented_gpu_instance_refuses_extra_ips_with_the_reason(api, make
     got = (await api.get(f"{V1}/vps/{vps_id}/network", headers=tenant.headers)).json()["data"]
     assert got["ip_addresses"]["extra"] == []
     await api.delete(f"{V1}/vps/{vps_id}", headers=tenant.headers)
+
+
+async def test_a_retried_request_with_its_idempotency_key_takes_one_address(api, tenant, pools) -> None:
+    pools(nyc1="192.0.2.96/29")
+    vps = await create_running_vps(api, tenant)
+    headers = {**tenant.headers, "Idempotency-Key": "extra-ip-once"}
+    replies = [await api.post(f"{V1}/vps/{vps['id']}/network/ip", headers=headers) for _ in range(2)]
+    assert [r.status_code for r in replies] == [201, 201]
+    assert replies[0].json() == replies[1].json() and replies[1].headers.get("Idempotent-Replayed") == "true"
+    got = (await api.get(f"{V1}/vps/{vps['id']}/network", headers=tenant.headers)).json()["data"]
+    assert got["ip_addresses"]["extra"] == ["192.0.2.97"]

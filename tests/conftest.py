@@ -188,12 +188,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def lxc_test_network(index: int) -> tuple[str, str]:
-    """A bridge name and address range (a /26) of this test run's own, 0 <= index < 4: traffic goes only to
+    """A bridge name and address range (a /26) of this test run's own, 0 <= index < 8: traffic goes only to
     machines the tests made, and two runs on one host (a developer's and CI's) never share a bridge or a range,
     except when their process ids agree modulo 256."""
-    assert 0 <= index < 4
+    assert 0 <= index < 8
     pid = os.getpid()
-    return f"cpt{pid % 10**6}x{index}", f"10.214.{pid % 256}.{index * 64}/26"
+    return f"cpt{pid % 10**6}x{index}", f"10.{214 + index // 4}.{pid % 256}.{index % 4 * 64}/26"
 
 
 LXC_TEST_BRIDGE, LXC_TEST_SUBNET = lxc_test_network(0)

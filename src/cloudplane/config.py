@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cloudplane.domain.addresses import parse_pools
+
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -170,6 +172,11 @@ class Settings(BaseSettings):
         default="10.213.0.0/24",
         description="Address range of the bridge; the host takes the first address, containers the rest.",
     )
+    # Each location's pool of extra public IPv4 addresses (POST /api/v1/vps/{id}/network/ip): "nyc1=198.51.100.0/28,
+    # fra1=203.0.113.10-203.0.113.20" (a CIDR's usable addresses, or a range); `nyc1=` gives nyc1 none. A location it
+    # leaves out has its default: the top quarter of lxc_subnet on LXC, else a documentation range
+    # (domain/addresses.py DEFAULT_POOLS).
+    address_pools: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     lxc_stop_timeout_s: float = Field(
         default=10.0, description="How long a container's init has to halt before a stop pulls the plug."
     )
@@ -285,6 +292,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_location_providers(cls, value: object) -> object:
         return parse_location_providers(value) if isinstance(value, str) else value
+
+    @field_validator("address_pools", mode="before")
+    @classmethod
+    def _parse_address_pools(cls, value: object) -> object:
+        return parse_pools(value) if isinstance(value, str) else value
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cloudplane.domain.errors import ProviderError
 from cloudplane.providers import lxc_firewall, lxc_host
 from cloudplane.providers.base import CreateRequest, FirewallRule, MachineState, RebuildRequest
 from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers, lxc_test_network
@@ -351,73 +354,98 @@ def _reaches(namespace: str, address: str, port: int) -> bool:
     )
 
 
+def provider_on_own_bridge(host: LxcTestHost, tmp_path: Path, index: int) -> tuple[Any, Any]:
+    """A provider on a bridge and range of the test's own (`lxc_test_network(index)`); the test makes the bridge."""
+    network = lxc_host.Network.parse(*lxc_test_network(index))
+    provider = host.provider(tmp_path / "lxc")
+    return type(provider)(replace(provider.config, network=network)), network
+
+
+def listen(provider: Any, ref: str, *ports: int) -> None:
+    """BusyBox's httpd in the container on each port (it forks into the background)."""
+    for port in ports:
+        subprocess.run(
+            ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", ref, "--",
+             "/bin/busybox", "httpd", "-p", str(port), "-h", "/tmp"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+
+def wait_until_reaches(namespace: str, address: str, port: int, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not _reaches(namespace, address, port):
+        assert time.monotonic() < deadline, what
+
+
+def listen_again(provider: Any, ref: str, namespace: str, *ports: int) -> None:
+    """After a start: the listeners again, and the namespace's neighbours forgotten (LXC gives the new veth a new
+    MAC address: the one cached is stale)."""
+    listen(provider, ref, *ports)
+    subprocess.run(["ip", "-n", namespace, "neigh", "flush", "all"], check=True)
+
+
+@contextlib.contextmanager
+def namespace_on_bridge(network: Any, name: str) -> Iterator[str]:
+    """A network namespace on the bridge at the subnet's last usable address, playing a machine of the same
+    network: bridged traffic, the kind a host firewall most easily misses. Its address, then it is removed."""
+    namespace, veth = f"{name}{os.getpid() % 10**6}", f"{name}{os.getpid() % 10**6}h"
+    client = str(network.subnet.broadcast_address - 1)
+    try:
+        for command in (
+            ["ip", "netns", "add", namespace],
+            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace],
+            ["ip", "link", "set", veth, "master", network.bridge, "up"],
+            ["ip", "-n", namespace, "addr", "add", f"{client}/{network.subnet.prefixlen}", "dev", "eth0"],
+            ["ip", "-n", namespace, "link", "set", "eth0", "up"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+        yield namespace
+    finally:
+        subprocess.run(["ip", "link", "delete", veth], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+
+
 async def test_firewall_rules_filter_what_reaches_the_container_from_the_bridge(
     lxc_host_ready: LxcTestHost, tmp_path: Path
 ) -> None:
-    # A bridge and range of this test's own, a container listening on two ports, and a network namespace on the
-    # bridge playing a machine of the same network: bridged traffic, the kind a host firewall most easily misses.
-    bridge, subnet = lxc_test_network(3)
-    network = lxc_host.Network.parse(bridge, subnet)
-    provider = lxc_host_ready.provider(tmp_path / "lxc")
-    provider = type(provider)(replace(provider.config, network=network))
-    namespace, veth = f"cpfw{os.getpid() % 10**6}", f"cpfw{os.getpid() % 10**6}h"
+    # A bridge and range of this test's own, a container listening on two ports, and a namespace on the bridge.
+    provider, network = provider_on_own_bridge(lxc_host_ready, tmp_path, 3)
+    bridge = network.bridge
     client = str(network.subnet.broadcast_address - 1)
     try:
         lxc_host.ensure_bridge(network)
         machine = await provider.create(request_for("firewall", image="busybox"))
         address = machine.public_ipv4
+        listen(provider, machine.ref, 8080, 8081)
+        with namespace_on_bridge(network, "cpfw") as namespace:
+            wait_until_reaches(namespace, address, 8080, "the container is not reachable before any rule")
+            assert _reaches(namespace, address, 8081)
 
-        def listen() -> None:
-            for port in (8080, 8081):
-                subprocess.run(
-                    ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", machine.ref, "--",
-                     "/bin/busybox", "httpd", "-p", str(port), "-h", "/tmp"],
-                    check=True, capture_output=True,
-                )  # fmt: skip
+            await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp", port_from=8080, port_to=8080)])
+            # First match decides; what matches no rule is dropped: 8081 too.
+            assert not _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
 
-        listen()
-        for command in (
-            ["ip", "netns", "add", namespace],
-            ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace],
-            ["ip", "link", "set", veth, "master", bridge, "up"],
-            ["ip", "-n", namespace, "addr", "add", f"{client}/{network.subnet.prefixlen}", "dev", "eth0"],
-            ["ip", "-n", namespace, "link", "set", "eth0", "up"],
-        ):
-            subprocess.run(command, check=True, capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _reaches(namespace, address, 8080):
-            assert time.monotonic() < deadline, "the container is not reachable before any rule"
-        assert _reaches(namespace, address, 8081)
+            await provider.set_firewall(
+                machine.ref, [FirewallRule("accept", "tcp", source=f"{client}/32", port_from=8080, port_to=8080)]
+            )
+            assert _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
+            # The container's own connections get their replies (the host answers on its gateway address).
+            out = subprocess.run(
+                ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", machine.ref, "--",
+                 "/bin/busybox", "ping", "-c", "1", "-W", "2", str(network.gateway)],
+                capture_output=True,
+            )  # fmt: skip
+            assert out.returncode == 0, out
 
-        await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp", port_from=8080, port_to=8080)])
-        # First match decides; what matches no rule is dropped: 8081 too.
-        assert not _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
+            # A restart gives the container a new veth; the rules, keyed on its address, still hold.
+            await provider.stop(machine.ref)
+            await provider.start(machine.ref)
+            listen_again(provider, machine.ref, namespace, 8080, 8081)
+            wait_until_reaches(namespace, address, 8080, "allowed port unreachable after a restart")
+            assert not _reaches(namespace, address, 8081)
 
-        await provider.set_firewall(
-            machine.ref, [FirewallRule("accept", "tcp", source=f"{client}/32", port_from=8080, port_to=8080)]
-        )
-        assert _reaches(namespace, address, 8080) and not _reaches(namespace, address, 8081)
-        # The container's own connections get their replies (the host answers on its gateway address).
-        out = subprocess.run(
-            ["lxc-attach", "-P", str(provider.config.lxc_path), "-n", machine.ref, "--",
-             "/bin/busybox", "ping", "-c", "1", "-W", "2", str(network.gateway)],
-            capture_output=True,
-        )  # fmt: skip
-        assert out.returncode == 0, out
-
-        # A restart gives the container a new veth; the rules, keyed on its address, still hold.
-        await provider.stop(machine.ref)
-        await provider.start(machine.ref)
-        listen()
-        # LXC gives the new veth a new MAC address: the neighbour's cached one is stale.
-        subprocess.run(["ip", "-n", namespace, "neigh", "flush", "all"], check=True)
-        deadline = time.monotonic() + 10
-        while not _reaches(namespace, address, 8080):
-            assert time.monotonic() < deadline, "allowed port unreachable after a restart"
-        assert not _reaches(namespace, address, 8081)
-
-        await provider.set_firewall(machine.ref, [])
-        assert _reaches(namespace, address, 8081)
+            await provider.set_firewall(machine.ref, [])
+            assert _reaches(namespace, address, 8081)
         await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp")])
         await provider.delete(machine.ref)
         table = subprocess.run(
@@ -426,6 +454,50 @@ async def test_firewall_rules_filter_what_reaches_the_container_from_the_bridge(
         assert machine.ref not in table and address not in table
     finally:
         destroy_lxc_leftovers(provider)
-        subprocess.run(["ip", "link", "delete", veth], capture_output=True)
-        subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+        lxc_host.remove_bridge(bridge)
+
+
+async def test_an_extra_address_reaches_the_container_filtered_and_after_a_restart(
+    lxc_host_ready: LxcTestHost, tmp_path: Path
+) -> None:
+    # As the firewall test: a bridge of this test's own, a listener in the container, a namespace on the bridge.
+    provider, network = provider_on_own_bridge(lxc_host_ready, tmp_path, 4)
+    bridge = network.bridge
+    extra = str(network.extra_pool.first)
+    try:
+        lxc_host.ensure_bridge(network)
+        machine = await provider.create(request_for("extra-ip", image="busybox"))
+        own = machine.public_ipv4
+        assert own not in network.extra_pool  # a new container never takes a pool's address
+        before = await provider.snapshot(machine.ref, "before-extra")
+        listen(provider, machine.ref, 8080)
+        with namespace_on_bridge(network, "cpip") as namespace:
+            wait_until_reaches(namespace, own, 8080, "the container is not reachable at its own address")
+            assert not _reaches(namespace, extra, 8080)
+
+            await provider.add_address(machine.ref, extra)
+            await provider.add_address(machine.ref, extra)  # again: nothing changes
+            wait_until_reaches(namespace, extra, 8080, "the extra address does not reach the container")
+            # The firewall filters the extra address as it does the container's own.
+            await provider.set_firewall(machine.ref, [FirewallRule("drop", "tcp", port_from=8080, port_to=8080)])
+            assert not _reaches(namespace, extra, 8080) and not _reaches(namespace, own, 8080)
+            await provider.set_firewall(machine.ref, [])
+
+            # In the container's config too: a restart brings it back...
+            await provider.stop(machine.ref)
+            await provider.start(machine.ref)
+            listen_again(provider, machine.ref, namespace, 8080)
+            wait_until_reaches(namespace, extra, 8080, "the extra address is gone after a restart")
+            wait_until_reaches(namespace, own, 8080, "the container's own address is gone after a restart")
+            # ...and so does restoring a snapshot taken before it was added: the address is the server's now.
+            await provider.stop(machine.ref)
+            await provider.restore(machine.ref, before.ref)
+            await provider.start(machine.ref)
+            listen_again(provider, machine.ref, namespace, 8080)
+            wait_until_reaches(namespace, extra, 8080, "the extra address is gone after a restore")
+        # An address the bridge does not carry is refused.
+        with pytest.raises(ProviderError, match="subnet"):
+            await provider.add_address(machine.ref, "198.51.100.7")
+    finally:
+        destroy_lxc_leftovers(provider)
         lxc_host.remove_bridge(bridge)

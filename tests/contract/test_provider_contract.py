@@ -145,6 +145,7 @@ async def test_refused_features_are_refused_with_their_reason(harness: Harness) 
         Feature.REBUILD: lambda: provider.rebuild(machine.ref, rebuild_request_for(harness.image)),
         Feature.CONSOLE: lambda: provider.console(machine.ref),
         Feature.FIREWALL: lambda: provider.set_firewall(machine.ref, [FirewallRule("accept", "tcp")]),
+        Feature.EXTRA_IPS: lambda: provider.add_address(machine.ref, "198.51.100.7"),
     }
     assert set(calls) | PLANNED == set(Feature)
     refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]

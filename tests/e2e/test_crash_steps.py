@@ -1,4 +1,4 @@
-"""Kill the real service inside each step of create, delete, snapshot, restore and rebuild, at the worst moment (the
+"""Kill the real service inside each step of create, delete, snapshot, restore, rebuild and attach_ip, at the worst moment (the
 provider call returned and its result is not recorded yet, or the rows committed), restart it without the
 hook, and check that the action finishes: the server reaches its intended state, the operation reads
 `succeeded`, the provider holds exactly what the database says (no doubled or orphaned machine or snapshot) and
@@ -107,6 +107,7 @@ def act(kind: str, client: httpx.Client, case: Case) -> httpx.Response | None:
         "snapshot": ("POST", f"/api/servers/{case.server_id}/snapshots", {"label": "crashing"}),
         "restore": ("POST", f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}/restore", None),
         "rebuild": ("POST", f"/api/v1/vps/vps-{case.server_id}/rebuild", {"operating_system": "debian-12"}),
+        "attach_ip": ("POST", f"/api/v1/vps/vps-{case.server_id}/network/ip", None),
     }
     method, path, body = requests[kind]
     try:
@@ -157,6 +158,9 @@ STEPS = [
     ("rebuild", "rebuild"),
     ("rebuild", "start"),
     ("rebuild", "update_rows"),
+    # An extra address: given to the machine again by the run that resumes it (the provider call is idempotent).
+    ("attach_ip", "add_address"),
+    ("attach_ip", "update_rows"),
 ]
 # How many times each case re-images the disk: a kill between the re-imaging and its record repeats it (harmless:
 # the machine is still stopped), a kill after that never does.
@@ -187,7 +191,7 @@ def test_crash_inside_step_then_restart_finishes_the_action(
     assert any(f"CLOUDPLANE_CRASH_AT={crash_at} reached" in line for line in service.output), "died elsewhere"
 
     op_id, server_id = the_operation(database_url, kind)
-    if reply is not None and kind != "rebuild":  # CloudVPS's reply names its operation in its body
+    if reply is not None and kind not in ("rebuild", "attach_ip"):  # CloudVPS's replies name it in their body
         assert reply.headers["Operation-Location"] == f"/api/operations/{op_id}"
     if kind == "create":
         assert reply is None or reply.json()["id"] == server_id
@@ -214,6 +218,10 @@ def test_crash_inside_step_then_restart_finishes_the_action(
         elif kind == "rebuild":
             assert final["status"] == "running" and final["task_state"] is None, final
             assert final["image"]["slug"] == "debian-12", final
+        elif kind == "attach_ip":
+            network = client.get(f"/api/v1/vps/vps-{case.server_id}/network").json()["data"]
+            given = network["ip_addresses"]["extra"]
+            assert len(given) == 1 and (reply is None or reply.json()["data"]["ip_address"] == given[0]), network
         else:
             assert final["status"] == "stopped" and final["task_state"] is None, final
             snap = client.get(f"/api/servers/{case.server_id}/snapshots/{case.snapshot_id}").json()
@@ -223,28 +231,45 @@ def test_crash_inside_step_then_restart_finishes_the_action(
     assert_provider_matches_database(database_url)
     if kind == "rebuild":
         assert disk_of(database_url, case.server_id) == ("debian-12", REBUILDS[step])
+    if kind == "attach_ip":
+        assert machine_addresses(database_url, case.server_id) == given
 
 
-def disk_of(database_url: str, server_id: int) -> tuple[str, int]:
-    """The image and disk generation of the server's simulated machine."""
+def _simulated_machine(database_url: str, server_id: int) -> tuple[Any, int]:
+    """The simulator's store and the id there of the server's machine."""
     from cloudplane.config import Settings
-    from cloudplane.providers.simulator import sim_machines
 
-    settings = Settings(database_url=database_url)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
             ref = conn.scalar(select(Server.provider_ref).where(Server.id == server_id))
     finally:
         engine.dispose()
     assert ref is not None
-    engine = create_engine(settings.simulator_database_url)
+    return create_engine(Settings(database_url=database_url).simulator_database_url), int(ref.removeprefix("sim-"))
+
+
+def machine_addresses(database_url: str, server_id: int) -> list[str]:
+    """The extra addresses the server's simulated machine was given."""
+    from cloudplane.providers.simulator import sim_addresses
+
+    engine, machine_id = _simulated_machine(database_url, server_id)
+    try:
+        with engine.connect() as conn:
+            return list(conn.scalars(select(sim_addresses.c.address).where(sim_addresses.c.machine_id == machine_id)))
+    finally:
+        engine.dispose()
+
+
+def disk_of(database_url: str, server_id: int) -> tuple[str, int]:
+    """The image and disk generation of the server's simulated machine."""
+    from cloudplane.providers.simulator import sim_machines
+
+    engine, machine_id = _simulated_machine(database_url, server_id)
     try:
         with engine.connect() as conn:
             row = conn.execute(
-                select(sim_machines.c.image, sim_machines.c.disk_generation).where(
-                    sim_machines.c.id == int(ref.removeprefix("sim-"))
-                )
+                select(sim_machines.c.image, sim_machines.c.disk_generation).where(sim_machines.c.id == machine_id)
             ).one()
     finally:
         engine.dispose()

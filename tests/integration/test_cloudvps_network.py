@@ -122,8 +122,8 @@ async def test_a_bad_rule_is_a_422_naming_its_index_and_field(api, tenant) -> No
     assert got["firewall_rules"] == []
 
 
-async def test_a_rented_gpu_instance_refuses_firewall_rules_with_the_reason(api, make_tenant) -> None:
-    tenant = make_tenant()
+async def rent_gpu_vps(api: httpx.AsyncClient, tenant: Tenant) -> str:
+    """A GPU instance rented from the simulated marketplace, by its VPS id."""
     offers = (await api.get(f"{V1}/offers/search", params={"available": True}, headers=tenant.headers)).json()["data"]
     for offer in reversed(offers):  # offers other tests rented may still be listed (409 on rent)
         rented = await api.post(
@@ -134,7 +134,12 @@ async def test_a_rented_gpu_instance_refuses_firewall_rules_with_the_reason(api,
         if rented.status_code != 409:
             break
     assert rented.status_code == 201, rented.text
-    vps_id = "vps-" + rented.json()["data"]["id"].rpartition("_")[2]
+    return "vps-" + rented.json()["data"]["id"].rpartition("_")[2]
+
+
+async def test_a_rented_gpu_instance_refuses_firewall_rules_with_the_reason(api, make_tenant) -> None:
+    tenant = make_tenant()
+    vps_id = await rent_gpu_vps(api, tenant)
     r = await put_rules(api, tenant, vps_id, [{"action": "drop", "protocol": "tcp", "port": 22}])
     assert r.status_code == 409, r.text
     assert "cannot filter traffic with firewall rules" in error_of(r)["message"]

@@ -108,6 +108,11 @@ INTRUSIONS = {
         f"/api/v1/vps/vps-{ids['stopped']}/network",
         {"firewall_rules": [{"action": "drop", "protocol": "tcp", "port": 22}]},
     ),
+    ("POST", "/api/v1/vps/{vps_id}/network/ip"): lambda ids: (
+        "POST",
+        f"/api/v1/vps/vps-{ids['stopped']}/network/ip",
+        None,
+    ),
     ("GET", "/api/v1/vps/{vps_id}/metrics"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/metrics", None),
     ("GET", "/api/v1/vps/{vps_id}/console"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/console", None),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),

@@ -370,6 +370,20 @@ class FirewallRule(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class IpAddress(Base):
+    """An extra public IPv4 address of a server, taken from its location's pool (services/network.py); the row is
+    the address's allocation, so no address is ever given twice."""
+
+    __tablename__ = "ip_addresses"
+    __table_args__ = (UniqueConstraint("address", name="uq_ip_addresses_address"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(15))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ServerSample(Base):
     """A server's usage at one moment (`resolution_s` 0: a sample, kept a day) or over one hour (3600: the hour's
     samples rolled up, kept a month), written by the metrics jobs (workflows/metrics.py)."""

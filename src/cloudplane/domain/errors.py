@@ -60,6 +60,18 @@ class Suspended(Conflict):
     code = "SUSPENDED"
 
 
+class NoAddressPool(Conflict):
+    """The location has no pool of extra addresses."""
+
+    code = "NO_ADDRESS_POOL"
+
+
+class AddressPoolExhausted(Conflict):
+    """Every address of the location's pool is taken."""
+
+    code = "ADDRESS_POOL_EXHAUSTED"
+
+
 class QuotaExceeded(CloudplaneError):
     """The account's tier does not allow this much; `details` name the field, the limit and the tier."""
 

@@ -45,6 +45,9 @@ class EventType(StrEnum):
     VPS_FIREWALL_UPDATE_REQUESTED = "vps.firewall.update_requested"
     VPS_FIREWALL_UPDATED = "vps.firewall.updated"
     VPS_FIREWALL_UPDATE_FAILED = "vps.firewall.update_failed"
+    VPS_IP_ATTACH_REQUESTED = "vps.ip.attach_requested"
+    VPS_IP_ATTACHED = "vps.ip.attached"
+    VPS_IP_ATTACH_FAILED = "vps.ip.attach_failed"
     SSH_KEY_CREATED = "ssh_key.created"
     SSH_KEY_DELETED = "ssh_key.deleted"
     USER_REGISTERED = "user.registered"
@@ -90,5 +93,8 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
     ),
     "firewall": OperationEvents(
         EventType.VPS_FIREWALL_UPDATE_REQUESTED, EventType.VPS_FIREWALL_UPDATED, EventType.VPS_FIREWALL_UPDATE_FAILED
+    ),
+    "attach_ip": OperationEvents(
+        EventType.VPS_IP_ATTACH_REQUESTED, EventType.VPS_IP_ATTACHED, EventType.VPS_IP_ATTACH_FAILED
     ),
 }

@@ -148,6 +148,8 @@ class Feature(StrEnum):
     RESUME = "resume"
     # Filter the machine's inbound traffic by the server's firewall rules (`set_firewall`).
     FIREWALL = "firewall"
+    # Give the machine an extra IPv4 address besides its own (`add_address`).
+    EXTRA_IPS = "extra_ips"
     REBUILD = "rebuild"
     CONSOLE = "console"
     # Declared ahead of its call: every driver refuses it until an issue adds the call and implements it.
@@ -164,6 +166,7 @@ _PHRASES = {
     Feature.METRICS: "report metrics",
     Feature.CONSOLE: "open a console",
     Feature.FIREWALL: "filter traffic with firewall rules",
+    Feature.EXTRA_IPS: "attach extra IP addresses",
 }
 
 # The server state machine's actions (domain/states.py ACTIONS) and the feature each needs from the provider.
@@ -438,6 +441,13 @@ class Provider(Protocol):
         dropped when it matches none, except replies to connections the machine opened itself. Idempotent: applying
         the same rules again changes nothing. The rules stay until replaced or the machine is deleted, across its
         restarts."""
+        ...
+
+    async def add_address(self, ref: str, address: str) -> None:
+        """Give the machine `address` (IPv4, from its location's pool) besides its own, running or stopped: at once
+        if it runs, and kept across its restarts, restores and rebuilds. Its firewall rules cover the address too.
+        Idempotent: adding an address it has changes nothing. Refused (non-retryable) for an address the provider
+        cannot route to the machine. The address goes with the machine when it is deleted."""
         ...
 
     async def resume(self, ref: str) -> None:

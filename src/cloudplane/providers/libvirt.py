@@ -40,6 +40,7 @@ from cloudplane.providers.base import (
     not_implemented_yet,
     pages_of,
     refusal,
+    refused,
     token_hash,
 )
 from cloudplane.providers.terminal import Terminal
@@ -147,6 +148,10 @@ class LibvirtProvider:
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: not_implemented_yet("libvirt"),
             Feature.FIREWALL: not_implemented_yet("libvirt"),
+            Feature.EXTRA_IPS: refused(
+                "not implemented yet on libvirt: a guest's extra address needs its network's DHCP host entry and "
+                "the guest's own configuration"
+            ),
         },
     )
 
@@ -686,6 +691,9 @@ class LibvirtProvider:
     async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
         # An nwfilter per domain would do it; until then the feature is refused up front.
         raise refusal(self, Feature.FIREWALL)
+
+    async def add_address(self, ref: str, address: str) -> None:
+        raise refusal(self, Feature.EXTRA_IPS)
 
     async def delete(self, ref: str) -> None:
         """Idempotent: an unknown machine is already gone. Powers off, deletes every snapshot, the disk and seed

@@ -127,6 +127,7 @@ class LxcProvider:
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: SUPPORTED,
             Feature.FIREWALL: SUPPORTED,
+            Feature.EXTRA_IPS: SUPPORTED,
         },
     )
 
@@ -267,7 +268,7 @@ class LxcProvider:
         return image
 
     def _free_address(self) -> ipaddress.IPv4Address:
-        taken = {(self._marker(n) or {}).get("ipv4") for n in self._names()}
+        taken = {a for n in self._names() for a in _addresses(self._marker(n) or {})}
         for address in self.config.network.container_addresses():
             if str(address) not in taken:
                 return address
@@ -289,7 +290,7 @@ class LxcProvider:
             )
             final = path / name
             (staging / "config").write_text(
-                self._lxc_config(final / "rootfs", request.hostname, request.cpu, request.ram_mb, image, address)
+                self._lxc_config(final / "rootfs", request.hostname, request.cpu, request.ram_mb, image, [str(address)])
             )
             (staging / MARKER).write_text(
                 json.dumps(
@@ -335,8 +336,9 @@ class LxcProvider:
             os.chmod(shadow, 0o600)
 
     def _lxc_config(
-        self, rootfs: Path, hostname: str, cpu: int, ram_mb: int, image: dict, address: ipaddress.IPv4Address
+        self, rootfs: Path, hostname: str, cpu: int, ram_mb: int, image: dict, addresses: Sequence[str]
     ) -> str:
+        """The container's LXC config; `addresses` its own first, then its extra ones."""
         network = self.config.network
         period_us = 100_000
         lines = [
@@ -350,7 +352,7 @@ class LxcProvider:
             "lxc.net.0.type = veth",
             f"lxc.net.0.link = {network.bridge}",
             "lxc.net.0.flags = up",
-            f"lxc.net.0.ipv4.address = {address}/{network.subnet.prefixlen}",
+            *self._address_lines(addresses),
             f"lxc.net.0.ipv4.gateway = {network.gateway}",
             # The plan's size as cgroup (v1 and v2) limits: CPU as a CFS quota of `cpu` cores, memory in bytes.
             f"lxc.cgroup.cpu.cfs_period_us = {period_us}",
@@ -520,9 +522,66 @@ class LxcProvider:
             return []
 
     def _apply_firewall(self, name: str, rules: Sequence[FirewallRule]) -> None:
-        address = (self._marker(name) or {}).get("ipv4")
-        if address:
-            lxc_firewall.apply(self.config.network.bridge, name, [address], rules)
+        addresses = _addresses(self._marker(name) or {})
+        if addresses:
+            lxc_firewall.apply(self.config.network.bridge, name, addresses, rules)
+
+    # -- extra addresses -------------------------------------------------------------------------------------
+
+    def _address_lines(self, addresses: Sequence[str]) -> builtins.list[str]:
+        # LXC takes the key once per address, the first being the one its gateway route leaves from.
+        prefix = self.config.network.subnet.prefixlen
+        return [f"lxc.net.0.ipv4.address = {a}/{prefix}" for a in addresses]
+
+    def _write_addresses(self, name: str, addresses: Sequence[str]) -> None:
+        """The container's config with exactly these address lines, where the first of them was."""
+        config = self.config.lxc_path / name / "config"
+        lines = config.read_text().splitlines()
+        at = next((i for i, ln in enumerate(lines) if ln.startswith("lxc.net.0.ipv4.address")), None)
+        kept = [ln for ln in lines if not ln.startswith("lxc.net.0.ipv4.address")]
+        at = len(kept) if at is None else at
+        _write_atomically(config, "\n".join([*kept[:at], *self._address_lines(addresses), *kept[at:]]) + "\n")
+
+    async def add_address(self, ref: str, address: str) -> None:
+        """Recorded in the marker and the container's config (so a start gives it again), filtered by the
+        container's firewall before it is reachable, then added inside the running container (`ip addr add`
+        through `lxc-attach`). Only addresses of the bridge's subnet: the host routes nothing else to it."""
+
+        def _add_address() -> None:
+            container = self._lookup(ref)
+            network = self.config.network
+            try:
+                ip = ipaddress.IPv4Address(address)
+            except ValueError:
+                raise ProviderError(f"{address!r} is not an IPv4 address", retryable=False) from None
+            if ip not in network.subnet or ip in (network.gateway, network.subnet.broadcast_address):
+                raise ProviderError(
+                    f"{address} is not a container address of {network.bridge}'s subnet {network.subnet}: give LXC "
+                    f"locations a pool inside it (its top quarter, {network.extra_pool.text}, is kept for them)",
+                    retryable=False,
+                )
+            marker = self._marker(ref) or {}
+            extra = [*marker.get("extra_ipv4", [])]
+            if str(ip) != marker.get("ipv4") and str(ip) not in extra:
+                extra.append(str(ip))
+                marker = {**marker, "extra_ipv4": extra}
+                _write_atomically(self.config.lxc_path / ref / MARKER, json.dumps(marker))
+            self._write_addresses(ref, _addresses(marker))
+            if (self.config.lxc_path / ref / FIREWALL_FILE).exists():
+                self._apply_firewall(ref, self._firewall(ref))
+            if container.state == "RUNNING":
+                self._add_inside(ref, f"{ip}/{network.subnet.prefixlen}")
+
+        await self._run(ref, _add_address)
+
+    def _add_inside(self, ref: str, cidr: str) -> None:
+        done = subprocess.run(
+            ["lxc-attach", "-P", str(self.config.lxc_path), "-n", ref, "--clear-env", "-v", f"PATH={CONTAINER_PATH}",
+             "--", "ip", "addr", "add", cidr, "dev", "eth0"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0 and "File exists" not in done.stderr:  # it has it already (a re-run)
+            raise ProviderError(f"Could not add {cidr} inside {ref}: {done.stderr.strip()}", retryable=True)
 
     # -- snapshots -------------------------------------------------------------------------------------------
 
@@ -619,6 +678,8 @@ class LxcProvider:
                 restored.set_config_item("lxc.uts.name", identity["hostname"][:63])
                 restored.save_config()
                 _write_identity(self.config.lxc_path / ref / "rootfs", identity["hostname"], identity["ipv4"])
+                # ...and gives it the addresses it has now: extra ones added since the snapshot stay.
+                self._write_addresses(ref, _addresses(identity))
             (self.config.lxc_path / ref / "started").touch()
 
         await self._run(ref, _restore)
@@ -669,7 +730,9 @@ class LxcProvider:
         except BaseException:
             shutil.rmtree(fresh, ignore_errors=True)
             raise
-        config = self._lxc_config(rootfs, hostname, marker.get("cpu", 1), marker.get("ram_mb", 512), image, address)
+        config = self._lxc_config(
+            rootfs, hostname, marker.get("cpu", 1), marker.get("ram_mb", 512), image, _addresses(marker)
+        )
         _write_atomically(directory / "config", config)
         rootfs.rename(old)
         fresh.rename(rootfs)
@@ -754,6 +817,12 @@ def _thaw(container: Any) -> None:
 
 def _cgroup2_only() -> bool:
     return not os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def _addresses(marker: dict) -> list[str]:
+    """A container's addresses as its marker records them: its own first, then its extra ones."""
+    own = marker.get("ipv4")
+    return [*([own] if own else []), *marker.get("extra_ipv4", [])]
 
 
 def _write_identity(rootfs: Path, hostname: str, address: str) -> None:

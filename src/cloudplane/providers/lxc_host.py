@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cloudplane.domain.addresses import AddressPool, top_quarter
 from cloudplane.domain.errors import ProviderError
 from cloudplane.providers import lxc_firewall
 
@@ -56,9 +57,16 @@ class Network:
     def gateway(self) -> ipaddress.IPv4Address:
         return self.subnet.network_address + 1
 
+    @property
+    def extra_pool(self) -> AddressPool:
+        """The top quarter of the subnet: servers' extra addresses (the default pool of an LXC location)."""
+        return top_quarter(self.subnet)
+
     def container_addresses(self) -> list[ipaddress.IPv4Address]:
-        """The addresses containers get, lowest first: every host address but the gateway."""
-        return [a for a in self.subnet.hosts() if a != self.gateway]
+        """The addresses new containers get, lowest first: every host address but the gateway and the extra
+        addresses' pool, so that a new container never takes an address a server was given as an extra one."""
+        pool = self.extra_pool
+        return [a for a in self.subnet.hosts() if a != self.gateway and a not in pool]
 
 
 def _ip(*args: str) -> subprocess.CompletedProcess[str]:

@@ -54,6 +54,7 @@ class MarketplaceCompute:
                 Feature.RESUME: refused("the marketplace offers stop and start, not suspend"),
                 Feature.CONSOLE: refused(f"not implemented yet on {market.name} instances"),
                 Feature.FIREWALL: refused(f"a {market.name} instance is filtered by its host, not by Cloudplane"),
+                Feature.EXTRA_IPS: refused(f"a {market.name} instance has the addresses of the host it is rented on"),
             },
         )
 
@@ -130,3 +131,6 @@ class MarketplaceCompute:
 
     async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
         raise refusal(self, Feature.FIREWALL)
+
+    async def add_address(self, ref: str, address: str) -> None:
+        raise refusal(self, Feature.EXTRA_IPS)

@@ -101,6 +101,14 @@ sim_firewalls = Table(
     Column("rules", Text, nullable=False),
 )
 
+# Each machine's extra addresses, as `add_address` gave them.
+sim_addresses = Table(
+    "sim_addresses",
+    metadata,
+    Column("machine_id", Integer, primary_key=True),
+    Column("address", String(15), primary_key=True),
+)
+
 # Prebuilt statements: a burst of creates runs these hundreds of times a second.
 _BY_ID = select(sim_machines).where(sim_machines.c.id == bindparam("b_id"))
 _BY_TOKEN = select(sim_machines).where(sim_machines.c.token == bindparam("b_token"))
@@ -177,6 +185,7 @@ class SimulatorProvider:
             Feature.RESUME: SUPPORTED,
             Feature.CONSOLE: SUPPORTED,
             Feature.FIREWALL: SUPPORTED,
+            Feature.EXTRA_IPS: SUPPORTED,
         },
     )
 
@@ -423,6 +432,7 @@ class SimulatorProvider:
         with self.db.begin() as conn:
             conn.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
             conn.execute(delete(sim_firewalls).where(sim_firewalls.c.machine_id == machine_id))
+            conn.execute(delete(sim_addresses).where(sim_addresses.c.machine_id == machine_id))
             conn.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
 
     async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
@@ -442,6 +452,25 @@ class SimulatorProvider:
         with self.db.connect() as conn:
             rules = conn.scalar(select(sim_firewalls.c.rules).where(sim_firewalls.c.machine_id == self._id(ref)))
         return [FirewallRule(**r) for r in json.loads(rules)] if rules else []
+
+    async def add_address(self, ref: str, address: str) -> None:
+        """Recorded with the machine; any IPv4 address is routable to a simulated machine."""
+        await self._call("add_address")
+        await self.db.run(self._add_address, ref, str(ipaddress.IPv4Address(address)))
+
+    def _add_address(self, ref: str, address: str) -> None:
+        machine_id = self._require(ref).id
+        try:
+            with self.db.begin() as conn:
+                conn.execute(insert(sim_addresses).values(machine_id=machine_id, address=address))
+        except IntegrityError:  # it has the address already: nothing to change
+            pass
+
+    def addresses(self, ref: str) -> builtins.list[str]:
+        """The machine's extra addresses, lowest first (what the tests look at)."""
+        with self.db.connect() as conn:
+            rows = conn.scalars(select(sim_addresses.c.address).where(sim_addresses.c.machine_id == self._id(ref)))
+            return sorted(rows, key=lambda a: int(ipaddress.IPv4Address(a)))
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")

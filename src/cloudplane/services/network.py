@@ -1,5 +1,6 @@
 """A server's network: its addresses and its inbound firewall rules, which a durable `firewall` operation applies to
-its machine (workflows/network.py).
+its machine (workflows/network.py), and its extra addresses, each taken from its location's pool and attached to its
+machine by a durable `attach_ip` operation.
 
 No rules: every inbound packet passes. With rules: an inbound packet is decided by the first rule it matches, and
 dropped when it matches none, except replies to connections the server opened itself (as DigitalOcean's cloud
@@ -14,11 +15,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloudplane.config import Settings
 from cloudplane.core import Core
-from cloudplane.db.tables import FirewallRule, Server, utcnow
-from cloudplane.domain.errors import ValidationFailed
+from cloudplane.db.tables import FirewallRule, IpAddress, Server, utcnow
+from cloudplane.domain.addresses import DEFAULT_POOLS, AddressPool, top_quarter
+from cloudplane.domain.errors import AddressPoolExhausted, InvalidState, NoAddressPool, ValidationFailed
+from cloudplane.domain.states import TaskState
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
@@ -135,7 +140,7 @@ def _view(core: Core, session: Session, principal: Principal, server_id: int) ->
         server_id=server_id,
         public_ipv4=server.ipv4,
         private_ipv4=server.private_ipv4,
-        extra_ipv4=(),
+        extra_ipv4=extra_addresses(session, principal, server_id),
         firewall_rules=rules_of(session, principal, server_id),
     )
 
@@ -173,3 +178,79 @@ def set_firewall(core: Core, principal: Principal, server_id: int, specs: Sequen
         view = _view(core, s, principal, server_id)
     operations.launch(op)
     return replace(view, operation_id=op.id)
+
+
+@dataclass(frozen=True)
+class ExtraAddress:
+    server_id: int
+    address: str
+    # The operation attaching it to the server's machine.
+    operation_id: str
+
+
+# Addresses of a pool looked up at a time when searching it for a free one, lowest first.
+_BATCH = 256
+
+
+def extra_addresses(session: Session, principal: Principal, server_id: int) -> tuple[str, ...]:
+    rows = session.scalars(
+        select(IpAddress.address)
+        .where(IpAddress.server_id == server_id, mine(IpAddress, principal))
+        .order_by(IpAddress.id)
+    )
+    return tuple(rows)
+
+
+def pool_of(settings: Settings, location: str, provider: str) -> AddressPool | None:
+    """The location's pool: as CLOUDPLANE_ADDRESS_POOLS gives it (empty: none), else the top quarter of the LXC
+    bridge's subnet on LXC (which LXC never gives a new container), else the location's documentation range."""
+    configured = settings.address_pools.get(location)
+    if configured is not None:
+        return AddressPool.parse(configured) if configured.strip() else None
+    if provider == "lxc":
+        return top_quarter(ipaddress.IPv4Network(settings.lxc_subnet))
+    default = DEFAULT_POOLS.get(location)
+    return AddressPool.parse(default) if default else None
+
+
+def _take_free(session: Session, pool: AddressPool, location: str, row: dict[str, Any]) -> str:
+    """The lowest address of the pool no server holds, inserted for the server. Read, then inserted in a
+    savepoint: of two transactions that read the same free address, the unique constraint fails the second,
+    which takes the next."""
+    candidates = pool.addresses()
+    while batch := [a for _, a in zip(range(_BATCH), candidates, strict=False)]:
+        taken = set(session.scalars(select(IpAddress.address).where(IpAddress.address.in_(batch))))
+        for address in batch:
+            if address in taken:
+                continue
+            try:
+                with session.begin_nested():
+                    session.add(IpAddress(address=address, **row))
+            except IntegrityError:
+                continue
+            return address
+    raise AddressPoolExhausted(
+        f"No free address left in {location}'s pool ({pool.text}, {pool.size} addresses)",
+        location=location,
+        pool=pool.text,
+    )
+
+
+def attach_extra_ip(core: Core, principal: Principal, server_id: int) -> ExtraAddress:
+    """Take the lowest free address of the server's location's pool for the server and start the operation that
+    attaches it to its machine. 409 when the provider cannot, or the location has no pool or no free address."""
+    with core.db.write() as s:
+        require_capability(core, s, principal, server_id, Feature.EXTRA_IPS)
+        server = get_server_in(core, s, principal, server_id)
+        if server.task_state == TaskState.DELETING:
+            raise InvalidState("The VPS is being deleted", server_id=server_id, task_state=server.task_state)
+        location = server.location.slug if server.location is not None else server.region or ""
+        pool = pool_of(core.settings, location, server.provider)
+        if pool is None:
+            raise NoAddressPool(f"Location {location} has no pool of extra IP addresses", location=location)
+        address = _take_free(s, pool, location, {"account_id": principal.account_id, "server_id": server_id})
+        op = operations.new_operation(
+            s, account_id=principal.account_id, kind="attach_ip", server_id=server_id, params={"address": address}
+        )
+    operations.launch(op)
+    return ExtraAddress(server_id, address, op.id)

@@ -1,13 +1,13 @@
-"""The workflow of a server's network: applying its firewall rules to its machine."""
+"""The workflows of a server's network: applying its firewall rules to its machine, attaching an extra address."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 
-from cloudplane.db.tables import FirewallRule
+from cloudplane.db.tables import FirewallRule, IpAddress
 from cloudplane.domain.errors import ProviderError
 from cloudplane.domain.states import ServerStatus
 from cloudplane.providers import base
@@ -69,3 +69,30 @@ async def _firewall_failed(job: Job, message: str) -> Changes:
 
 
 register("firewall", _firewall, _firewall_failed)
+
+
+async def _attach_ip(job: Job) -> None:
+    """Give the server's machine the address the request took for it (once the machine is made); a re-run gives it
+    again, which changes nothing. A server deleted meanwhile has no machine to give it to: its delete releases it."""
+    assert job.provider is not None
+    ref = await _machine_of(job)
+    if ref is not None:
+        await steps.add_machine_address(job.provider, ref, job.params["address"])
+    await steps.succeed(job)
+
+
+def release_address(job: Job) -> None:
+    with steps.core().db.begin() as conn:
+        conn.execute(
+            delete(IpAddress).where(IpAddress.server_id == job.server_id, IpAddress.address == job.params["address"])
+        )
+
+
+async def _attach_ip_failed(job: Job, message: str) -> Changes:
+    """The address goes back to the pool: the server does not keep an address its machine never got."""
+    if job.params.get("address"):
+        await steps.db(release_address, job)
+    return Changes()
+
+
+register("attach_ip", _attach_ip, _attach_ip_failed)

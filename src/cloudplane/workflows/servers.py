@@ -208,6 +208,7 @@ async def _delete(job: Job) -> None:
         Changes(
             server={"status": ServerStatus.DELETED, "task_state": None, "deleted_at": utcnow()},
             delete_server_snapshots=True,
+            release_addresses=True,
         ),
     )
 

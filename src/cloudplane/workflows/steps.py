@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Row, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cloudplane import observability
 from cloudplane.core import Core
-from cloudplane.db.tables import Operation, Server, Snapshot, table_of, utcnow
+from cloudplane.db.tables import IpAddress, Operation, Server, Snapshot, table_of, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
 from cloudplane.providers.base import (
@@ -191,6 +191,10 @@ async def set_machine_firewall(provider: str, ref: str, rules: tuple[FirewallRul
     await _call(provider, "set_firewall", lambda: compute(provider).set_firewall(ref, rules))
 
 
+async def add_machine_address(provider: str, ref: str, address: str) -> None:
+    await _call(provider, "add_address", lambda: compute(provider).add_address(ref, address))
+
+
 async def rent_instance(provider: str, request: RentRequest) -> Instance:
     return await _call(provider, "rent", lambda: market(provider).rent(request))
 
@@ -314,6 +318,8 @@ class Changes:
     snapshot: dict[str, Any] | None = None
     # Every live snapshot of the server goes with it (a deleted server).
     delete_server_snapshots: bool = False
+    # The server's extra addresses go back to their pools (a deleted server: its machine is gone).
+    release_addresses: bool = False
 
 
 def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
@@ -330,6 +336,8 @@ def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
             conn.execute(
                 _SNAPSHOTS_OF_SERVER, {"b_server": job.server_id, "status": SnapshotStatus.DELETED, "deleted_at": now}
             )
+        if changes.release_addresses and job.server_id is not None:
+            conn.execute(delete(IpAddress).where(IpAddress.server_id == job.server_id))
         if changes.snapshot and job.snapshot_id is not None:
             conn.execute(_SNAPSHOT, {"b_id": job.snapshot_id, **changes.snapshot})
         outcome = op_values.get("status")

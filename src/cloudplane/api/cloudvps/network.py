@@ -1,4 +1,5 @@
-"""CloudVPS Pro's networking routes (/api/v1/vps/{id}/network): a VPS's addresses and its inbound firewall rules."""
+"""CloudVPS Pro's networking routes (/api/v1/vps/{id}/network): a VPS's addresses, its inbound firewall rules and its
+extra IP addresses."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ from cloudplane.api.cloudvps.vps import Request, VpsId, parse_vps_id
 from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.services import network
-from cloudplane.services.network import NetworkView, Rule, RuleSpec
+from cloudplane.services.network import ExtraAddress, NetworkView, Rule, RuleSpec
 
 _NOT_FOUND: Responses = {404: {"model": ErrorEnvelope, "description": "No such VPS in your account"}}
 _CONFLICT: Responses = {
     409: {"model": ErrorEnvelope, "description": "The VPS is suspended, or its provider cannot filter its traffic"}
+}
+_NO_ADDRESS: Responses = {
+    409: {
+        "model": ErrorEnvelope,
+        "description": "The VPS is suspended or being deleted, its provider cannot attach extra addresses, or its "
+        "location has no pool (NO_ADDRESS_POOL) or no free address left in it (ADDRESS_POOL_EXHAUSTED)",
+    }
 }
 router = APIRouter(
     route_class=face_route_class(cloudvps_renderer),
@@ -114,3 +122,29 @@ async def update_network(vps_id: VpsId, body: NetworkUpdate, core: CoreDep, prin
     specs = [RuleSpec(r.action, r.protocol, r.port, r.source, r.description) for r in body.firewall_rules]
     view = await write(core, network.set_firewall, core, principal, parse_vps_id(vps_id), specs)
     return reply(NetworkReply(message="Firewall rules updated", data=network_out(view)))
+
+
+class ExtraIpOut(BaseModel):
+    vps_id: str
+    ip_address: str = Field(description="The extra public IPv4 address, taken from the VPS's location's pool")
+    type: str = Field(default="public", description="Always public")
+    operation_id: str = Field(description="The operation attaching the address to the VPS")
+
+
+class ExtraIpReply(BaseModel):
+    success: bool = True
+    message: str | None = None
+    data: ExtraIpOut
+
+
+def extra_ip_out(extra: ExtraAddress) -> ExtraIpOut:
+    return ExtraIpOut(vps_id=f"vps-{extra.server_id}", ip_address=extra.address, operation_id=extra.operation_id)
+
+
+@router.post("/vps/{vps_id}/network/ip", status_code=201, response_model=ExtraIpReply, responses=_NO_ADDRESS)
+async def request_extra_ip(vps_id: VpsId, core: CoreDep, principal: PrincipalDep) -> Response:
+    """Request an additional public IPv4 address: it is the VPS's at once (listed in GET /vps/{id}/network under
+    `ip_addresses.extra`) and attached to it by an operation (its id in the reply). It goes back to the location's
+    pool when the VPS is deleted."""
+    extra = await write(core, network.attach_extra_ip, core, principal, parse_vps_id(vps_id))
+    return reply(ExtraIpReply(message="IP address allocated", data=extra_ip_out(extra)), 201)

@@ -175,6 +175,9 @@ class ProxmoxProvider:
                 "not implemented yet on proxmox: the rules would go into the VM's Proxmox firewall "
                 "(/nodes/{node}/qemu/{vmid}/firewall/rules), which Cloudplane does not write yet"
             ),
+            Feature.EXTRA_IPS: refused(
+                "not implemented yet on proxmox: it needs a second address in the VM's cloud-init network config"
+            ),
             Feature.RESIZE: not_implemented_yet("proxmox"),
         },
     )
@@ -692,3 +695,6 @@ class ProxmoxProvider:
 
     async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
         raise refusal(self, Feature.FIREWALL)
+
+    async def add_address(self, ref: str, address: str) -> None:
+        raise refusal(self, Feature.EXTRA_IPS)

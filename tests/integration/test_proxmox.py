@@ -5,6 +5,7 @@ waits on, how Proxmox's errors become PROXMOX_ERROR, and that a retried create n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -301,3 +302,10 @@ async def test_a_vps_at_a_proxmox_location_is_a_vm_there_and_its_failures_say_pr
 
         assert (await client.delete(path, headers=tenant.headers)).status_code in (200, 202, 204)
         await eventually(lambda: made.get("proxmox").list(), lambda ms: ms == [])
+        # Nothing of this test's stays live on a provider the shared service no longer has once it leaves `placed`
+        # (the reconciler's tests would find it there).
+        assert (await client.delete(doomed, headers=tenant.headers)).status_code == 200
+        for gone in (path, doomed):
+            await eventually(
+                functools.partial(client.get, gone, headers=tenant.headers), lambda r: r.status_code == 404
+            )

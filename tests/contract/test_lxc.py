@@ -501,3 +501,25 @@ async def test_an_extra_address_reaches_the_container_filtered_and_after_a_resta
     finally:
         destroy_lxc_leftovers(provider)
         lxc_host.remove_bridge(bridge)
+
+
+async def test_disk_use_is_measured_once_in_a_while_not_at_every_sample(
+    provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudplane.providers import lxc
+
+    walks: list[Path] = []
+    walk = lxc._tree_size
+
+    def counted(path: Path) -> int:
+        walks.append(path)
+        return walk(path)
+
+    monkeypatch.setattr(lxc, "_tree_size", counted)
+    machine = await provider.create(request_for("disk-use", "busybox"))
+    first, second = await provider.metrics(machine.ref), await provider.metrics(machine.ref)
+    assert first.disk_used_mb == second.disk_used_mb and first.disk_used_mb and len(walks) == 1
+    await provider.stop(machine.ref)  # a stopped container's disk may change (a restore, a rebuild): measured again
+    await provider.start(machine.ref)
+    await provider.metrics(machine.ref)
+    assert len(walks) == 2

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cachetools import TTLCache
+
 from cloudplane.domain.errors import NotFound, ProviderError
 from cloudplane.providers import lxc_firewall, lxc_host
 from cloudplane.providers.base import (
@@ -61,6 +63,8 @@ T = TypeVar("T")
 
 CONTAINER_PREFIX = "cp-"
 SNAPSHOT_PREFIX = "cps-"
+# How long a container's disk use, once measured, is reported as it was (metrics).
+DISK_USAGE_TTL_S = 600.0
 REF_PATTERN = re.compile(r"^cp-[0-9a-f]{16}$")
 SNAPSHOT_REF_PATTERN = re.compile(r"^(cp-[0-9a-f]{16})/(cps-[0-9a-f]{16})$")
 # Beside the container's LXC config: marks the container as Cloudplane's and records what made it.
@@ -143,6 +147,9 @@ class LxcProvider:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._cpu_samples: dict[str, tuple[float, int]] = {}
+        # What each container's root file system holds: walking a whole system's files (tens of thousands) at every
+        # metrics sample would cost more than the sample, and disk use moves slowly.
+        self._disk_used: TTLCache[str, int] = TTLCache(maxsize=100_000, ttl=DISK_USAGE_TTL_S)
         config.lxc_path.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -425,6 +432,7 @@ class LxcProvider:
             if not container.shutdown(max(1, math.ceil(self.config.stop_timeout_s))) and container.state != "STOPPED":
                 container.stop()
             self._cpu_samples.pop(ref, None)
+            self._disk_used.pop(ref, None)
 
         await self._run(ref, _stop)
 
@@ -502,6 +510,7 @@ class LxcProvider:
             path.rename(doomed)
             shutil.rmtree(doomed, ignore_errors=True)
         self._cpu_samples.pop(name, None)
+        self._disk_used.pop(name, None)
 
     # -- firewall --------------------------------------------------------------------------------------------
 
@@ -739,11 +748,20 @@ class LxcProvider:
         _write_atomically(directory / MARKER, json.dumps({**marker, "image": request.image, "rebuilt_at": time.time()}))
         shutil.rmtree(old, ignore_errors=True)
         self._cpu_samples.pop(ref, None)
+        self._disk_used.pop(ref, None)
 
     # -- metrics ---------------------------------------------------------------------------------------------
 
     async def metrics(self, ref: str) -> Metrics:
         return await self._run(ref, self._metrics, ref)
+
+    def _disk_used_mb(self, container: Any) -> int:
+        used = self._disk_used.get(container.name)
+        if used is None:
+            used = self._disk_used[container.name] = (
+                _tree_size(Path(container.config_file_name).parent / "rootfs") // 2**20
+            )
+        return used
 
     def _metrics(self, ref: str) -> Metrics:
         container = self._lookup(ref)
@@ -768,7 +786,7 @@ class LxcProvider:
             disk_write_bytes=written,
             net_rx_bytes=_net_counter(veth, "tx_bytes"),
             net_tx_bytes=_net_counter(veth, "rx_bytes"),
-            disk_used_mb=_tree_size(Path(container.config_file_name).parent / "rootfs") // 2**20,
+            disk_used_mb=self._disk_used_mb(container),
             uptime_s=_uptime_s(container.init_pid),
         )
 

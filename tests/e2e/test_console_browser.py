@@ -18,8 +18,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def type_in_console(console_url: str, password: str, commands: list[tuple[str, str]]) -> str:
-    """Open the console page, sign in with the password, type each command and wait until the terminal shows
-    what is expected of it; the terminal's text at the end."""
+    """Open the console page, sign in with the password, type each command and wait until the terminal shows the
+    line expected of it; the terminal's text at the end."""
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium not found: install Debian's `chromium` package (scripts/system-packages.txt)")
     from playwright.sync_api import expect, sync_playwright
@@ -46,7 +46,12 @@ def type_in_console(console_url: str, password: str, commands: list[tuple[str, s
             for command, shown in commands:
                 screen.press_sequentially(command)
                 screen.press("Enter")
-                expect(screen).to_contain_text(shown, timeout=20_000)
+                # The answer on a line of its own: the prompt and the typed command may hold the same words.
+                page.wait_for_function(
+                    "(shown) => document.getElementById('screen').textContent.includes(shown)",
+                    arg=f"\n{shown}\n",
+                    timeout=20_000,
+                )
             return screen.text_content() or ""
         finally:
             browser.close()

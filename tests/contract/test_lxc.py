@@ -21,7 +21,7 @@ from cloudplane.providers import lxc_firewall, lxc_host
 from cloudplane.providers.base import CreateRequest, FirewallRule, MachineState, RebuildRequest
 from tests.conftest import LXC_TEST_BRIDGE, LxcTestHost, destroy_lxc_leftovers, lxc_test_network
 
-from .test_provider_contract import request_for
+from .test_provider_contract import converse, request_for
 
 
 @pytest.fixture
@@ -324,25 +324,7 @@ async def test_a_cpu_burner_inside_shows_in_the_metrics(provider: Any) -> None:
 
 async def test_the_console_is_a_shell_in_the_container(provider: Any) -> None:
     machine = await provider.create(request_for("console", "busybox"))
-    terminal = await provider.console(machine.ref)
-    seen = b""
-
-    async def until(shown: bytes) -> None:
-        nonlocal seen
-        while shown not in seen.replace(b"\r", b""):
-            data = await terminal.read()
-            assert data, f"the console closed: {seen!r}"
-            seen += data
-
-    try:
-        await asyncio.wait_for(until(b"# "), 15)  # the shell's prompt: what is typed before it may be lost
-        await terminal.write(b"echo $((6*7))-lxc\r")
-        await asyncio.wait_for(until(b"\n42-lxc\n"), 15)
-    except TimeoutError:
-        raise AssertionError(f"no answer from the console: {seen!r}") from None
-    finally:
-        await terminal.close()
-    assert await terminal.read() == b""
+    await converse(await provider.console(machine.ref), b"echo $((6*7))-lxc\r", b"\n42-lxc\n")
 
 
 def _reaches(namespace: str, address: str, port: int) -> bool:

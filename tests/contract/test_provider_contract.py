@@ -33,6 +33,7 @@ from cloudplane.providers.base import (
 )
 from cloudplane.providers.marketplace import MarketFeature
 from cloudplane.providers.simmarket import SimulatedMarketplace
+from cloudplane.providers.terminal import Terminal
 from cloudplane.providers.vastai import VastAIProvider
 
 from .conftest import TEST_HOST, Harness
@@ -158,7 +159,12 @@ async def test_the_console_answers_what_is_typed(harness: Harness) -> None:
     machine = await running_machine(harness)
     if await refused_as_declared(harness, Feature.CONSOLE, lambda: harness.provider.console(machine.ref)):
         return
-    terminal = await harness.provider.console(machine.ref)
+    await converse(await harness.provider.console(machine.ref), b"echo console-check\r", b"\nconsole-check\n")
+
+
+async def converse(terminal: Terminal, typed: bytes, answer: bytes, timeout_s: float = 15) -> bytes:
+    """Wait for the shell's prompt (what is typed before it may be lost), type, wait for the answer (on a line of its
+    own), then close the terminal, which then reads as ended; what the terminal showed."""
     seen = b""
 
     async def until(shown: bytes) -> None:
@@ -169,12 +175,15 @@ async def test_the_console_answers_what_is_typed(harness: Harness) -> None:
             seen += data
 
     try:
-        await asyncio.wait_for(until(b"# "), 15)  # a prompt: what is typed before it may be lost
-        await terminal.write(b"echo console-check\r")
-        await asyncio.wait_for(until(b"\nconsole-check\n"), 15)  # the answer, on a line of its own
+        await asyncio.wait_for(until(b"# "), timeout_s)
+        await terminal.write(typed)
+        await asyncio.wait_for(until(answer), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"no answer from the console: {seen!r}") from None
     finally:
         await terminal.close()
     assert await terminal.read() == b""
+    return seen
 
 
 async def test_create_reaches_running_and_shows_in_get_and_list(harness: Harness) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,6 +37,25 @@ def run_example(script: str, **env: str) -> str:
     )
     assert run.returncode == 0, run.stderr
     return run.stdout
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page in headless Chromium (Debian's, driven by Playwright), closed with its browser on the way out."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium not found: install Debian's `chromium` package (scripts/system-packages.txt)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # As root (CI) Chromium's sandbox cannot start; the pages are our own.
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

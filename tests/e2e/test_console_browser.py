@@ -6,55 +6,44 @@ tests/e2e/test_lxc_ssh.py (with `type_in_console`). The password works once: a s
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from pathlib import Path
 
 import httpx
-import pytest
 import websockets
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.e2e.conftest import browser_page
 
 
 def type_in_console(console_url: str, password: str, commands: list[tuple[str, str]]) -> str:
     """Open the console page, sign in with the password, type each command and wait until the terminal shows the
     line expected of it; the terminal's text at the end."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium not found: install Debian's `chromium` package (scripts/system-packages.txt)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        # As root (CI) Chromium's sandbox cannot start; the page is our own.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with browser_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(console_url)
+        assert not errors, f"the page's script failed: {errors}"
+        page.get_by_label("Console password").fill(password)
+        page.get_by_role("button", name="Connect").click()
+        status = page.locator("#status")
         try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(console_url)
-            assert not errors, f"the page's script failed: {errors}"
-            page.get_by_label("Console password").fill(password)
-            page.get_by_role("button", name="Connect").click()
-            status = page.locator("#status")
-            try:
-                expect(status).to_have_text("Connected", timeout=20_000)
-            except AssertionError as failed:
-                raise AssertionError(f"the console did not connect: {status.text_content()!r}") from failed
-            screen = page.locator("#screen")
-            # What is typed before the shell's first prompt may be lost, as on any terminal.
-            expect(screen).to_contain_text("# ", timeout=20_000)
-            for command, shown in commands:
-                screen.press_sequentially(command)
-                screen.press("Enter")
-                # The answer on a line of its own: the prompt and the typed command may hold the same words.
-                page.wait_for_function(
-                    "(shown) => document.getElementById('screen').textContent.includes(shown)",
-                    arg=f"\n{shown}\n",
-                    timeout=20_000,
-                )
-            return screen.text_content() or ""
-        finally:
-            browser.close()
+            expect(status).to_have_text("Connected", timeout=20_000)
+        except AssertionError as failed:
+            raise AssertionError(f"the console did not connect: {status.text_content()!r}") from failed
+        screen = page.locator("#screen")
+        # What is typed before the shell's first prompt may be lost, as on any terminal.
+        expect(screen).to_contain_text("# ", timeout=20_000)
+        for command, shown in commands:
+            screen.press_sequentially(command)
+            screen.press("Enter")
+            # The answer on a line of its own: the prompt and the typed command may hold the same words.
+            page.wait_for_function(
+                "(shown) => document.getElementById('screen').textContent.includes(shown)",
+                arg=f"\n{shown}\n",
+                timeout=20_000,
+            )
+        return screen.text_content() or ""
 
 
 def second_use_is_refused(console_url: str, password: str) -> str:

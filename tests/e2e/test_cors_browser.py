@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ServiceProcess, free_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from tests.e2e.conftest import ServiceProcess, browser_page, free_port
 
 # What the page does, run in it with page.evaluate: sign up, sign in and list its VPS with the token it got; with the
 # admin's API key a list and a JSON create (each call preflighted: JSON bodies, Authorization), each reporting what
@@ -75,19 +72,9 @@ def page_origin(tmp_path: Path) -> Iterator[str]:
 
 
 def run_page(origin: str, service: ServiceProcess) -> dict:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium not found: install Debian's `chromium` package (scripts/system-packages.txt)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # As root (CI) Chromium's sandbox cannot start; the page is our own.
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(origin + "/index.html")
-            return page.evaluate(CALLS, [service.url, service.api_key])
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(origin + "/index.html")
+        return page.evaluate(CALLS, [service.url, service.api_key])
 
 
 def test_a_page_on_a_named_origin_reads_replies_and_their_headers(service_factory, page_origin: str) -> None:

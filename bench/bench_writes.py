@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_letscloud import (
@@ -444,18 +445,63 @@ def peer_comparison(tmp: str, database_url: str | None, duration: float, clients
     return rows
 
 
-def burst(tmp: str, database_url: str | None, count: int) -> tuple[float, float]:
+def database_backends(database_url: str | None) -> list[int]:
+    """The process ids of the PostgreSQL backends serving this database (none for SQLite, which runs in the
+    service's own process)."""
+    if not database_url:
+        return []
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(database_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            name = database_url.rsplit("/", 1)[1]
+            return list(conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": name}))
+    finally:
+        admin.dispose()
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
+@dataclass
+class Burst:
+    took: float
+    rate: float
+    service_cpu_ms: float  # per create, the service's process
+    database_cpu_ms: float  # per create, PostgreSQL's backends for it (0 on SQLite)
+
+
+def burst(tmp: str, database_url: str | None, count: int) -> Burst:
     """`count` creates from 16 clients at time scale 0: seconds from the first request to the last server running,
-    and servers per second."""
+    servers per second, and the CPU time each create cost the service and the database. On a machine that is busy
+    with other work the rate falls but the CPU per create holds: compare versions by it."""
     service = Service(tmp, database_url, {"simulator_time_scale": "0"})
     try:
+        spy = None
+        if PROFILE is not None and PROFILE[0] == "burst":
+            spy = start_profiler(service.child.proc.pid, PROFILE[2], 600, gil_only=True)
+            time.sleep(1)  # py-spy attaches
+        before = cpu_of([service.child.proc.pid, *database_backends(database_url)])
         started = time.monotonic()
         ids = cp_servers(service.port, service.key, count)
         took = time.monotonic() - started
+        after = cpu_of([service.child.proc.pid, *database_backends(database_url)])
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it recorded and exits
+            spy.wait()
+            print(f"profile of the burst: {PROFILE[2]}", file=sys.stderr)  # type: ignore[index]
         assert len(ids) == count
     finally:
         service.stop()
-    return took, count / took
+    service_cpu = after.pop(service.child.proc.pid) - before.pop(service.child.proc.pid)
+    database_cpu = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+    return Burst(took, count / took, service_cpu / count * 1000, database_cpu / count * 1000)
 
 
 def concurrent_provisioning(tmp: str, database_url: str | None, count: int) -> tuple[float, float]:
@@ -484,7 +530,8 @@ def main() -> int:
     ap.add_argument(
         "--profile",
         metavar="ACTION:CLIENTS:FILE",
-        help="record the service with py-spy while it runs ACTION at CLIENTS (e.g. snapshot:1:/tmp/snap.txt; "
+        help="record the service with py-spy while it runs ACTION at CLIENTS (e.g. snapshot:1:/tmp/snap.txt, "
+        "or burst:16:/tmp/burst.txt for the burst; "
         ".txt gives collapsed stacks, .svg a flame graph)",
     )
     args = ap.parse_args()
@@ -524,9 +571,11 @@ def main() -> int:
                     lines.append(f"first error, {name} on {target} c={c}: {why}")
         if "burst" in parts:
             with scratch_postgres(args.database_url) as url:
-                took, rate = burst(tmp, url, args.burst)
+                b = burst(tmp, url, args.burst)
             lines.append(
-                f"\nburst: {args.burst} creates (16 clients, time scale 0) all running in {took:.2f} s: {rate:.0f} servers/s"
+                f"\nburst: {args.burst} creates (16 clients, time scale 0) all running in {b.took:.2f} s: "
+                f"{b.rate:.0f} servers/s; CPU per create: service {b.service_cpu_ms:.2f} ms, "
+                f"database {b.database_cpu_ms:.2f} ms"
             )
         if "concurrent" in parts:
             with scratch_postgres(args.database_url) as url:

@@ -286,36 +286,34 @@ class SimulatorProvider:
         return machine
 
     def _create(self, request: CreateRequest) -> tuple[Machine, bool]:
-        """The machine of this request's token, and whether this call made it (a retry finds it made)."""
-        existing = self._find_by_token(request.token)
-        if existing is not None:
-            return existing, False
+        """The machine of this request's token, and whether this call made it (a retry finds it made: the insert
+        meets the token's unique index). One statement, its own transaction: a first call, the common case, is
+        one round trip on PostgreSQL."""
         boots = not (self.config.boot_failure_rate and self._roll() < self.config.boot_failure_rate)
         target = MachineState.RUNNING if boots else MachineState.ERROR
         now, delay = self.clock.now(), self._delay(MachineState.PROVISIONING)
         try:
-            with self.db.begin() as conn:
-                row = conn.execute(
-                    _INSERT,
-                    {
-                        "token": request.token,
-                        "hostname": request.hostname,
-                        # With no time to pass (time scale 0) the machine is where provisioning would take it.
-                        "state": MachineState.PROVISIONING if delay else target,
-                        "target_state": target if delay else None,
-                        "ready_at": now + delay if delay else None,
-                        "cpu": request.cpu,
-                        "ram_mb": request.ram_mb,
-                        "disk_gb": request.disk_gb,
-                        "image": request.image,
-                        "location": request.location,
-                        "ssh_keys": "\n".join(request.ssh_public_keys),
-                        "disk_generation": 0,
-                        "created_at": now,
-                    },
-                ).one()
+            (row,) = self.db.write_alone(
+                _INSERT,
+                {
+                    "token": request.token,
+                    "hostname": request.hostname,
+                    # With no time to pass (time scale 0) the machine is where provisioning would take it.
+                    "state": MachineState.PROVISIONING if delay else target,
+                    "target_state": target if delay else None,
+                    "ready_at": now + delay if delay else None,
+                    "cpu": request.cpu,
+                    "ram_mb": request.ram_mb,
+                    "disk_gb": request.disk_gb,
+                    "image": request.image,
+                    "location": request.location,
+                    "ssh_keys": "\n".join(request.ssh_public_keys),
+                    "disk_generation": 0,
+                    "created_at": now,
+                },
+            )
             return self._machine(row), True
-        except IntegrityError:  # a concurrent retry with the same token won; return its machine
+        except IntegrityError:  # made already, by an earlier call or a concurrent retry: return its machine
             found = self._find_by_token(request.token)
             assert found is not None
             return found, False

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, bindparam, func, select
 
 from cloudplane.db.tables import Operation, Server, ServerSSHKey, SSHKey, utcnow
 from cloudplane.domain.errors import ProviderError
@@ -29,11 +29,22 @@ STOPPED_FIRST = "stopped_first"
 RESTARTING = "restarting"
 
 
-_SERVER_TO_MAKE = select(Server.id, Server.hostname, Server.plan_id, Server.image_id, Server.location_id).where(
-    Server.id == bindparam("b_id")
-)
 _IMAGE_OF = select(Server.image_id).where(Server.id == bindparam("b_id"))
 _PUBLIC_KEYS = select(SSHKey.public_key).join(ServerSSHKey).where(ServerSSHKey.server_id == bindparam("b_id"))
+# The server and its keys (one per line: an OpenSSH public key holds no newline) in one statement: on PostgreSQL
+# every statement is a round trip, and a burst of creates is made of round trips.
+_SERVER_TO_MAKE = select(
+    Server.id,
+    Server.hostname,
+    Server.plan_id,
+    Server.image_id,
+    Server.location_id,
+    select(func.aggregate_strings(SSHKey.public_key, "\n"))
+    .join(ServerSSHKey)
+    .where(ServerSSHKey.server_id == Server.id)
+    .scalar_subquery()
+    .label("public_keys"),
+).where(Server.id == bindparam("b_id"))
 _CREATE_TOKEN = select(Operation.id).where(
     Operation.server_id == bindparam("b_id"), Operation.kind.in_(("create", "rent"))
 )
@@ -45,7 +56,7 @@ def create_request(job: Job) -> CreateRequest:
     view = core.catalog.view()
     with core.db.connect() as conn:
         server = conn.execute(_SERVER_TO_MAKE, {"b_id": job.server_id}).one()
-        keys = conn.scalars(_PUBLIC_KEYS, {"b_id": job.server_id}).all()
+    keys = server.public_keys.split("\n") if server.public_keys else []
     plan, image, location = view.plan(server.plan_id), view.image(server.image_id), view.location(server.location_id)
     return CreateRequest(
         token=job.id,

@@ -98,15 +98,19 @@ PARAMS = {"tenant_account_id": 1, "limit": 20, "offset": 2000, "state": "running
         (True, "label", True, "ix_servers_account_state_label"),
     ],
 )
-def test_each_server_list_is_paged_from_its_index(fleet, filtered, sort, descending, index) -> None:
-    page, _ = servers._list_statements(filtered, sort, descending)
+@pytest.mark.parametrize("from_end", [False, True], ids=["from-start", "from-end"])
+def test_each_server_list_is_paged_from_its_index(fleet, filtered, sort, descending, index, from_end) -> None:
+    # A page past the middle walks the same index backwards (services/pages.py `window`).
+    page, _ = servers._list_statements(filtered, sort, descending, from_end)
     with fleet.connect() as conn:
-        assert index in plan_of(conn, page, PARAMS)
+        plan = plan_of(conn, page, PARAMS)
+    assert index in plan, plan
 
 
-def test_gpu_instances_are_paged_from_the_rented_servers_alone(fleet) -> None:
+@pytest.mark.parametrize("from_end", [False, True], ids=["from-start", "from-end"])
+def test_gpu_instances_are_paged_from_the_rented_servers_alone(fleet, from_end) -> None:
     with fleet.connect() as conn:
-        assert "ix_servers_account_rented" in plan_of(conn, gpu._INSTANCE_PAGE, PARAMS | {"offset": 20})
+        assert "ix_servers_account_rented" in plan_of(conn, gpu._INSTANCE_PAGES[from_end], PARAMS | {"offset": 20})
         assert "ix_servers_account_rented" in plan_of(conn, gpu._INSTANCE_COUNT, PARAMS)
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cloudplane.core import Core
 from cloudplane.db.tables import SERVER_STATE_WORD, Operation, Server, User, table_of, utcnow
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.servers import ServerView, server_views
 from cloudplane.services.users import require_admin
 
@@ -110,9 +110,9 @@ def list_servers(
     if search:
         where.append(func.lower(_servers.c.label).contains(search.lower(), autoescape=True))
     order = [_servers.c.id.desc()]
-    rows = paged(select(_servers), _servers.c.id, where, order, limit=per_page, offset=offset_of(page, per_page))
     with core.db.connect() as conn:
         total = conn.execute(counted(_servers, where)).scalar_one()
+        rows = paged_window(select(_servers), _servers.c.id, where, order, window(total, page, per_page))
         views = server_views(conn, conn.execute(rows).all(), core.catalog.view())
         accounts = {v.account_id for v in views}
         # An account's first user is its owner (an account has one user today).

@@ -22,7 +22,7 @@ from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import QUOTAS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import counted, offset_of, paged
+from cloudplane.services.pages import counted, paged_window, window
 from cloudplane.services.servers import Page
 from cloudplane.services.tenancy import mine
 
@@ -244,9 +244,7 @@ def list_apps(core: Core, principal: Principal, *, page: int, per_page: int, sta
     with core.db.read() as s:
         total = s.scalar(counted(App.__table__, where)) or 0
         order = (App.created_at.desc(), App.id.desc())
-        rows = s.scalars(
-            paged(select(App), App.id, where, order, limit=per_page, offset=offset_of(page, per_page))
-        ).all()
+        rows = s.scalars(paged_window(select(App), App.id, where, order, window(total, page, per_page))).all()
         owner = _owner_label(s, principal.account_id) if rows else ""
     return Page(items=[_view(core, app, owner) for app in rows], total=total, page=page, per_page=per_page)
 

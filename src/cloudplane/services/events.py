@@ -17,7 +17,7 @@ from cloudplane.db.tables import Event, User, table_of, utcnow
 from cloudplane.domain.errors import Forbidden, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.times import assume_utc
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 
 if TYPE_CHECKING:  # accounts records events too
     from cloudplane.services.accounts import Principal
@@ -118,13 +118,12 @@ def list_audit_log(
     with db.read() as s:
         total = s.scalar(counted(Event.__table__, where)) or 0
         rows = s.execute(
-            paged(
+            paged_window(
                 select(Event, User.email).outerjoin(User, User.id == Event.actor_user_id),
                 Event.seq,
                 where,
                 [Event.seq.desc()],
-                limit=per_page,
-                offset=offset_of(page, per_page),
+                window(total, page, per_page),
             )
         ).all()
     items = [

@@ -16,7 +16,7 @@ from cloudplane.providers.market_search import SearchResult
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import counted, offset_of, paged
+from cloudplane.services.pages import counted, paged, window
 from cloudplane.services.servers import Page, ServerView, get_server, get_server_in, hostname_from_label, server_views
 from cloudplane.services.tenancy import MINE, tenant
 
@@ -109,17 +109,28 @@ _RENTED = (
 )
 
 
-_INSTANCE_PAGE = paged(
-    select(_servers), _servers.c.id, _RENTED, [_servers.c.id], limit=bindparam("limit"), offset=bindparam("offset")
-)
+# A page from the list's start, and one from its end (pages.window).
+_INSTANCE_PAGES = {
+    from_end: paged(
+        select(_servers),
+        _servers.c.id,
+        _RENTED,
+        [_servers.c.id],
+        limit=bindparam("limit"),
+        offset=bindparam("offset"),
+        from_end=from_end,
+    )
+    for from_end in (False, True)
+}
 _INSTANCE_COUNT = counted(_servers, _RENTED)
 
 
 def list_instances(core: Core, principal: Principal, *, page: int, per_page: int) -> Page:
-    params = {**tenant(principal), "limit": per_page, "offset": offset_of(page, per_page)}
+    params = tenant(principal)
     with core.db.connect() as conn:
         total = conn.execute(_INSTANCE_COUNT, params).scalar_one()
-        rows = conn.execute(_INSTANCE_PAGE, params).all()
+        at = window(total, page, per_page)
+        rows = conn.execute(_INSTANCE_PAGES[at.from_end], {**params, "limit": at.limit, "offset": at.offset}).all()
         return Page(items=server_views(conn, rows, core.catalog.view()), total=total, page=page, per_page=per_page)
 
 

@@ -25,7 +25,7 @@ from cloudplane.domain.errors import NotFound, ValidationFailed
 from cloudplane.domain.events import OPERATION_EVENTS
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.tenancy import mine
 
 UNFINISHED = ("pending", "running")
@@ -252,6 +252,6 @@ def list_operations(
     with db.read() as s:
         total = s.scalar(counted(Operation.__table__, where)) or 0
         ops = s.scalars(
-            paged(select(Operation), Operation.id, where, order, limit=per_page, offset=offset_of(page, per_page))
+            paged_window(select(Operation), Operation.id, where, order, window(total, page, per_page))
         ).all()
         return Page(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)

@@ -50,7 +50,7 @@ from cloudplane.providers.base import ACTION_FEATURES, Feature, require_feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged, window
 from cloudplane.services.passwords import generate_root_password, shadow_hash
 from cloudplane.services.ssh_keys import parse_public_keys, register_keys
 from cloudplane.services.tenancy import MINE, mine, tenant
@@ -344,12 +344,23 @@ def current_state(status: str, task_state: str | None) -> str:
 
 
 @functools.cache
-def _list_statements(filtered: bool, sort: str, descending: bool) -> tuple[Select[Any], Select[Any]]:
-    """A page of servers and their count, prebuilt once per shape a list can ask for."""
+def _list_statements(
+    filtered: bool, sort: str, descending: bool, from_end: bool = False
+) -> tuple[Select[Any], Select[Any]]:
+    """A page of servers (found from the list's start, or its end: `pages.window`) and their count, prebuilt once
+    per shape a list can ask for."""
     where = [*_LIVE, SERVER_STATE_WORD == bindparam("state")] if filtered else list(_LIVE)
     keys = (*_SORT_KEYS[sort], _servers.c.id)
     order = [k.desc() for k in keys] if descending else list(keys)
-    page = paged(select(_servers), _servers.c.id, where, order, limit=bindparam("limit"), offset=bindparam("offset"))
+    page = paged(
+        select(_servers),
+        _servers.c.id,
+        where,
+        order,
+        limit=bindparam("limit"),
+        offset=bindparam("offset"),
+        from_end=from_end,
+    )
     return page, counted(_servers, where)
 
 
@@ -367,13 +378,16 @@ def list_servers(
     `sort` ("id", "created_at", "label" or "state"), ties by creation time, then id."""
     if sort not in _SORT_KEYS:
         raise ValidationFailed(f"Cannot sort by {sort!r}; sort by one of {', '.join(_SORT_KEYS)}", field="sort")
-    page_query, count_query = _list_statements(state is not None, sort, descending)
-    params: dict[str, Any] = {**tenant(principal), "limit": per_page, "offset": offset_of(page, per_page)}
+    _, count_query = _list_statements(state is not None, sort, descending)
+    params: dict[str, Any] = {**tenant(principal)}
     if state is not None:
         params["state"] = state
     with core.db.connect() as conn:
         total = conn.execute(count_query, params).scalar_one()
-        items = server_views(conn, conn.execute(page_query, params).all(), core.catalog.view())
+        at = window(total, page, per_page)
+        page_query, _ = _list_statements(state is not None, sort, descending, at.from_end)
+        rows = conn.execute(page_query, {**params, "limit": at.limit, "offset": at.offset}).all()
+        items = server_views(conn, rows, core.catalog.view())
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 

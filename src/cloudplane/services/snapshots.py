@@ -15,7 +15,7 @@ from cloudplane.domain.states import ACTIONS, ServerStatus, SnapshotStatus
 from cloudplane.providers.base import Feature
 from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import counted, offset_of, paged
+from cloudplane.services.pages import counted, paged_window, window
 from cloudplane.services.servers import Page, ServerView, accept_action, claim, require_capability, require_server
 from cloudplane.services.tenancy import mine
 
@@ -42,7 +42,7 @@ def list_snapshots(core: Core, principal: Principal, server_id: int, *, page: in
         live = _live(principal, server_id)
         total = s.scalar(counted(Snapshot.__table__, live)) or 0
         items = s.scalars(
-            paged(select(Snapshot), Snapshot.id, live, [Snapshot.id], limit=per_page, offset=offset_of(page, per_page))
+            paged_window(select(Snapshot), Snapshot.id, live, [Snapshot.id], window(total, page, per_page))
         ).all()
     return Page(items=items, total=total, page=page, per_page=per_page)
 

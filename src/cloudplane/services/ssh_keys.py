@@ -16,7 +16,7 @@ from cloudplane.domain.events import EventType
 from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.tenancy import mine
 
 
@@ -25,7 +25,7 @@ def list_keys(core: Core, principal: Principal, *, page: int, per_page: int) -> 
     with core.db.read() as s:
         total = s.scalar(counted(SSHKey.__table__, owned)) or 0
         items = s.scalars(
-            paged(select(SSHKey), SSHKey.id, owned, [SSHKey.id], limit=per_page, offset=offset_of(page, per_page))
+            paged_window(select(SSHKey), SSHKey.id, owned, [SSHKey.id], window(total, page, per_page))
         ).all()
     return Page(items=items, total=total, page=page, per_page=per_page)
 

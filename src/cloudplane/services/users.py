@@ -16,7 +16,7 @@ from cloudplane.domain.tiers import TIERS
 from cloudplane.services import events, operations, suspension
 from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
 from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
-from cloudplane.services.pages import counted, offset_of, paged
+from cloudplane.services.pages import counted, paged_window, window
 
 ROLES = ("user", "admin")
 
@@ -170,13 +170,12 @@ def list_users(db: Database, principal: Principal, *, page: int, per_page: int) 
     with db.read() as s:
         total = s.scalar(counted(User.__table__, [])) or 0
         rows = s.execute(
-            paged(
+            paged_window(
                 select(User, Account).join(Account, Account.id == User.account_id),
                 User.id,
                 [],
                 [User.id],
-                limit=per_page,
-                offset=offset_of(page, per_page),
+                window(total, page, per_page),
             )
         ).all()
     return [UserView(u, a) for u, a in rows], total

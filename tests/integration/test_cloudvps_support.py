@@ -450,3 +450,22 @@ async def test_no_mail_is_queued_when_smtp_is_not_configured(api, tenant, core) 
     ticket = await open_ticket(api, tenant)
     with core.db.read() as s:
         assert s.scalars(select(MailOutbox).where(MailOutbox.topic == ticket["id"])).all() == []
+
+
+async def test_a_mail_claimed_by_a_live_sender_waits_and_one_whose_sender_died_is_taken_over(
+    core, smtp_server, monkeypatch
+) -> None:
+    mail_to(core, monkeypatch, smtp_server.port)
+    now = utcnow()
+    with core.db.write() as s:
+        assert mail.enqueue(s, core.settings, to="held@cloud.test", subject="held", body="b", topic="claim-test")
+        row = s.scalars(select(MailOutbox).where(MailOutbox.recipient == "held@cloud.test")).one()
+        row.claimed_until, row.attempts = now + timedelta(minutes=1), 1  # another process is sending it
+    assert all(m.id != row.id for m in mail.claim_due(core, now + timedelta(seconds=30)))
+    later = now + timedelta(minutes=2)  # its sender did not finish in time: taken for dead
+    assert await mail.deliver_due(core, now=later) >= 1
+    [received] = smtp_server.to("held@cloud.test")
+    assert received["Subject"] == "held"
+    with core.db.read() as s:
+        done = s.get(MailOutbox, row.id)
+        assert done is not None and done.sent_at is not None and done.attempts == 2

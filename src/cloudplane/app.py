@@ -25,6 +25,9 @@ from cloudplane.api.cloudvps.backups import router as cloudvps_backups_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.monitoring import router as cloudvps_monitoring_router
 from cloudplane.api.cloudvps.network import router as cloudvps_network_router
+from cloudplane.api.cloudvps.support import BODY_LIMITS as SUPPORT_BODY_LIMITS
+from cloudplane.api.cloudvps.support import admin_router as cloudvps_support_admin_router
+from cloudplane.api.cloudvps.support import router as cloudvps_support_router
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
@@ -49,6 +52,7 @@ from cloudplane.observability import RequestObservabilityMiddleware, configure_l
 from cloudplane.observability import router as metrics_router
 from cloudplane.services.accounts import bootstrap_admin_key
 from cloudplane.services.catalog import assign_location_providers, seed_catalog
+from cloudplane.services.mail import start_mail_sender
 from cloudplane.workflows import engine
 from cloudplane.workflows.reconciler import start_reconciler
 
@@ -182,8 +186,8 @@ def create_app(core: Core | None = None) -> FastAPI:
         app.state.core = start(get_settings())
         build_routes(app)
         freeze_start_up_objects()
-        reconciler = start_reconciler(app.state.core)
-        tasks = [start_loop_watch()] + ([reconciler] if reconciler is not None else [])
+        background = (start_reconciler(app.state.core), start_mail_sender(app.state.core))
+        tasks = [start_loop_watch(), *(task for task in background if task is not None)]
         try:
             yield
         finally:
@@ -215,7 +219,8 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.add_middleware(OperationLocationMiddleware)
     # The last added is outermost: the body limit must wrap idempotency, which reads the whole body.
     app.add_middleware(IdempotencyMiddleware)
-    app.add_middleware(BodyLimitMiddleware)
+    # Routes that carry files (support messages) take larger bodies; the files' own limit is checked as they decode.
+    app.add_middleware(BodyLimitMiddleware, larger=SUPPORT_BODY_LIMITS)
     if settings.cors_origin_list:
         # Outermost of ours: a preflight is answered before any other work, and every reply (refusals included)
         # carries the headers a browser needs to show it to the page.
@@ -241,11 +246,13 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_backups_router, prefix="/api/v1")
     app.include_router(cloudvps_network_router, prefix="/api/v1")
     app.include_router(cloudvps_monitoring_router, prefix="/api/v1")
+    app.include_router(cloudvps_support_router, prefix="/api/v1")
     app.include_router(console_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
     app.include_router(cloudvps_admin_router, prefix="/api/v1")
+    app.include_router(cloudvps_support_admin_router, prefix="/api/v1")
     app.include_router(metrics_router)
 
     @app.get("/health", include_in_schema=False)

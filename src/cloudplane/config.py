@@ -220,6 +220,24 @@ class Settings(BaseSettings):
     )
     proxmox_task_poll_s: float = Field(default=1.0, gt=0, description="Seconds between looks at a running task.")
 
+    # Mail (support tickets' notifications): sent when smtp_host is set; see README "Support tickets".
+    smtp_host: str | None = Field(default=None, description="SMTP server mail is sent through; unset: no mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="The SMTP server's port.")
+    smtp_user: str | None = Field(default=None, description="User to sign in to the SMTP server as; unset: none.")
+    smtp_password: str | None = Field(default=None, description="The SMTP user's password.")
+    smtp_from: str = Field(default="cloudplane@localhost", description="The From address of every mail.")
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the connection with STARTTLS before signing in (false: plain SMTP)."
+    )
+    smtp_timeout_s: float = Field(default=10.0, gt=0, description="How long one SMTP conversation may take.")
+    support_email: str | None = Field(
+        default=None,
+        description="Staff address told of new tickets and customers' replies when no admin is assigned to the ticket.",
+    )
+    mail_retry_interval_s: float = Field(
+        default=30.0, gt=0, description="Seconds between sweeps that send mail left unsent (SMTP down, a crash)."
+    )
+
     @field_validator("proxmox_templates", mode="before")
     @classmethod
     def _parse_proxmox_templates(cls, value: object) -> object:

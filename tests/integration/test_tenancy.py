@@ -124,6 +124,26 @@ INTRUSIONS = {
     ("DELETE", "/api/v1/apps/{app_id}"): lambda ids: ("DELETE", f"/api/v1/apps/{ids['app']}", None),
     ("GET", "/api/operations/{operation_id}"): lambda ids: ("GET", f"/api/operations/{ids['operation']}", None),
     ("GET", "/api/v1/operations/{operation_id}"): lambda ids: ("GET", f"/api/v1/operations/{ids['operation']}", None),
+    ("GET", "/api/v1/support/tickets/{ticket_id}"): lambda ids: (
+        "GET",
+        f"/api/v1/support/tickets/{ids['ticket']}",
+        None,
+    ),
+    ("PUT", "/api/v1/support/tickets/{ticket_id}"): lambda ids: (
+        "PUT",
+        f"/api/v1/support/tickets/{ids['ticket']}",
+        {"status": "closed", "priority": "low"},
+    ),
+    ("POST", "/api/v1/support/tickets/{ticket_id}/messages"): lambda ids: (
+        "POST",
+        f"/api/v1/support/tickets/{ids['ticket']}/messages",
+        {"message": "mine now"},
+    ),
+    ("GET", "/api/v1/support/tickets/{ticket_id}/attachments/{attachment_id}"): lambda ids: (
+        "GET",
+        f"/api/v1/support/tickets/{ids['ticket']}/attachments/{ids['attachment']}",
+        None,
+    ),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -156,6 +176,8 @@ ID_FREE |= {
     ("GET", "/api/v1/apps"),
     ("POST", "/api/v1/apps"),
     ("GET", "/api/v1/operations"),
+    ("GET", "/api/v1/support/tickets"),
+    ("POST", "/api/v1/support/tickets"),
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
@@ -183,6 +205,20 @@ ADMIN = {
     ("GET", "/api/v1/admin/system/health"): ("GET", "/api/v1/admin/system/health", None),
     ("GET", "/api/v1/admin/users/{user_id}"): ("GET", "/api/v1/admin/users/user-1", None),
     ("PUT", "/api/v1/admin/users/{user_id}"): ("PUT", "/api/v1/admin/users/user-1", {"role": "user"}),
+    ("GET", "/api/v1/admin/tickets"): ("GET", "/api/v1/admin/tickets", None),
+    ("GET", "/api/v1/admin/tickets/{ticket_id}"): ("GET", "/api/v1/admin/tickets/ticket-1", None),
+    ("PUT", "/api/v1/admin/tickets/{ticket_id}"): ("PUT", "/api/v1/admin/tickets/ticket-1", {"status": "closed"}),
+    ("POST", "/api/v1/admin/tickets/{ticket_id}/messages"): (
+        "POST",
+        "/api/v1/admin/tickets/ticket-1/messages",
+        {"message": "staff?"},
+    ),
+    ("POST", "/api/v1/admin/tickets/{ticket_id}/assign"): ("POST", "/api/v1/admin/tickets/ticket-1/assign", None),
+    ("GET", "/api/v1/admin/tickets/{ticket_id}/attachments/{attachment_id}"): (
+        "GET",
+        "/api/v1/admin/tickets/ticket-1/attachments/attachment-1",
+        None,
+    ),
 }
 # Documents about the API, public by design.
 PUBLIC = {
@@ -203,6 +239,8 @@ PATH_IDS: dict[str, Callable[[Ids], str]] = {
     "backup_id": lambda ids: f"backup-{ids['snapshot']}",
     "instance_id": lambda ids: str(ids["gpu"]),
     "app_id": lambda ids: str(ids["app"]),
+    "ticket_id": lambda ids: str(ids["ticket"]),
+    "attachment_id": lambda ids: str(ids["attachment"]),
 }
 # Bodies for nested routes that need one (none yet); the others get no body.
 NESTED_BODIES: dict[tuple[str, str], Any] = {}
@@ -217,6 +255,11 @@ BODY_IDS: dict[tuple[str, str, str], Callable[[Ids, Ids], tuple[str, str, Any]]]
         "/api/servers",
         {**SERVER_BODY, "ssh_keys": [intruder["key"], owner["key"]]},
     ),
+    ("POST", "/api/v1/support/tickets", "vps_id"): lambda owner, intruder: (
+        "POST",
+        "/api/v1/support/tickets",
+        {"subject": "about yours", "description": "d", "vps_id": f"vps-{owner['server']}"},
+    ),
 }
 SHARED_BODY_REFS = {
     ("POST", "/api/servers", "plan_slug"): "the catalog",
@@ -228,6 +271,7 @@ SHARED_BODY_REFS = {
     ("POST", "/api/v1/vps/{vps_id}/rebuild", "ssh_keys"): "whole public keys, added to the caller's account",
     ("POST", "/api/v1/instances", "offer_id"): "a marketplace offer, listed to every account",
     ("POST", "/api/v1/instances", "ssh_key"): "a whole public key",
+    ("POST", "/api/v1/admin/tickets/{ticket_id}/assign", "assignee_id"): "an admin, on a route for admins only",
 }
 
 
@@ -237,8 +281,13 @@ def path_params(template: str) -> list[str]:
 
 def nested_routes(app: Any) -> list[tuple[str, str]]:
     """Every route naming an object inside another (a server's snapshot): two ids or more in its path. Deletes
-    come last, so that a hole in a read or an action is seen before a delete could hide it."""
-    nested = [route for route in api_routes(app) if len(path_params(route[1])) > 1]
+    come last, so that a hole in a read or an action is seen before a delete could hide it. Admin routes reach
+    every account's objects by design (a user gets 403 from them: test_admin_routes_answer_403_to_a_user)."""
+    nested = [
+        route
+        for route in api_routes(app)
+        if len(path_params(route[1])) > 1 and not route[1].startswith("/api/v1/admin/")
+    ]
     return sorted(nested, key=lambda route: (route[0] == "DELETE", route))
 
 
@@ -308,6 +357,8 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             backup_id="backup-1",
             plan_id="plan-starter",
             app_id="00000000-0000-4000-8000-000000000000",
+            ticket_id="ticket-1",
+            attachment_id="attachment-1",
             operation_id="00000000-0000-4000-8000-000000000000",
         )
         r = await client.request(method, url, json={})
@@ -352,6 +403,9 @@ async def holdings(
     )
     assert app.status_code == 201, app.text
     await eventually(lambda: get(f"/api/v1/instances/{gpu}"), lambda i: i["data"]["status"] == "running")
+    file = {"filename": "log.txt", "data": "bG9nCg=="}
+    body = {"subject": "s", "description": "d", "vps_id": f"vps-{server['id']}", "attachments": [file]}
+    ticket = (await client.post("/api/v1/support/tickets", json=body, headers=headers)).json()["data"]
     return {
         "server": server["id"],
         "stopped": stopped["id"],
@@ -361,6 +415,8 @@ async def holdings(
         "gpu": gpu,
         "app": app.json()["id"],
         "operation": (await get("/api/v1/operations"))["data"][0]["id"],
+        "ticket": ticket["id"],
+        "attachment": ticket["messages"][0]["attachments"][0]["id"],
     }
 
 
@@ -379,8 +435,11 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         "/api/v1/vps",
         f"/api/v1/instances/{ids['gpu']}",
         f"/api/v1/apps/{ids['app']}",
+        f"/api/v1/support/tickets/{ids['ticket']}",
     ]
     seen = [(await client.get(url, headers=tenant.headers)).json() for url in urls]
+    file = f"/api/v1/support/tickets/{ids['ticket']}/attachments/{ids['attachment']}"
+    seen.append((await client.get(file, headers=tenant.headers)).content)
     keys = (await client.get("/api/v1/api-keys", headers=tenant.headers)).json()["data"]
     return [*seen, sorted(k["id"] for k in keys)]
 
@@ -403,6 +462,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         ("/api/v1/vps", "data"),
         ("/api/v1/apps", "items"),
         ("/api/v1/operations", "data"),
+        ("/api/v1/support/tickets", "data"),
     ):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []
     account = (await client.get("/api/account", headers=intruder.headers)).json()

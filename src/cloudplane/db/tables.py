@@ -551,3 +551,90 @@ class App(Base):
     status: Mapped[str] = mapped_column(String(20), default="stopped")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Ticket(Base):
+    """A support ticket an account opened; its first message is its description (TicketMessage)."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (
+        # The account's tickets newest first, whole or by status or priority; the admins' queue likewise.
+        Index("ix_tickets_account", "account_id", "id"),
+        Index("ix_tickets_account_status", "account_id", "status", "id"),
+        Index("ix_tickets_account_priority", "account_id", "priority", "id"),
+        Index("ix_tickets_status", "status", "id"),
+        Index("ix_tickets_assignee", "assignee_user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # Who opened it: its party, and where mail about it goes.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    subject: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    # The server it is about, one of the account's own when it was opened.
+    server_id: Mapped[int | None] = mapped_column(ForeignKey("servers.id", ondelete="SET NULL"))
+    assignee_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TicketMessage(Base):
+    __tablename__ = "ticket_messages"
+    __table_args__ = (Index("ix_ticket_messages_ticket", "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Written by staff (an admin, on the admin routes) rather than by the ticket's account.
+    is_staff: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TicketAttachment(Base):
+    """A file attached to a ticket's message. The bytes live in the row: they commit or roll back with their
+    message, every API process reads them wherever it runs, and database backups carry them (10 MiB at most)."""
+
+    __tablename__ = "ticket_attachments"
+    __table_args__ = (Index("ix_ticket_attachments_message", "message_id", "id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("ticket_messages.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))
+    # The type the bytes were found to be (domain/attachments.py), never the client's claim.
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+_UNSENT = text("sent_at IS NULL AND failed_at IS NULL")
+
+
+class MailOutbox(Base):
+    """A mail to send, written in the transaction of what it tells about and sent after the commit (services/mail.py):
+    a crash before it is sent loses nothing, a crash between sending and recording it sends it twice."""
+
+    __tablename__ = "mail_outbox"
+    __table_args__ = (Index("ix_mail_outbox_due", "next_attempt_at", sqlite_where=_UNSENT, postgresql_where=_UNSENT),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    # What the mail is about ("ticket-12"), for operators reading the table.
+    topic: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A sender holds the mail until then; past it, another may take it (its holder died).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -84,6 +84,13 @@ class ValidationFailed(CloudplaneError):
     status_code = 422
 
 
+class PayloadTooLarge(CloudplaneError):
+    """A request body, or a file inside one, is larger than its limit; `details` name the limit (and the field)."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    status_code = 413
+
+
 class RateLimited(CloudplaneError):
     code = "RATE_LIMITED"
     status_code = 429

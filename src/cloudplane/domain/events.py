@@ -60,6 +60,11 @@ class EventType(StrEnum):
     APP_CREATED = "app.created"
     APP_UPDATED = "app.updated"
     APP_DELETED = "app.deleted"
+    TICKET_CREATED = "ticket.created"
+    TICKET_REPLIED = "ticket.replied"
+    TICKET_STATUS_CHANGED = "ticket.status_changed"
+    TICKET_UPDATED = "ticket.updated"
+    TICKET_ASSIGNED = "ticket.assigned"
 
 
 @dataclass(frozen=True)

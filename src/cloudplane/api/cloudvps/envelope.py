@@ -19,7 +19,7 @@ _CODES = {
     "SUSPENDED": "CONFLICT",
 }
 # What CloudVPS calls the fields whose neutral ids differ from its own names (a VPS's label is its name).
-CLOUDVPS_FIELDS = {"plan": "plan_id", "image": "operating_system", "label": "name"}
+CLOUDVPS_FIELDS = {"plan": "plan_id", "image": "operating_system", "label": "name", "server": "vps_id"}
 
 
 def cloudvps_renderer(error: CloudplaneError) -> JSONResponse:

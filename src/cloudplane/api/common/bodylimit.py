@@ -3,18 +3,16 @@ in the envelope of the face that owns the path."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudplane.api.common.faces import render_error
-from cloudplane.domain.errors import CloudplaneError
+from cloudplane.domain.errors import PayloadTooLarge
 
 DEFAULT_MAX_BYTES = 1024 * 1024
-
-
-class PayloadTooLarge(CloudplaneError):
-    code = "PAYLOAD_TOO_LARGE"
-    status_code = 413
 
 
 class BodyTooLargeSignal(HTTPException):
@@ -48,24 +46,34 @@ def _has_transfer_encoding(scope: Scope) -> bool:
 
 
 class BodyLimitMiddleware:
-    """Answer 413 when a request body passes `max_bytes`: at once from Content-Length, else while counting."""
+    """Answer 413 when a request body passes `max_bytes`: at once from Content-Length, else while counting.
+    `larger` gives the few routes that carry files a limit of their own: (a regular expression the whole path
+    matches, its limit in bytes)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BYTES, larger: Sequence[tuple[str, int]] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = [(re.compile(pattern), limit) for pattern, limit in larger]
 
-    def error(self) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"Request body too large: the limit is {_size(self.max_bytes)}", limit_bytes=self.max_bytes
-        )
+    def limit_for(self, path: str) -> int:
+        for pattern, limit in self.larger:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
+
+    def error(self, limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"Request body too large: the limit is {_size(limit)}", limit_bytes=limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope.get("path", ""))
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            await render_error(scope, self.error())(scope, receive, send)
+        if length is not None and length > max_bytes:
+            await render_error(scope, self.error(max_bytes))(scope, receive, send)
             return
         if length is not None or not _has_transfer_encoding(scope):
             # The server hands the app at most Content-Length bytes, and none without it unless the body comes in
@@ -84,7 +92,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     overflowed = True
                     raise BodyTooLargeSignal
             return message
@@ -104,4 +112,4 @@ class BodyLimitMiddleware:
             if not overflowed or started:
                 raise
         if overflowed and not started:
-            await render_error(scope, self.error())(scope, receive, send)
+            await render_error(scope, self.error(max_bytes))(scope, receive, send)

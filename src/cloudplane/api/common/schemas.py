@@ -17,18 +17,24 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 UNSTORABLE_MESSAGE = "Text cannot contain the NUL character (\\u0000) or a lone surrogate (\\ud800-\\udfff); remove it"
 
 
+def _has_unstorable(text: str) -> bool:
+    # ASCII text (known without reading it) holds no surrogate, and a NUL is found at memchr's speed: a 14 MB base64
+    # attachment is checked in microseconds rather than the regular expression's half second.
+    return "\x00" in text if text.isascii() else _UNSTORABLE.search(text) is not None
+
+
 def _unstorable(text: str) -> PydanticCustomError | None:
-    return PydanticCustomError("unstorable_text", UNSTORABLE_MESSAGE) if _UNSTORABLE.search(text) else None
+    return PydanticCustomError("unstorable_text", UNSTORABLE_MESSAGE) if _has_unstorable(text) else None
 
 
 def _first_unstorable(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
     """Where in a parsed JSON value the first unstorable text is, or None. A bad dict key is reported at its dict:
     the location is echoed in the reply, which cannot carry the key itself."""
     if isinstance(value, str):
-        return loc if _UNSTORABLE.search(value) else None
+        return loc if _has_unstorable(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
-            if isinstance(key, str) and _UNSTORABLE.search(key):
+            if isinstance(key, str) and _has_unstorable(key):
                 return loc
             found = _first_unstorable(item, (*loc, key))
             if found is not None:

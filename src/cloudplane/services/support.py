@@ -22,7 +22,7 @@ from cloudplane.domain.events import EventType
 from cloudplane.domain.tickets import Category, Party, Priority, TicketStatus, may_move, moves_from, status_after_reply
 from cloudplane.services import events, mail
 from cloudplane.services.accounts import Principal
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.servers import require_server
 from cloudplane.services.tenancy import mine
 from cloudplane.services.users import require_admin
@@ -246,16 +246,15 @@ def _list(
         where.append(Ticket.status == status)
     if priority is not None:
         where.append(Ticket.priority == priority)
-    rows = paged(
-        select(Ticket, User.email).outerjoin(User, User.id == Ticket.user_id),
-        Ticket.id,
-        where,
-        [Ticket.id.desc()],
-        limit=per_page,
-        offset=offset_of(page, per_page),
-    )
     with core.db.read() as s:
         total = s.scalar(counted(_tickets, where)) or 0
+        rows = paged_window(
+            select(Ticket, User.email).outerjoin(User, User.id == Ticket.user_id),
+            Ticket.id,
+            where,
+            [Ticket.id.desc()],
+            window(total, page, per_page),
+        )
         items = [_view(ticket, email) for ticket, email in s.execute(rows).all()]
     return Page(items=items, total=total, page=page, per_page=per_page)
 

@@ -41,6 +41,12 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
     token = bearer_token(authorization)
     if token is None:
         raise Unauthorized("Missing credentials: send `Authorization: Bearer <your API key or access token>`")
+    return await principal_from_token(core, token)
+
+
+async def principal_from_token(core: Core, token: str) -> Principal:
+    """Who holds this credential (an API key or an access token), however the face carries it; raises
+    Unauthorized."""
     # A recently verified key or token costs no I/O and no thread hop; a miss does its database work in the
     # threadpool. Either kind of credential works on every face.
     if looks_like_jwt(token):

@@ -476,3 +476,14 @@ async def test_another_accounts_objects_are_404_and_stay_as_they_were(client, ma
     assert await everything() == before
     for url in ("/api/instances", "/api/snapshots", "/api/sshkeys"):
         assert envelope(await call(client, "GET", url, native(intruder))) == []
+
+
+async def test_a_create_retried_with_its_idempotency_key_makes_one_instance(client, tenant) -> None:
+    headers = {**native(tenant), "Idempotency-Key": "native-create-1"}
+    first = await call(client, "POST", "/api/instances", headers, {**SERVER_BODY, "label": "once"})
+    again = await call(client, "POST", "/api/instances", headers, {**SERVER_BODY, "label": "once"})
+    assert envelope(again, status=201) == envelope(first, status=201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(envelope(await call(client, "GET", "/api/instances", native(tenant)))) == 1
+    other = await call(client, "POST", "/api/instances", headers, {**SERVER_BODY, "label": "another"})
+    assert refused(other, 422)["field"] == "Idempotency-Key"

@@ -461,6 +461,11 @@ async def test_another_accounts_objects_are_404_and_stay_as_they_were(client, ma
     r = await call(client, "POST", f"/api/instances/{server}/snapshots", headers, {"label": "s"})
     snapshot = envelope(r, status=201)["slug"]
     await settled(client, owner, server, booted=True)
+
+    async def get_snapshot() -> dict[str, Any]:
+        return envelope(await call(client, "GET", f"/api/snapshots/{snapshot}", headers))
+
+    await eventually(get_snapshot, lambda s: s["build"])
     ids = {"key": key["slug"], "server": server, "stopped": stopped, "snapshot": snapshot}
 
     async def everything() -> list[Any]:

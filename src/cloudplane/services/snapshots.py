@@ -58,12 +58,17 @@ def get_snapshot(core: Core, principal: Principal, server_id: int, snapshot_id: 
 _INSERT_SNAPSHOT = insert(table_of(Snapshot)).returning(*table_of(Snapshot).c)
 
 
-def create_snapshot(
-    core: Core, principal: Principal, server_id: int, *, label: str, description: str | None = None
-) -> Row[Any]:
+def _label(label: str) -> str:
     label = label.strip()
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
+    return label
+
+
+def create_snapshot(
+    core: Core, principal: Principal, server_id: int, *, label: str, description: str | None = None
+) -> Row[Any]:
+    label = _label(label)
     with core.db.write() as s:
         snap, op = take_snapshot(core, s, principal, server_id, label=label, description=description)
     operations.launch(op)
@@ -242,17 +247,19 @@ def get_account_snapshot(core: Core, principal: Principal, snapshot_id: int) -> 
 
 
 def snapshot_server(core: Core, principal: Principal, server_id: int, *, label: str) -> SnapshotView:
-    """`create_snapshot`, answered as a SnapshotView."""
-    snap = create_snapshot(core, principal, server_id, label=label)
-    with core.db.read() as s:
-        return _account_snapshot(core, s, principal, snap.id)
+    """`create_snapshot`, answered as a SnapshotView of the snapshot as made (read in the transaction that makes
+    it: the workflow may change the row right after the commit)."""
+    label = _label(label)
+    with core.db.write() as s:
+        snap, op = take_snapshot(core, s, principal, server_id, label=label)
+        view = _account_snapshot(core, s, principal, snap.id)
+    operations.launch(op)
+    return view
 
 
 def rename_snapshot(core: Core, principal: Principal, snapshot_id: int, label: str) -> SnapshotView:
     """Change the snapshot's label at once (nothing at the provider holds it), with its event."""
-    label = label.strip()
-    if not label:
-        raise ValidationFailed("Label must not be empty", field="label")
+    label = _label(label)
     with core.db.write() as s:
         before = _account_snapshot(core, s, principal, snapshot_id)
         s.execute(update(Snapshot).where(Snapshot.id == snapshot_id).values(label=label))

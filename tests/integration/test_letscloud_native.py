@@ -368,6 +368,7 @@ async def test_every_error_is_in_the_native_envelope(client, tenant, app) -> Non
     assert refused(await call(client, "GET", "/api/instances", {"api-token": "cp_not-a-key"}), 401)
     assert refused(await call(client, "GET", "/api/profile", {"api-token": ""}), 401)
     assert refused(await call(client, "GET", "/api/no-such-route", headers), 404)
+    assert refused(await call(client, "GET", "/api/instances/", headers), 404)  # not a bodiless redirect
     # A path only the GPT-Actions face has is no route of this dialect.
     assert refused(await call(client, "GET", "/api/servers", headers), 404)
     assert refused(await call(client, "PATCH", "/api/instances/1", headers), 405)

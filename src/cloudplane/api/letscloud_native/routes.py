@@ -26,7 +26,8 @@ from cloudplane.services import accounts, servers, snapshots, ssh_keys
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
 
-router = APIRouter(route_class=face_route_class(native_renderer))
+# No redirect for a trailing slash: a redirect has no body, and every reply of the dialect has one.
+router = APIRouter(route_class=face_route_class(native_renderer), redirect_slashes=False)
 
 # The native lists have no paging: each answers the account's first LIST_LIMIT, oldest first, and says so in its
 # message when there are more.
@@ -136,7 +137,8 @@ async def delete_ssh_key(body: w.SSHKeyDelete, core: CoreDep, principal: Princip
 @router.get("/instances")
 async def list_instances(core: CoreDep, principal: PrincipalDep) -> Response:
     page = await read(core, servers.list_servers, core, principal, page=1, per_page=LIST_LIMIT)
-    return ok(_listed("instances", len(page.items), page.total), [w.InstanceOut.of(s) for s in page.items])
+    view = core.catalog.view()
+    return ok(_listed("instances", len(page.items), page.total), [w.InstanceOut.of(s, view) for s in page.items])
 
 
 @router.post("/instances")
@@ -154,14 +156,14 @@ async def create_instance(body: w.InstanceCreate, core: CoreDep, principal: Prin
         password=body.password or None,
         ssh_key_names=[body.ssh_slug] if body.ssh_slug else [],
     )
-    out = w.InstanceOut.of(server, initial_root_password=generated_password or "")
+    out = w.InstanceOut.of(server, core.catalog.view(), initial_root_password=generated_password or "")
     return ok(f"Instance {server.id} is being created", out, status_code=201)
 
 
 @router.get("/instances/{identifier}")
 async def get_instance(identifier: str, core: CoreDep, principal: PrincipalDep) -> Response:
     server = await read(core, servers.get_server, core, principal, _id(identifier, "Instance"))
-    return ok("Instance", w.InstanceOut.of(server))
+    return ok("Instance", w.InstanceOut.of(server, core.catalog.view()))
 
 
 async def _action(core: Any, principal: Principal, identifier: str, action: str, message: str) -> Response:

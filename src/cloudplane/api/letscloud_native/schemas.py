@@ -11,6 +11,7 @@ from cloudplane.api.common.schemas import Request
 from cloudplane.db.tables import Image, Location, Plan, SSHKey
 from cloudplane.domain.pricing import CURRENCY, money_text, transfer_allowance_gb
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
+from cloudplane.services.catalog import CatalogView
 from cloudplane.services.servers import ServerView
 from cloudplane.services.snapshots import SnapshotView
 
@@ -140,9 +141,10 @@ class InstanceOut(BaseModel):
     location: LocationOut
 
     @classmethod
-    def of(cls, server: ServerView, initial_root_password: str = "") -> InstanceOut:
+    def of(cls, server: ServerView, catalog: CatalogView, initial_root_password: str = "") -> InstanceOut:
         if server.location is not None:
-            location = LocationOut.of(server.location, server.location.available)
+            # Available as GET /locations shows it: open to new servers now.
+            location = LocationOut.of(server.location, catalog.is_open(server.location))
         else:  # rented from a marketplace: its region is all there is
             region = server.region or "unknown"
             location = LocationOut(slug=region.lower(), country="", city=region, available=False)

@@ -31,13 +31,15 @@ from cloudplane.api.cloudvps.support import router as cloudvps_support_router
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
-from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
+from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_dialect, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
 from cloudplane.api.common.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from cloudplane.api.console import router as console_router
 from cloudplane.api.gpumgr.routes import router as gpumgr_router
 from cloudplane.api.letscloud.openapi_doc import build_openapi
 from cloudplane.api.letscloud.routes import router as letscloud_router
+from cloudplane.api.letscloud_native import routes as letscloud_native
+from cloudplane.api.letscloud_native.envelope import is_native, native_renderer
 from cloudplane.api.operations.audit import router as audit_router
 from cloudplane.api.operations.routes import OperationLocationMiddleware
 from cloudplane.api.operations.routes import letscloud_router as letscloud_operations_router
@@ -140,7 +142,7 @@ ANONYMOUS_V1_ROUTES: dict[str, list[dict[str, list[str]]]] = {
 def build_routes(app: FastAPI) -> None:
     """Build every route's dependencies and schemas now, before serving. FastAPI builds them on the first request
     that reaches each router, on the event loop: a few hundred milliseconds that every request arriving then waits."""
-    for _ in routing.iter_route_contexts(app.routes):
+    for _ in routing.iter_route_contexts([*app.routes, *letscloud_native.router.routes]):
         pass
 
 
@@ -236,6 +238,9 @@ def create_app(core: Core | None = None) -> FastAPI:
     install_error_handlers(app)
     register_prefix("/api", default_renderer)
     register_prefix("/api/v1", cloudvps_renderer)
+    # The native LetsCloud dialect shares /api with the GPT-Actions face: ahead of every route, for its requests only.
+    register_dialect(is_native, native_renderer)
+    app.router.routes.insert(0, letscloud_native.mount())
     app.include_router(letscloud_router, prefix="/api", tags=["LetsCloud"])
     app.include_router(letscloud_operations_router, prefix="/api", tags=["LetsCloud"])
     app.include_router(operations_router, prefix="/api/v1")

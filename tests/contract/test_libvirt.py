@@ -284,3 +284,32 @@ async def test_suspend_pauses_the_domain_and_resume_runs_it_again(provider: Any)
     await provider.suspend(machine.ref)
     await provider.stop(machine.ref)
     assert domain.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+
+
+async def test_the_root_password_goes_through_the_guest_agent_on_its_channel(
+    provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import libvirt
+
+    machine = await provider.create(request_for(image="ubuntu-22-04"))
+    dom = provider._connection().lookupByUUIDString(machine.ref)
+    channel = ET.fromstring(dom.XMLDesc(0)).find("./devices/channel[@type='unix']/target")
+    assert channel is not None and channel.get("name") == "org.qemu.guest_agent.0"
+    asked: list[tuple[str, str, int]] = []
+
+    def set_user_password(self: Any, user: str, password: str, flags: int) -> int:
+        asked.append((user, password, flags))
+        return 0
+
+    monkeypatch.setattr(libvirt.virDomain, "setUserPassword", set_user_password)
+    await provider.set_root_password(machine.ref, "$6$salt$hash")
+    assert asked == [("root", "$6$salt$hash", libvirt.VIR_DOMAIN_PASSWORD_ENCRYPTED)]  # the hash, as it is
+
+    # A guest whose agent does not answer: refused, saying what the image lacks.
+    def no_agent(self: Any, user: str, password: str, flags: int) -> int:
+        raise libvirt.libvirtError("argument unsupported: QEMU guest agent is not configured")
+
+    monkeypatch.setattr(libvirt.virDomain, "setUserPassword", no_agent)
+    with pytest.raises(ProviderError) as refused:
+        await provider.set_root_password(machine.ref, "$6$salt$hash")
+    assert "qemu-guest-agent" in refused.value.message and not refused.value.retryable

@@ -505,3 +505,39 @@ async def test_disk_use_is_measured_once_in_a_while_not_at_every_sample(
     await provider.start(machine.ref)
     await provider.metrics(machine.ref)
     assert len(walks) == 2
+
+
+async def test_the_root_password_is_set_inside_the_running_container(provider: Any, tmp_path: Path) -> None:
+    key, public_key = ssh_keypair(tmp_path)
+    request = CreateRequest(
+        token="password", name="web", hostname="pw.example.test", cpu=1, ram_mb=256, disk_gb=5,
+        image="busybox", location="lab", ssh_public_keys=(public_key,),
+    )  # fmt: skip
+    machine = await provider.create(request)
+    await asyncio.to_thread(wait_for_port, machine.public_ipv4)
+    rootfs = provider.config.lxc_path / machine.ref / "rootfs"
+    others = [ln for ln in (rootfs / "etc/shadow").read_text().splitlines() if not ln.startswith("root:")]
+
+    # The BusyBox image has no chpasswd: root's line of its shadow is written, the other lines kept, private.
+    first = "$6$rounds=1000$firstsalt$" + "a" * 86
+    await provider.set_root_password(machine.ref, first)
+    seen = await asyncio.to_thread(ssh, key, machine.public_ipv4, "cat /etc/shadow")
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.splitlines() == [f"root:{first}:19000:0:99999:7:::", *others]
+    assert (rootfs / "etc/shadow").stat().st_mode & 0o777 == 0o600
+
+    # A system with chpasswd gets the hash on its standard input, from inside: a stand-in records what it read.
+    stand_in = rootfs / "usr/sbin/chpasswd"
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text('#!/bin/sh\n[ "$1" = -e ] && cat > /root/chpasswd-read\n')
+    stand_in.chmod(0o755)
+    second = "$6$rounds=1000$secondsalt$" + "b" * 86
+    await provider.set_root_password(machine.ref, second)
+    read = await asyncio.to_thread(ssh, key, machine.public_ipv4, "cat /root/chpasswd-read")
+    assert read.stdout == f"root:{second}\n", read
+    assert (await provider.get(machine.ref)).state == MachineState.RUNNING
+
+    await provider.stop(machine.ref)
+    with pytest.raises(ProviderError) as stopped:
+        await provider.set_root_password(machine.ref, second)
+    assert not stopped.value.retryable and "start it first" in stopped.value.message

@@ -106,6 +106,10 @@ async def running_machine(harness: Harness, name: str = "web") -> Machine:
 
 # Features declared ahead of their calls: a driver cannot support what the interface cannot yet ask of it.
 PLANNED = {Feature.RESIZE}
+# SHA-512 crypt of "contract-password", as services/passwords.py makes them.
+NEW_PASSWORD_HASH = (
+    "$6$contractsalt1234$96emHomdna8GZxDGG13V1D.lr9Qx6J6Q11WOp/UZbJsydZgVrPmoiXmQLIqd6YTLrrGeauJZjRbU1CVMz8m7u/"
+)
 NEW_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRebuiltMachineKey rebuilt@test"
 
 
@@ -147,6 +151,7 @@ async def test_refused_features_are_refused_with_their_reason(harness: Harness) 
         Feature.CONSOLE: lambda: provider.console(machine.ref),
         Feature.FIREWALL: lambda: provider.set_firewall(machine.ref, [FirewallRule("accept", "tcp")]),
         Feature.EXTRA_IPS: lambda: provider.add_address(machine.ref, "198.51.100.7"),
+        Feature.RESET_PASSWORD: lambda: provider.set_root_password(machine.ref, NEW_PASSWORD_HASH),
     }
     assert set(calls) | PLANNED == set(Feature)
     refused = [f for f in Feature if await refused_as_declared(harness, f, calls.get(f))]
@@ -344,6 +349,23 @@ async def test_rebuild_reimages_a_stopped_machine_keeping_it_and_its_snapshots(h
     await wait_for(harness, machine.ref, MachineState.STOPPED)
     await harness.provider.delete(machine.ref)
     assert await harness.provider.get(machine.ref) is None
+
+
+async def test_reset_password_sets_roots_password_inside_a_running_machine(harness: Harness) -> None:
+    machine = await running_machine(harness)
+    call = lambda: harness.provider.set_root_password(machine.ref, NEW_PASSWORD_HASH)  # noqa: E731
+    if await refused_as_declared(harness, Feature.RESET_PASSWORD, call):
+        return
+    await call()
+    await call()  # idempotent: the same hash again changes nothing
+    await wait_for(harness, machine.ref, MachineState.RUNNING)  # it keeps running throughout
+    if hasattr(harness.provider, "root_password_hash"):  # the simulator shows what it was given
+        assert harness.provider.root_password_hash(machine.ref) == NEW_PASSWORD_HASH
+    # Set inside the running system: a stopped machine is refused, and an unknown one is not found.
+    await harness.provider.stop(machine.ref)
+    await wait_for(harness, machine.ref, MachineState.STOPPED)
+    await assert_refused(harness.provider.set_root_password(machine.ref, NEW_PASSWORD_HASH))
+    await assert_refused(harness.provider.set_root_password(harness.unknown_ref, NEW_PASSWORD_HASH))
 
 
 async def test_metrics(harness: Harness) -> None:

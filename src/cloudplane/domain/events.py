@@ -48,6 +48,9 @@ class EventType(StrEnum):
     VPS_IP_ATTACH_REQUESTED = "vps.ip.attach_requested"
     VPS_IP_ATTACHED = "vps.ip.attached"
     VPS_IP_ATTACH_FAILED = "vps.ip.attach_failed"
+    VPS_PASSWORD_RESET_REQUESTED = "vps.password_reset_requested"
+    VPS_PASSWORD_RESET = "vps.password_reset"
+    VPS_BACKUP_RENAMED = "vps.backup.renamed"
     SSH_KEY_CREATED = "ssh_key.created"
     SSH_KEY_DELETED = "ssh_key.deleted"
     USER_REGISTERED = "user.registered"
@@ -101,5 +104,8 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
     ),
     "attach_ip": OperationEvents(
         EventType.VPS_IP_ATTACH_REQUESTED, EventType.VPS_IP_ATTACHED, EventType.VPS_IP_ATTACH_FAILED
+    ),
+    "reset_password": OperationEvents(
+        EventType.VPS_PASSWORD_RESET_REQUESTED, EventType.VPS_PASSWORD_RESET, EventType.VPS_ACTION_FAILED
     ),
 }

@@ -14,6 +14,11 @@ HOURS_PER_MONTH = 730
 BANDWIDTH_GB_PER_RAM_GB = 500
 
 
+def money_text(amount: Decimal) -> str:
+    """An amount as the documents that write money as a string show it: to the cent, "5.00"."""
+    return str(Decimal(amount).quantize(CENT, ROUND_HALF_UP))
+
+
 def monthly_from_hourly(hourly: Decimal) -> Decimal:
     """The monthly price of an hourly one, to the cent (half up, as a bill rounds)."""
     return (hourly * HOURS_PER_MONTH).quantize(CENT, ROUND_HALF_UP)

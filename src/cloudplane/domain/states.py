@@ -22,6 +22,8 @@ class TaskState(StrEnum):
     SNAPSHOTTING = "snapshotting"
     RESTORING = "restoring"
     DELETING = "deleting"
+    # The root password is being set inside the running server's system.
+    RESETTING_PASSWORD = "resetting_password"
     # An administrator's suspension (or its lifting) is being carried out; see `suspended_at` on the server.
     SUSPENDING = "suspending"
     RESUMING = "resuming"
@@ -42,6 +44,8 @@ class Action:
     allowed_from: frozenset[ServerStatus]
     # Status the server settles in when the action succeeds; None keeps the status it had.
     ends_in: ServerStatus | None
+    # How a refusal names it: "Cannot <verb> a server that is ..."; empty: its name.
+    verb: str = ""
 
 
 ACTIONS: dict[str, Action] = {
@@ -66,6 +70,14 @@ ACTIONS: dict[str, Action] = {
         # A running server is stopped, rebuilt and started again; a stopped one stays stopped. Not from error: a
         # failed create leaves no machine to re-image (delete it and create another).
         Action("rebuild", TaskState.REBUILDING, frozenset({ServerStatus.RUNNING, ServerStatus.STOPPED}), None),
+        # Set inside the running system (its own chpasswd, a VM's guest agent), the same way on every provider.
+        Action(
+            "reset_password",
+            TaskState.RESETTING_PASSWORD,
+            frozenset({ServerStatus.RUNNING}),
+            None,
+            verb="reset the root password of",
+        ),
     )
 }
 
@@ -79,4 +91,4 @@ def refusal_reason(action: Action, status: str, task_state: str | None) -> str:
     if task_state:
         return f"Server is busy ({task_state}); wait for it to finish and try again."
     allowed = " or ".join(sorted(s.value for s in action.allowed_from))
-    return f"Cannot {action.name} a server that is {status}; it must be {allowed}."
+    return f"Cannot {action.verb or action.name} a server that is {status}; it must be {allowed}."

@@ -48,6 +48,8 @@ _TASK_ROWS: dict[TaskState, tuple[str | None, str | None, str | None, str | None
     # tells the steps.
     TaskState.SUSPENDING: (None, None, "suspending", None),
     TaskState.RESUMING: (None, None, "resuming", None),
+    # The server keeps running throughout: only LetsCloud's task_state says it.
+    TaskState.RESETTING_PASSWORD: (None, None, "resetting_password", None),
 }
 
 # The tasks that show as the current state; list filters compute the same word in SQL from this set.

@@ -150,6 +150,8 @@ class Feature(StrEnum):
     FIREWALL = "firewall"
     # Give the machine an extra IPv4 address besides its own (`add_address`).
     EXTRA_IPS = "extra_ips"
+    # Set the root password of the running machine's system (`set_root_password`).
+    RESET_PASSWORD = "reset_password"
     REBUILD = "rebuild"
     CONSOLE = "console"
     # Declared ahead of its call: every driver refuses it until an issue adds the call and implements it.
@@ -167,6 +169,7 @@ _PHRASES = {
     Feature.CONSOLE: "open a console",
     Feature.FIREWALL: "filter traffic with firewall rules",
     Feature.EXTRA_IPS: "attach extra IP addresses",
+    Feature.RESET_PASSWORD: "reset the root password",
 }
 
 # The server state machine's actions (domain/states.py ACTIONS) and the feature each needs from the provider.
@@ -178,6 +181,7 @@ ACTION_FEATURES: Mapping[str, Feature] = {
     "snapshot": Feature.SNAPSHOT,
     "restore": Feature.RESTORE,
     "rebuild": Feature.REBUILD,
+    "reset_password": Feature.RESET_PASSWORD,
 }
 
 
@@ -448,6 +452,13 @@ class Provider(Protocol):
         if it runs, and kept across its restarts, restores and rebuilds. Its firewall rules cover the address too.
         Idempotent: adding an address it has changes nothing. Refused (non-retryable) for an address the provider
         cannot route to the machine. The address goes with the machine when it is deleted."""
+        ...
+
+    async def set_root_password(self, ref: str, password_hash: str) -> None:
+        """Give root of the running machine's system this password (`password_hash`: SHA-512 crypt, as /etc/shadow
+        holds it), at once and for good: kept across restarts, gone with a rebuild or a restore of an older disk.
+        Idempotent: setting the same hash again changes nothing. A machine that is not running is refused
+        (non-retryable): the password is set inside its system, which must be up."""
         ...
 
     async def resume(self, ref: str) -> None:

@@ -132,6 +132,7 @@ class LxcProvider:
             Feature.CONSOLE: SUPPORTED,
             Feature.FIREWALL: SUPPORTED,
             Feature.EXTRA_IPS: SUPPORTED,
+            Feature.RESET_PASSWORD: SUPPORTED,
         },
     )
 
@@ -337,10 +338,7 @@ class LxcProvider:
         (ssh / "authorized_keys").write_text("".join(f"{k.strip()}\n" for k in ssh_public_keys))
         os.chmod(ssh / "authorized_keys", 0o600)
         if root_password_hash:
-            shadow = rootfs / "etc/shadow"
-            lines = [ln for ln in shadow.read_text().splitlines() if not ln.startswith("root:")]
-            shadow.write_text(f"root:{root_password_hash}:19000:0:99999:7:::\n" + "".join(f"{ln}\n" for ln in lines))
-            os.chmod(shadow, 0o600)
+            _write_root_password(rootfs, root_password_hash)
 
     def _lxc_config(
         self, rootfs: Path, hostname: str, cpu: int, ram_mb: int, image: dict, addresses: Sequence[str]
@@ -591,6 +589,35 @@ class LxcProvider:
         )  # fmt: skip
         if done.returncode != 0 and "File exists" not in done.stderr:  # it has it already (a re-run)
             raise ProviderError(f"Could not add {cidr} inside {ref}: {done.stderr.strip()}", retryable=True)
+
+    # -- root password ---------------------------------------------------------------------------------------
+
+    async def set_root_password(self, ref: str, password_hash: str) -> None:
+        """`chpasswd -e` inside the running container (`lxc-attach`, a clean environment), fed the hash on its
+        standard input: the container's own tool writes its own /etc/shadow, as an administrator would. A system
+        without chpasswd (the BusyBox image has none) gets root's line of its /etc/shadow written as create writes
+        it, through the host's view of its root filesystem."""
+
+        def _set_root_password() -> None:
+            container = self._lookup(ref)
+            if container.state != "RUNNING":
+                raise ProviderError(
+                    f"{ref} is {container.state.lower()}; its root password is set inside it, so start it first",
+                    retryable=False,
+                )
+            done = subprocess.run(
+                ["lxc-attach", "-P", str(self.config.lxc_path), "-n", ref, "--clear-env", "-v", f"PATH={CONTAINER_PATH}",
+                 "--", "/bin/sh", "-c", f"command -v chpasswd >/dev/null || exit {NO_CHPASSWD}; exec chpasswd -e"],
+                input=f"root:{password_hash}\n", capture_output=True, text=True, check=False, timeout=30,
+            )  # fmt: skip
+            if done.returncode == NO_CHPASSWD:
+                _write_root_password(self.config.lxc_path / ref / "rootfs", password_hash)
+            elif done.returncode != 0:
+                raise ProviderError(
+                    f"chpasswd inside {ref} failed: {done.stderr.strip() or done.returncode}", retryable=True
+                )
+
+        await self._run(ref, _set_root_password)
 
     # -- snapshots -------------------------------------------------------------------------------------------
 
@@ -843,6 +870,19 @@ def _addresses(marker: dict) -> list[str]:
     return [*([own] if own else []), *marker.get("extra_ipv4", [])]
 
 
+def _write_root_password(rootfs: Path, password_hash: str) -> None:
+    """Root's line of the root file system's /etc/shadow, with this hash; the other lines as they were."""
+    shadow = rootfs / "etc/shadow"
+    lines = [ln for ln in shadow.read_text().splitlines() if not ln.startswith("root:")]
+    text = f"root:{password_hash}:19000:0:99999:7:::\n" + "".join(f"{ln}\n" for ln in lines)
+    # Replaced in one rename, and never readable by others, not even for a moment.
+    staged = shadow.with_name(".shadow.new")
+    with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
+    os.chmod(staged, 0o600)
+    staged.replace(shadow)
+
+
 def _write_identity(rootfs: Path, hostname: str, address: str) -> None:
     """The container's own name and address in its root file system, which its init sets at boot."""
     hostname = hostname[:63]
@@ -850,6 +890,8 @@ def _write_identity(rootfs: Path, hostname: str, address: str) -> None:
     (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n{address} {hostname} {hostname.split('.')[0]}\n")
 
 
+# The exit status of set_root_password's shell in a container without chpasswd (a shell's "command not found").
+NO_CHPASSWD = 127
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

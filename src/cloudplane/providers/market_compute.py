@@ -55,6 +55,9 @@ class MarketplaceCompute:
                 Feature.CONSOLE: refused(f"not implemented yet on {market.name} instances"),
                 Feature.FIREWALL: refused(f"a {market.name} instance is filtered by its host, not by Cloudplane"),
                 Feature.EXTRA_IPS: refused(f"a {market.name} instance has the addresses of the host it is rented on"),
+                Feature.RESET_PASSWORD: refused(
+                    f"a {market.name} instance is reached with the SSH key it was rented with; it has no root password"
+                ),
             },
         )
 
@@ -134,3 +137,6 @@ class MarketplaceCompute:
 
     async def add_address(self, ref: str, address: str) -> None:
         raise refusal(self, Feature.EXTRA_IPS)
+
+    async def set_root_password(self, ref: str, password_hash: str) -> None:
+        raise refusal(self, Feature.RESET_PASSWORD)

@@ -178,6 +178,10 @@ class ProxmoxProvider:
             Feature.EXTRA_IPS: refused(
                 "not implemented yet on proxmox: it needs a second address in the VM's cloud-init network config"
             ),
+            Feature.RESET_PASSWORD: refused(
+                "not implemented yet on proxmox: it needs the VM's QEMU guest agent (/nodes/{node}/qemu/{vmid}/agent/"
+                "set-user-password), which Cloudplane does not call yet; log in with the server's SSH key meanwhile"
+            ),
             Feature.RESIZE: not_implemented_yet("proxmox"),
         },
     )
@@ -698,3 +702,6 @@ class ProxmoxProvider:
 
     async def add_address(self, ref: str, address: str) -> None:
         raise refusal(self, Feature.EXTRA_IPS)
+
+    async def set_root_password(self, ref: str, password_hash: str) -> None:
+        raise refusal(self, Feature.RESET_PASSWORD)

@@ -109,6 +109,15 @@ sim_addresses = Table(
     Column("address", String(15), primary_key=True),
 )
 
+# Each machine's root password hash, as `set_root_password` last gave it (one given at create or rebuild is not kept:
+# nothing logs in to a simulated machine, and a burst of creates should not pay for a row it never reads).
+sim_passwords = Table(
+    "sim_passwords",
+    metadata,
+    Column("machine_id", Integer, primary_key=True),
+    Column("password_hash", String(255), nullable=False),
+)
+
 # Prebuilt statements: a burst of creates runs these hundreds of times a second.
 _BY_ID = select(sim_machines).where(sim_machines.c.id == bindparam("b_id"))
 _BY_TOKEN = select(sim_machines).where(sim_machines.c.token == bindparam("b_token"))
@@ -186,6 +195,7 @@ class SimulatorProvider:
             Feature.CONSOLE: SUPPORTED,
             Feature.FIREWALL: SUPPORTED,
             Feature.EXTRA_IPS: SUPPORTED,
+            Feature.RESET_PASSWORD: SUPPORTED,
         },
     )
 
@@ -431,6 +441,7 @@ class SimulatorProvider:
             conn.execute(delete(sim_snapshots).where(sim_snapshots.c.machine_id == machine_id))
             conn.execute(delete(sim_firewalls).where(sim_firewalls.c.machine_id == machine_id))
             conn.execute(delete(sim_addresses).where(sim_addresses.c.machine_id == machine_id))
+            conn.execute(delete(sim_passwords).where(sim_passwords.c.machine_id == machine_id))
             conn.execute(delete(sim_machines).where(sim_machines.c.id == machine_id))
 
     async def set_firewall(self, ref: str, rules: Sequence[FirewallRule]) -> None:
@@ -469,6 +480,24 @@ class SimulatorProvider:
         with self.db.connect() as conn:
             rows = conn.scalars(select(sim_addresses.c.address).where(sim_addresses.c.machine_id == self._id(ref)))
             return sorted(rows, key=lambda a: int(ipaddress.IPv4Address(a)))
+
+    async def set_root_password(self, ref: str, password_hash: str) -> None:
+        """Recorded with the machine, at once, as a running system's `chpasswd` would."""
+        await self._call("set_root_password")
+        await self.db.run(self._set_root_password, ref, password_hash)
+
+    def _set_root_password(self, ref: str, password_hash: str) -> None:
+        row = self._require(ref)
+        if MachineState(row.state) != MachineState.RUNNING:
+            raise ProviderError(f"Cannot set the root password of a machine that is {row.state}", retryable=False)
+        with self.db.begin() as conn:
+            conn.execute(delete(sim_passwords).where(sim_passwords.c.machine_id == row.id))
+            conn.execute(insert(sim_passwords).values(machine_id=row.id, password_hash=password_hash))
+
+    def root_password_hash(self, ref: str) -> str | None:
+        """The hash `set_root_password` last gave the machine (what the tests look at)."""
+        with self.db.connect() as conn:
+            return conn.scalar(select(sim_passwords.c.password_hash).where(sim_passwords.c.machine_id == self._id(ref)))
 
     async def snapshot(self, ref: str, token: str) -> SnapshotInfo:
         await self._call("snapshot")

@@ -9,6 +9,8 @@ import string
 import warnings
 from collections.abc import Callable
 
+from cloudplane.domain.errors import ValidationFailed
+
 ALPHABET = string.ascii_letters + string.digits
 # crypt(3)'s salt alphabet; SHA-512 crypt takes up to 16 of them.
 SALT_ALPHABET = string.ascii_letters + string.digits + "./"
@@ -28,6 +30,18 @@ def _random_text(alphabet: str, length: int) -> str:
 
 def generate_root_password(length: int = 20) -> str:
     return _random_text(ALPHABET, length)
+
+
+MIN_LENGTH, MAX_LENGTH = 8, 128
+
+
+def check_root_password(password: str, *, field: str = "password") -> None:
+    """The rule for a root password a person chose: 8 to 128 characters, none of them a control character (a NUL
+    would cut the password short where crypt(3) reads it, a line break would end the line chpasswd reads)."""
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise ValidationFailed(f"Password must be {MIN_LENGTH} to {MAX_LENGTH} characters long", field=field)
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise ValidationFailed("Password must not contain control characters (tabs, line breaks, NUL)", field=field)
 
 
 # SHA-512 crypt's work factor: glibc's default for a password a person chose (guessable, so every round slows an

@@ -51,8 +51,8 @@ from cloudplane.services import operations
 from cloudplane.services.accounts import Principal
 from cloudplane.services.catalog import CatalogView
 from cloudplane.services.pages import Page, counted, paged, window
-from cloudplane.services.passwords import generate_root_password, shadow_hash
-from cloudplane.services.ssh_keys import parse_public_keys, register_keys
+from cloudplane.services.passwords import check_root_password, generate_root_password, shadow_hash
+from cloudplane.services.ssh_keys import keys_named, parse_public_keys, register_keys
 from cloudplane.services.tenancy import MINE, mine, tenant
 
 __all__ = ["Page", "ServerView", "Specs", "Prices", "Gpu"]
@@ -415,14 +415,16 @@ def create_server(
     hostname: str | None = None,
     password: str | None = None,
     ssh_key_ids: Sequence[int] = (),
+    ssh_key_names: Sequence[str] = (),
     public_keys: Sequence[str] = (),
 ) -> tuple[ServerView, str | None]:
     """Record the server and its create operation in one transaction; returns the server (with the operation's
-    id) and the generated root password, if any.
+    id) and the generated root password, if any (a `password` given must pass `check_root_password`).
 
     `plan`, `image` and `location` are catalog slugs. The server gets the keys `ssh_key_ids` names (the caller's
-    own) and `public_keys` (OpenSSH lines: each one the account holds is reused, another added), so a create that
-    is refused leaves no key behind."""
+    own), those `ssh_key_names` names (each a key's id or title, see `ssh_keys.keys_named`) and `public_keys`
+    (OpenSSH lines: each one the account holds is reused, another added), so a create that is refused leaves no
+    key behind."""
     label = label.strip()
     if not label:
         raise ValidationFailed("Label must not be empty", field="label")
@@ -448,8 +450,8 @@ def create_server(
     generated = None
     if password is None:
         password = generated = generate_root_password()
-    elif not 8 <= len(password) <= 128:
-        raise ValidationFailed("Password must be 8 to 128 characters long", field="password")
+    else:
+        check_root_password(password)
     parsed_keys = parse_public_keys(public_keys, field="ssh_keys")
     # Slow by design (crypt rounds), so outside the write transaction; it lets go of the GIL while it works.
     password_hash = shadow_hash(password, generated=generated is not None)
@@ -462,7 +464,8 @@ def create_server(
                 missing = [k for k in key_ids if k not in owned]
                 if missing:
                     raise NotFound("SSH key not found", field="ssh_keys", ssh_key_ids=missing)
-            key_ids = list(dict.fromkeys([*key_ids, *register_keys(s, principal.account_id, parsed_keys)]))
+            named = keys_named(s, principal, ssh_key_names, field="ssh_keys")
+            key_ids = list(dict.fromkeys([*key_ids, *named, *register_keys(s, principal.account_id, parsed_keys)]))
             now = utcnow()
             # Core statements on the session's connection, not the ORM's unit of work: this is the hot path of a
             # burst of creates, and the inserted row comes back to make the reply's view without reading it again.
@@ -666,3 +669,26 @@ def rebuild_server(
         server, op = record()
     operations.launch(op)
     return replace(server, operation_id=op.id), password
+
+
+_RESET_PASSWORD = ACTIONS["reset_password"]
+
+
+def reset_root_password(core: Core, principal: Principal, server_id: int, password: str) -> ServerView:
+    """Give root of the running server's system the password its owner chose (see `check_root_password`): the
+    server claimed, and an operation that sets it inside the machine; the server as accepted. The password reaches
+    the provider only as a hash, in the operation's params, which end with the operation."""
+    check_root_password(password)
+    # Slow by design (crypt rounds), so outside the write transaction.
+    password_hash = shadow_hash(password)
+    with core.db.write() as s:
+        server = accept_action(core, s, principal, server_id, _RESET_PASSWORD)
+        op = operations.new_operation(
+            s,
+            account_id=principal.account_id,
+            kind="reset_password",
+            server_id=server_id,
+            params={"root_password_hash": password_hash},
+        )
+    operations.launch(op)
+    return replace(server, operation_id=op.id)

@@ -1,10 +1,13 @@
-"""SSH keys of an account: validated, fingerprinted as `ssh-keygen -lf` prints, one of each per account."""
+"""SSH keys of an account: validated, fingerprinted as `ssh-keygen -lf` prints, one of each per account; or made
+here as an ed25519 pair whose private half is handed over once and never kept."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -13,6 +16,7 @@ from cloudplane.core import Core
 from cloudplane.db.tables import SSHKey
 from cloudplane.domain.errors import Conflict, NotFound, ValidationFailed
 from cloudplane.domain.events import EventType
+from cloudplane.domain.ids import parse_id
 from cloudplane.domain.ssh_keys import ParsedKey, SSHKeyError, parse_public_key
 from cloudplane.services import events
 from cloudplane.services.accounts import Principal
@@ -36,6 +40,50 @@ def get_key(core: Core, principal: Principal, key_id: int) -> SSHKey:
     if key is None:
         raise NotFound("SSH key not found", key_id=key_id)
     return key
+
+
+def _named(session: Session, principal: Principal, name: str) -> SSHKey | None:
+    """The caller's key whose id is `name` (its digits), else the oldest of those titled `name`."""
+    key_id = parse_id(name)
+    key = None
+    if key_id is not None:
+        key = session.scalar(select(SSHKey).where(SSHKey.id == key_id, mine(SSHKey, principal)))
+    if key is None:
+        titled = select(SSHKey).where(SSHKey.title == name, mine(SSHKey, principal)).order_by(SSHKey.id).limit(1)
+        key = session.scalar(titled)
+    return key
+
+
+def find_key(core: Core, principal: Principal, slug_or_title: str) -> SSHKey:
+    """The caller's key named so (see `_named`)."""
+    with core.db.read() as s:
+        key = _named(s, principal, slug_or_title)
+    if key is None:
+        raise NotFound("SSH key not found", key=slug_or_title)
+    return key
+
+
+def keys_named(session: Session, principal: Principal, names: Sequence[str], *, field: str) -> list[int]:
+    """In the caller's transaction: the ids of the caller's keys these names give (see `_named`), in order;
+    NotFound naming `field` for a name that gives none."""
+    ids = []
+    for name in names:
+        key = _named(session, principal, name)
+        if key is None:
+            raise NotFound(f"SSH key {name!r} not found; list your keys for their slugs and titles", field=field)
+        ids.append(key.id)
+    return ids
+
+
+def generate_key(core: Core, principal: Principal, *, title: str) -> tuple[SSHKey, str]:
+    """A new ed25519 pair: its public half added to the account like any key, its private half (OpenSSH format)
+    returned to be handed over once. Nothing keeps the private half."""
+    private = Ed25519PrivateKey.generate()
+    public_line = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    private_text = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    return create_key(core, principal, title=title, public_key=public_line.decode()), private_text
 
 
 def create_key(core: Core, principal: Principal, *, title: str, public_key: str) -> SSHKey:

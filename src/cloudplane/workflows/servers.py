@@ -1,4 +1,4 @@
-"""The workflows of a server's life: create, start, stop, reboot, rebuild and delete; and an administrator's
+"""The workflows of a server's life: create, start, stop, reboot, rebuild, reset_password and delete; and an administrator's
 suspension of it (services/suspension.py): suspend and resume."""
 
 from __future__ import annotations
@@ -199,6 +199,14 @@ async def start_again(job: Job, percent: int, changes: dict[str, Any] | None = N
     await steps.succeed(job, Changes(server={"status": ServerStatus.RUNNING, "task_state": None, **(changes or {})}))
 
 
+async def _reset_password(job: Job) -> None:
+    """Set the hash the request put in the operation's params inside the running machine; a re-run sets it again,
+    which changes nothing."""
+    assert job.provider is not None and job.provider_ref is not None
+    await steps.set_machine_root_password(job.provider, job.provider_ref, job.params["root_password_hash"])
+    await steps.succeed(job, Changes(server={"task_state": None, "error_message": None}))
+
+
 def create_token(job: Job) -> str | None:
     """The id of the server's create operation: the token of a machine the server may have without knowing it."""
     with steps.core().db.connect() as conn:
@@ -288,6 +296,7 @@ register("create", _create, remove_what_create_made)
 for power in ("start", "stop", "reboot"):
     register(power, _power_action(power), settle_on_machine)
 register("rebuild", _rebuild, settle_on_machine)
+register("reset_password", _reset_password, settle_on_machine)
 register("delete", _delete, settle_on_machine)
 register("suspend", _suspend, suspension_failed)
 register("resume", _resume, suspension_failed)

@@ -195,6 +195,10 @@ async def add_machine_address(provider: str, ref: str, address: str) -> None:
     await _call(provider, "add_address", lambda: compute(provider).add_address(ref, address))
 
 
+async def set_machine_root_password(provider: str, ref: str, password_hash: str) -> None:
+    await _call(provider, "set_root_password", lambda: compute(provider).set_root_password(ref, password_hash))
+
+
 async def rent_instance(provider: str, request: RentRequest) -> Instance:
     return await _call(provider, "rent", lambda: market(provider).rent(request))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -41,6 +41,21 @@ async def principal_from_header(core: Core, authorization: str | None) -> Princi
     token = bearer_token(authorization)
     if token is None:
         raise Unauthorized("Missing credentials: send `Authorization: Bearer <your API key or access token>`")
+    return await principal_from_token(core, token)
+
+
+def request_credential(headers: Mapping[str, str]) -> str | None:
+    """The credential a request carries: the bearer of `Authorization`, else (the native LetsCloud dialect's way)
+    the `api-token` header when there is no `Authorization`. For middleware that must know the caller before the
+    route does (idempotency); routes read the header of their own face."""
+    if "authorization" in headers:
+        return bearer_token(headers["authorization"])
+    return (headers.get("api-token") or "").strip() or None
+
+
+async def principal_from_token(core: Core, token: str) -> Principal:
+    """Who holds this credential (an API key or an access token), however the face carries it; raises
+    Unauthorized."""
     # A recently verified key or token costs no I/O and no thread hop; a miss does its database work in the
     # threadpool. Either kind of credential works on every face.
     if looks_like_jwt(token):

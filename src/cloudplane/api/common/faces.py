@@ -60,6 +60,15 @@ def face_route_class(renderer: Renderer) -> type[APIRoute]:
 
 # Path prefixes whose unmatched URLs (404/405, no route) still belong to one face.
 _prefix_renderers: list[tuple[str, Renderer]] = []
+# Faces that share a prefix with another and are told apart by the request itself (a header): asked first.
+_dialects: list[tuple[Callable[[Any], bool], Renderer]] = []
+
+
+def register_dialect(is_dialect: Callable[[Any], bool], renderer: Renderer) -> None:
+    """A face chosen by `is_dialect(scope)` rather than by path: its renderer for every error of such a request
+    that no route of its own rendered (before routing: a body too large, a bad Idempotency-Key)."""
+    if all(registered is not is_dialect for registered, _ in _dialects):
+        _dialects.append((is_dialect, renderer))
 
 
 def register_prefix(prefix: str, renderer: Renderer) -> None:
@@ -78,7 +87,11 @@ def renderer_for_path(path: str) -> Renderer:
 def render_error(scope_or_request: Any, error: CloudplaneError) -> JSONResponse:
     """Render `error` in the envelope of the face that owns the request, with any headers the error carries."""
     scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
-    renderer = getattr(scope.get("route"), "render_error", None) or renderer_for_path(scope.get("path", ""))
+    renderer = (
+        getattr(scope.get("route"), "render_error", None)
+        or next((r for is_dialect, r in _dialects if is_dialect(scope)), None)
+        or renderer_for_path(scope.get("path", ""))
+    )
     response = renderer(error)
     for name, value in error.headers.items():
         response.headers[name] = value

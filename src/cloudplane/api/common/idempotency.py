@@ -28,11 +28,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloudplane.api.common.deps import principal_from_header
+from cloudplane.api.common.deps import principal_from_token, request_credential
 from cloudplane.api.common.faces import render_error
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import IdempotencyRecord, utcnow
-from cloudplane.domain.errors import CloudplaneError, Conflict, ValidationFailed
+from cloudplane.domain.errors import CloudplaneError, Conflict, Unauthorized, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,11 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         core = self._core(scope)
+        credential = request_credential(Headers(scope=scope))
         try:
-            principal = await principal_from_header(core, Headers(scope=scope).get("authorization"))
+            if credential is None:
+                raise Unauthorized("No credentials")
+            principal = await principal_from_token(core, credential)
         except CloudplaneError:
             # The route answers 401 in its own words; nothing is claimed for an unknown caller.
             await self.app(scope, receive, send)

@@ -221,6 +221,17 @@ def _seed_month(core: Core, account_id: int, server_id: int, start: datetime, ho
         s.execute(UsageRecord.__table__.insert(), rows)
 
 
+def seed_invoice(core: Core, account_id: int, server_id: int) -> int:
+    """An invoice of the account's (for a month long past), made by the run from seeded usage records."""
+    _seed_month(core, account_id, server_id, datetime(2020, 1, 1, tzinfo=UTC))
+    with core.db.write() as s:
+        invoice_id = billing.invoice_account(
+            core, s, account_id, datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 2, 1, tzinfo=UTC)
+        )
+    assert invoice_id is not None
+    return invoice_id
+
+
 @pytest.mark.skipif(not PG_URL.startswith("postgresql"), reason="two writers at once need PostgreSQL")
 async def test_two_invoice_runs_at_once_give_gapless_numbers_and_no_invoice_twice(core: Core, make_tenant: Any) -> None:
     start = datetime(2024, 3, 1, tzinfo=UTC)

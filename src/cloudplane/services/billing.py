@@ -53,6 +53,7 @@ from cloudplane.services import events, operations, suspension, users
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import Page, counted, offset_of, paged
 from cloudplane.services.payments import OfflineGateway, PaymentGateway
+from cloudplane.services.tenancy import mine
 
 HOUR = timedelta(hours=1)
 STATUSES = ("pending", "paid", "overdue")
@@ -396,9 +397,7 @@ def balance_of(core: Core, principal: Principal, now: datetime | None = None) ->
         if account is None:
             raise NotFound("Account not found")
         unpaid = s.scalar(
-            select(func.coalesce(func.sum(Invoice.total), 0)).where(
-                Invoice.account_id == principal.account_id, Invoice.status.in_(OPEN)
-            )
+            select(func.coalesce(func.sum(Invoice.total), 0)).where(mine(Invoice, principal), Invoice.status.in_(OPEN))
         )
         month = sum((x.cost for x in services_used(s, principal.account_id, start, end)), Decimal("0.00"))
     return Balance(Decimal(account.balance), Decimal(str(unpaid)).quantize(pricing.CENT), month, account.currency)
@@ -721,7 +720,7 @@ def list_invoices(
         raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}", field="status")
     if start_date is not None and end_date is not None and start_date > end_date:
         raise ValidationFailed("`start_date` must not be after `end_date`", field="start_date")
-    where: list[ColumnElement[bool]] = [_invoices.c.account_id == principal.account_id]
+    where: list[ColumnElement[bool]] = [mine(Invoice, principal)]
     if status is not None:
         where.append(_invoices.c.status == status)
     if start_date is not None:

@@ -21,7 +21,7 @@ from pypdf import PdfReader
 from sqlalchemy import func, select
 
 from cloudplane.core import Core
-from cloudplane.db.tables import Event, Invoice, Server, UsageRecord
+from cloudplane.db.tables import Event, Invoice, Server, ServerSample, UsageRecord
 from cloudplane.domain import pricing
 from cloudplane.services import billing, operations
 from cloudplane.services.accounts import Principal
@@ -170,18 +170,54 @@ async def test_two_processes_ticking_the_same_hour_meter_it_once(
 
 
 async def test_a_downtime_of_five_hours_is_caught_up_hour_by_hour_none_doubled(
-    core: Core, make_tenant: Any, create_running_server: Any
+    client: httpx.AsyncClient, core: Core, make_tenant: Any, create_running_server: Any
 ) -> None:
-    server = await create_running_server(make_tenant())
+    tenant = make_tenant()
+    server = await create_running_server(tenant)
+    r = await client.post(f"{V1}/apps", json={"name": "metered", "storage_limit": 1024}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    app_id = r.json()["id"]
     meter_until(core, next_hour(core))  # metered up to now
     before = len(records_of(core, server["id"]))
-    restart = schedules.last_tick(core, billing_jobs.METERING) + timedelta(hours=5, minutes=10)
+    last = schedules.last_tick(core, billing_jobs.METERING)
+    assert last is not None
+    restart = last + timedelta(hours=5, minutes=10)
+    # What the metrics job sampled meanwhile: bytes in and out in the second missed hour (two samples), and the
+    # fourth hour's, rolled up (its samples pruned).
+    sample = {"server_id": server["id"], "cpu_percent": 1.0, "memory_used_mb": 1, "disk_used_mb": 1}
+    totals = {"net_rx_total": 0, "net_tx_total": 0, "uptime_s": 1}
+    with core.db.write() as s:
+        s.execute(
+            ServerSample.__table__.insert(),
+            [
+                {
+                    **sample,
+                    **totals,
+                    "resolution_s": 0,
+                    "at": last + HOUR + timedelta(minutes=m),
+                    "net_in_bytes": 10**9,
+                    "net_out_bytes": 5 * 10**8,
+                }
+                for m in (1, 31)
+            ]
+            + [
+                {**sample, **totals, "resolution_s": 3600, "at": last + 3 * HOUR, "net_in_bytes": 7, "net_out_bytes": 3}
+            ],
+        )
     assert len(meter_until(core, restart, "process-a")) == 5
     assert meter_until(core, restart, "process-b") == []  # another process after it: nothing left
     records = records_of(core, server["id"])
     assert len(records) == before + 5
     hours = [r.hour_at for r in records[-5:]]
     assert hours == [hours[0] + HOUR * n for n in range(5)] and all(r.running_s == 3600 for r in records[-5:])
+    assert [r.transfer_bytes for r in records[-5:]] == [0, 3 * 10**9, 0, 10, 0]
+    # The app (stopped: nothing runs apps yet) is billed its storage, an hour at a time.
+    with core.db.read() as s:
+        app_hours = list(
+            s.scalars(select(UsageRecord).where(UsageRecord.resource_type == "app", UsageRecord.resource_id == app_id))
+        )
+    storage_hour = pricing.cost_of_seconds(3600, pricing.hourly_from_monthly(pricing.STORAGE_GB_MONTH))
+    assert [(r.stopped_s, r.cost_micros) for r in app_hours[-5:]] == [(3600, int(storage_hour * 1_000_000))] * 5
     with core.db.read() as s:
         doubled = s.execute(
             select(UsageRecord.resource_id, UsageRecord.hour_at, func.count())

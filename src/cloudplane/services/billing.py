@@ -262,15 +262,17 @@ def _meter_apps(session: Session, start: datetime) -> list[dict[str, Any]]:
     for app in session.execute(select(table_of(App)).where(table_of(App).c.created_at < end)).all():
         seconds = round((end - max(app.created_at, start)).total_seconds())
         running = seconds if app.status == "running" else 0
-        compute_monthly = (
+        storage_gb = Decimal(app.storage_limit) / 1024
+        # Running: its replicas' compute and its storage; stopped: its storage (`_record`'s held price).
+        running_monthly = (
             pricing.APP_VCPU_MONTH * app.cpu_limit / 1000 + pricing.APP_MEMORY_GB_MONTH * app.memory_limit / 1024
-        ) * app.replicas
+        ) * app.replicas + pricing.STORAGE_GB_MONTH * storage_gb
         priced = _Priced(
             "app",
             app.name,
             None,
-            pricing.hourly_from_monthly(compute_monthly),
-            Decimal(app.storage_limit) / 1024,
+            pricing.hourly_from_monthly(running_monthly),
+            storage_gb,
             0,
             None,
             None,

@@ -334,6 +334,13 @@ async def test_dunning_suspends_an_overdue_account_and_paying_lifts_it(
     assert await invoice_status() == "overdue"
     r = await client.get(f"{V1}/billing/invoices", params={"status": "overdue"}, headers=owner.headers)
     assert [i["id"] for i in r.json()["data"]] == [f"inv-{invoice.id}"]
+    window = {"start_date": "2022-02-01T00:00:00Z", "end_date": "2022-02-01T00:00:00"}
+    r = await client.get(f"{V1}/billing/invoices", params=window, headers=owner.headers)
+    assert [i["id"] for i in r.json()["data"]] == [f"inv-{invoice.id}"]
+    r = await client.get(f"{V1}/billing/invoices", params={"start_date": "2022-02-01T00:00:01Z"}, headers=owner.headers)
+    assert r.json()["data"] == []
+    r = await client.get(f"{V1}/billing/invoices", params={"start_date": "0.5"}, headers=owner.headers)
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "start_date"
     assert (await client.get(f"/api/servers/{server['id']}", headers=owner.headers)).json()["status"] == "running"
     # Overdue longer than the dunning period: the servers are suspended.
     check(due_plus_grace + timedelta(days=settings.billing_dunning_days, minutes=1))

@@ -567,7 +567,7 @@ def run_invoices(core: Core, principal: Principal, period: str, now: datetime | 
     start, end = month_of(parse_period(period))
     now = now or utcnow()
     if start >= month_of(now)[0]:
-        raise ValidationFailed("Only a month that has ended can be invoiced", field="period")
+        raise InvalidState("Only a month that has ended can be invoiced; this one has not", period=period)
     with core.db.read() as s:
         accounts = accounts_to_invoice(s, start, end)
     made = []

@@ -4,12 +4,14 @@ manual payments, credits and invoice runs (/api/v1/admin/billing/*)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from cloudplane.api.accounts.schemas import errors, parse_user_id
 from cloudplane.api.cloudvps.envelope import Pagination, cloudvps_renderer, ok
@@ -25,6 +27,16 @@ from cloudplane.services.billing import InvoiceView, Usage
 router = APIRouter(
     route_class=face_route_class(cloudvps_renderer), tags=["Billing"], responses=errors(400, 401, 403, 404, 422, 429)
 )
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic reads a bare number as seconds since 1970; the document's dates are ISO 8601 (`format: date-time`).
+    if isinstance(value, str) and re.fullmatch(r"\s*[-+]?[0-9.eE+-]*\s*", value):
+        raise PydanticCustomError("iso_date", "A date is ISO 8601, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+IsoDate = Annotated[datetime, BeforeValidator(_iso_only)]
 InvoiceId = Annotated[str, Path(description='The invoice id, e.g. "inv-123" (a bare "123" works too)')]
 
 
@@ -153,8 +165,8 @@ async def list_invoices(
     page: Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")] = 1,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")] = 20,
     status: Annotated[Literal["pending", "paid", "overdue"] | None, Query(description="Only these")] = None,
-    start_date: Annotated[datetime | None, Query(description="Issued at or after (UTC)")] = None,
-    end_date: Annotated[datetime | None, Query(description="Issued at or before (UTC)")] = None,
+    start_date: Annotated[IsoDate | None, Query(description="Issued at or after (ISO 8601; UTC if no zone)")] = None,
+    end_date: Annotated[IsoDate | None, Query(description="Issued at or before (ISO 8601; UTC if no zone)")] = None,
 ) -> Response:
     """Your invoices, newest first."""
     result = await read(
@@ -195,9 +207,27 @@ async def get_invoice_pdf(invoice_id: InvoiceId, core: CoreDep, principal: Princ
     )
 
 
+# An amount of money in a request: a JSON number or a string of digits, more than 0, to the cent. The schema says
+# what is accepted exactly (pydantic's own would let "" or 0.001 pass as schema-valid).
+_AMOUNT_TEXT = r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,9}(\.[0-9]{1,2})?)$"
+AmountIn = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=12, decimal_places=2),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 9999999999.99, "multipleOf": 0.01},
+                {"type": "string", "pattern": _AMOUNT_TEXT},
+            ],
+            "description": 'e.g. 23.99 or "23.99"',
+        }
+    ),
+]
+
+
 class PaymentIn(Request):
     user_id: str = Field(max_length=40, description='Whose account: "user-123" or 123')
-    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2, description="In the account's currency")
+    amount: AmountIn
     kind: Literal["payment", "credit"] = Field(
         default="payment", description="`payment`: money received (a bank transfer); `credit`: granted"
     )
@@ -207,7 +237,7 @@ class PaymentIn(Request):
 
 class CreditIn(Request):
     user_id: str = Field(max_length=40, description='Whose account: "user-123" or 123')
-    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
+    amount: AmountIn
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -250,7 +280,7 @@ async def admin_grant_credit(body: CreditIn, core: CoreDep, principal: Principal
 
 
 class InvoiceRunIn(Request):
-    period: str = Field(pattern=r"^\d{4}-\d{2}$", description="The month to invoice, e.g. 2026-11")
+    period: str = Field(pattern=r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$", description="The month to invoice, e.g. 2026-11")
 
 
 @router.post("/admin/billing/invoice-runs", status_code=201, tags=["Admin"])

@@ -22,6 +22,7 @@ from cloudplane import __version__
 from cloudplane.api.accounts.routes import router as accounts_router
 from cloudplane.api.cloudvps.admin import router as cloudvps_admin_router
 from cloudplane.api.cloudvps.backups import router as cloudvps_backups_router
+from cloudplane.api.cloudvps.billing import router as cloudvps_billing_router
 from cloudplane.api.cloudvps.envelope import cloudvps_renderer
 from cloudplane.api.cloudvps.monitoring import router as cloudvps_monitoring_router
 from cloudplane.api.cloudvps.network import router as cloudvps_network_router
@@ -252,6 +253,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_network_router, prefix="/api/v1")
     app.include_router(cloudvps_monitoring_router, prefix="/api/v1")
     app.include_router(cloudvps_support_router, prefix="/api/v1")
+    app.include_router(cloudvps_billing_router, prefix="/api/v1")
     app.include_router(console_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")

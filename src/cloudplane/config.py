@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -145,6 +146,21 @@ class Settings(BaseSettings):
         default=15.0,
         gt=0,
         description="A process whose heartbeat is older than this is taken for dead: a live one finishes its work.",
+    )
+    billing_tax_rate: Decimal = Field(
+        default=Decimal(0), ge=0, le=1, description="Tax added to every invoice, as a fraction (0.2 for 20%)."
+    )
+    billing_due_days: int = Field(default=14, ge=0, description="Days from an invoice's issue to its due date.")
+    billing_grace_days: int = Field(
+        default=3, ge=0, description="Days past its due date before an unpaid invoice becomes `overdue`."
+    )
+    billing_dunning_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days an invoice may stay overdue before its account's servers are suspended (paying lifts it).",
+    )
+    billing_seller: str = Field(
+        default="Cloudplane", description="Who invoices: the seller's name and address on invoices, lines split by `|`."
     )
     # Test builds only: `CLOUDPLANE_CRASH_AT=<kind>:<step>` kills the process inside that workflow step, and is
     # ignored unless `CLOUDPLANE_TEST_HOOKS=1`.

@@ -144,6 +144,16 @@ INTRUSIONS = {
         f"/api/v1/support/tickets/{ids['ticket']}/attachments/{ids['attachment']}",
         None,
     ),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}"): lambda ids: (
+        "GET",
+        f"/api/v1/billing/invoices/inv-{ids['invoice']}",
+        None,
+    ),
+    ("GET", "/api/v1/billing/invoices/{invoice_id}/pdf"): lambda ids: (
+        "GET",
+        f"/api/v1/billing/invoices/inv-{ids['invoice']}/pdf",
+        None,
+    ),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -178,6 +188,8 @@ ID_FREE |= {
     ("GET", "/api/v1/operations"),
     ("GET", "/api/v1/support/tickets"),
     ("POST", "/api/v1/support/tickets"),
+    ("GET", "/api/v1/billing/usage"),
+    ("GET", "/api/v1/billing/invoices"),
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
@@ -218,6 +230,21 @@ ADMIN = {
         "GET",
         "/api/v1/admin/tickets/ticket-1/attachments/attachment-1",
         None,
+    ),
+    ("POST", "/api/v1/admin/billing/payments"): (
+        "POST",
+        "/api/v1/admin/billing/payments",
+        {"user_id": "user-1", "amount": "1.00"},
+    ),
+    ("POST", "/api/v1/admin/billing/credits"): (
+        "POST",
+        "/api/v1/admin/billing/credits",
+        {"user_id": "user-1", "amount": "1.00"},
+    ),
+    ("POST", "/api/v1/admin/billing/invoice-runs"): (
+        "POST",
+        "/api/v1/admin/billing/invoice-runs",
+        {"period": "2020-01"},
     ),
 }
 # Documents about the API, public by design.
@@ -272,6 +299,8 @@ SHARED_BODY_REFS = {
     ("POST", "/api/v1/instances", "offer_id"): "a marketplace offer, listed to every account",
     ("POST", "/api/v1/instances", "ssh_key"): "a whole public key",
     ("POST", "/api/v1/admin/tickets/{ticket_id}/assign", "assignee_id"): "an admin, on a route for admins only",
+    ("POST", "/api/v1/admin/billing/payments", "user_id"): "admins only: they record payments for any account",
+    ("POST", "/api/v1/admin/billing/credits", "user_id"): "admins only: they grant credit to any account",
 }
 
 
@@ -360,6 +389,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             ticket_id="ticket-1",
             attachment_id="attachment-1",
             operation_id="00000000-0000-4000-8000-000000000000",
+            invoice_id="inv-1",
         )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
@@ -369,9 +399,11 @@ async def holdings(
     client: httpx.AsyncClient,
     tenant: Tenant,
     create_running_server: Callable[..., Awaitable[dict[str, Any]]],
+    core: Any,
 ) -> Ids:
     """One of everything an account can own, each ready for the actions on it: a key, a running and a stopped
-    server with a snapshot, an API key, a GPU instance and an app."""
+    server with a snapshot, an API key, a GPU instance, an app and an invoice."""
+    from tests.integration.test_billing import seed_invoice
     from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
 
     headers = tenant.headers
@@ -417,6 +449,7 @@ async def holdings(
         "operation": (await get("/api/v1/operations"))["data"][0]["id"],
         "ticket": ticket["id"],
         "attachment": ticket["messages"][0]["attachments"][0]["id"],
+        "invoice": seed_invoice(core, tenant.principal.account_id, server["id"]),
     }
 
 
@@ -436,6 +469,7 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         f"/api/v1/instances/{ids['gpu']}",
         f"/api/v1/apps/{ids['app']}",
         f"/api/v1/support/tickets/{ids['ticket']}",
+        f"/api/v1/billing/invoices/inv-{ids['invoice']}",
     ]
     seen = [(await client.get(url, headers=tenant.headers)).json() for url in urls]
     file = f"/api/v1/support/tickets/{ids['ticket']}/attachments/{ids['attachment']}"
@@ -444,9 +478,11 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
     return [*seen, sorted(k["id"] for k in keys)]
 
 
-async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
+async def test_another_accounts_ids_are_404_and_nothing_changes(
+    client, make_tenant, create_running_server, core
+) -> None:
     owner, intruder = make_tenant(), make_tenant()
-    ids = await holdings(client, owner, create_running_server)
+    ids = await holdings(client, owner, create_running_server, core)
     before = await everything_of(client, owner, ids)
 
     for (method, template), make in INTRUSIONS.items():
@@ -463,6 +499,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
         ("/api/v1/apps", "items"),
         ("/api/v1/operations", "data"),
         ("/api/v1/support/tickets", "data"),
+        ("/api/v1/billing/invoices", "data"),
     ):
         assert (await client.get(url, headers=intruder.headers)).json()[field] == []
     account = (await client.get("/api/account", headers=intruder.headers)).json()
@@ -470,12 +507,12 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
 
 
 async def test_the_intruders_own_parent_does_not_reach_the_owners_child(
-    client, make_tenant, create_running_server, app
+    client, make_tenant, create_running_server, app, core
 ) -> None:
     """`/api/servers/{mine}/snapshots/{yours}` and its kin on every nested route; ids in bodies likewise."""
     owner, intruder = make_tenant(), make_tenant()
-    owner_ids = await holdings(client, owner, create_running_server)
-    intruder_ids = await holdings(client, intruder, create_running_server)
+    owner_ids = await holdings(client, owner, create_running_server, core)
+    intruder_ids = await holdings(client, intruder, create_running_server, core)
     owner_before = await everything_of(client, owner, owner_ids)
     intruder_before = await everything_of(client, intruder, intruder_ids)
 

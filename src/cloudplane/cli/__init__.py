@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Cloudplane: a self-hosted cloud control plane.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-admin_app = typer.Typer(help="Users and API keys.", no_args_is_help=True)
+admin_app = typer.Typer(help="Users, API keys, payments and invoice runs.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 host_app = typer.Typer(help="Set up this machine for real servers (LXC).", no_args_is_help=True)
@@ -119,6 +119,89 @@ def _print_key(email: str, role: str, key: str, as_json: bool) -> None:
         typer.echo(json.dumps({"email": email, "role": role, "api_key": key}))
     else:
         typer.echo(f"user: {email} ({role})\napi key (shown once): {key}")
+
+
+def _record_money(email: str, amount: str, kind: str, reference: str | None, note: str | None, as_json: bool) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    from cloudplane.domain.errors import CloudplaneError
+    from cloudplane.services import billing
+    from cloudplane.services.accounts import OPERATOR, find_user
+
+    core = _core()
+    try:
+        user = find_user(core.db, email)
+        payment_id, balance = billing.record_admin_payment(
+            core, OPERATOR, user_id=user.id, amount=Decimal(amount), kind=kind, reference=reference, note=note
+        )
+    except InvalidOperation:
+        typer.echo(f"error: {amount!r} is not an amount of money (e.g. 19.99)", err=True)
+        raise typer.Exit(1) from None
+    except CloudplaneError as e:
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
+    figures = {
+        "payment_id": payment_id,
+        "credit": str(balance.credit),
+        "unpaid_invoices": str(balance.unpaid_invoices),
+        "month_cost": str(balance.month_cost),
+        "balance": str(balance.balance),
+        "currency": balance.currency,
+    }
+    if as_json:
+        typer.echo(json.dumps(figures))
+    else:
+        typer.echo(f"{kind} {payment_id} recorded for {email}: balance {figures['balance']} {balance.currency}")
+
+
+@admin_app.command("payment")
+def record_payment(
+    email: Annotated[str, typer.Option(help="Email of the paying user")],
+    amount: Annotated[str, typer.Option(help="Amount received, e.g. 19.99")],
+    reference: Annotated[str | None, typer.Option(help="e.g. the bank transfer's reference")] = None,
+    note: Annotated[str | None, typer.Option(help="A note for the record")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Record a payment received outside any gateway; it pays the user's open invoices as far as it goes.
+    Example: cloudplane admin payment --email ann@example.com --amount 19.99 --reference TR-1234"""
+    _record_money(email, amount, "payment", reference, note, as_json)
+
+
+@admin_app.command("credit")
+def grant_credit(
+    email: Annotated[str, typer.Option(help="Email of the user")],
+    amount: Annotated[str, typer.Option(help="Credit to grant, e.g. 10.00")],
+    note: Annotated[str | None, typer.Option(help="Why")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Grant a user's account credit.  Example: cloudplane admin credit --email ann@example.com --amount 10"""
+    _record_money(email, amount, "credit", None, note, as_json)
+
+
+@admin_app.command("invoice-run")
+def invoice_run(
+    period: Annotated[str, typer.Option(help="The month to invoice, YYYY-MM")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Invoice a month that has ended (the monthly run does it on the 1st); nobody is invoiced twice.
+    Example: cloudplane admin invoice-run --period 2026-11"""
+    from cloudplane.domain.errors import CloudplaneError
+    from cloudplane.services import billing
+    from cloudplane.services.accounts import OPERATOR
+
+    core = _core()
+    try:
+        made = billing.run_invoices(core, OPERATOR, period)
+    except CloudplaneError as e:
+        typer.echo(f"error: {e.message}", err=True)
+        raise typer.Exit(1) from None
+    rows = [{"id": i.id, "number": i.number, "account_id": i.account_id, "total": str(i.total)} for i in made]
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        typer.echo(f"{len(rows)} invoices for {period}")
+        for r in rows:
+            typer.echo(f"  {r['number']}  account {r['account_id']}  {r['total']}")
 
 
 @host_app.command("prepare")

@@ -80,6 +80,8 @@ class Account(Base):
     balance: Mapped[Decimal] = mapped_column(Numeric(12, 2), default=0)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When dunning suspended the account's servers for an overdue invoice (services/billing.py); None otherwise.
+    dunning_suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class User(Base):
@@ -638,3 +640,103 @@ class MailOutbox(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsageRecord(Base):
+    """One hour of one resource (a server, a GPU instance, an app), metered from its history by the hourly job
+    (services/billing.py): seconds in each billable state, what it held, and what the hour cost before the monthly
+    cap."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("resource_type", "resource_id", "hour_at", name="uq_usage_records_resource_hour"),
+        Index("ix_usage_records_account_hour", "account_id", "hour_at"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    resource_type: Mapped[str] = mapped_column(String(20))  # server, gpu, app
+    resource_id: Mapped[str] = mapped_column(String(64))
+    hour_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    label: Mapped[str] = mapped_column(String(255))
+    plan: Mapped[str | None] = mapped_column(String(200))
+    running_s: Mapped[int] = mapped_column(Integer)
+    stopped_s: Mapped[int] = mapped_column(Integer)
+    # Integers, so that sums over a month are exact on every database: GB-seconds of storage held, GPU-seconds
+    # run, bytes moved (in and out), and the hour's cost in millionths of the currency.
+    storage_gb_s: Mapped[int] = mapped_column(BigInteger)
+    gpu_s: Mapped[int] = mapped_column(BigInteger)
+    transfer_bytes: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    # The resource's monthly price, which its month's hours never exceed (None: no cap, e.g. a GPU at its hourly
+    # price); and the transfer a month includes.
+    monthly_cap: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    transfer_allowance_gb: Mapped[int | None] = mapped_column(Integer)
+
+
+class InvoiceCounter(Base):
+    """The last invoice number given in a year: the row is locked by the transaction that writes an invoice, so
+    numbers are gapless (a rolled-back invoice gives its number back)."""
+
+    __tablename__ = "invoice_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("account_id", "period_start", name="uq_invoices_account_period"),
+        Index("ix_invoices_account_issued", "account_id", "issued_at", "id"),
+        Index("ix_invoices_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending, paid, overdue
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    tax_rate: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    tax: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overdue_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class InvoiceItem(Base):
+    __tablename__ = "invoice_items"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(String(400))
+    resource_type: Mapped[str | None] = mapped_column(String(20))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+
+
+class Payment(Base):
+    """Money an account received: a payment (through a gateway, or recorded by an admin) or a credit an admin
+    granted. It adds to the account's credit (`accounts.balance`), from which invoices are settled."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_account_created", "account_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # payment, credit
+    gateway: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

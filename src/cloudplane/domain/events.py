@@ -68,6 +68,14 @@ class EventType(StrEnum):
     TICKET_STATUS_CHANGED = "ticket.status_changed"
     TICKET_UPDATED = "ticket.updated"
     TICKET_ASSIGNED = "ticket.assigned"
+    INVOICE_CREATED = "invoice.created"
+    INVOICE_PAID = "invoice.paid"
+    INVOICE_OVERDUE = "invoice.overdue"
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    # Dunning suspended an account's servers for an overdue invoice, or lifted that once it was paid.
+    ACCOUNT_DUNNING_SUSPENDED = "account.dunning_suspended"
+    ACCOUNT_DUNNING_LIFTED = "account.dunning_lifted"
 
 
 @dataclass(frozen=True)

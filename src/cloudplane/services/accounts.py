@@ -34,6 +34,10 @@ class Principal:
         return self.role == "admin"
 
 
+# The operator at the command line (`cloudplane admin ...`): an admin who is no user of the API.
+OPERATOR = Principal(account_id=0, user_id=0, role="admin")
+
+
 def hash_api_key(key: str) -> str:
     # API keys carry 256 bits of randomness, so a fast hash is enough (unlike passwords).
     return hashlib.sha256(key.encode()).hexdigest()

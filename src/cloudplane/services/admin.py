@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import SERVER_STATE_WORD, Operation, Server, User, table_of, utcnow
+from cloudplane.services import billing
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.servers import ServerView, server_views
@@ -34,7 +35,7 @@ NAMED_PROVIDERS = ("proxmox",)
 
 def stats(core: Core, principal: Principal) -> dict[str, Any]:
     """Users by status, live servers by status (the power state, for a suspended one), by provider and how many are
-    suspended, operations in flight and failed in the last day."""
+    suspended, operations in flight and failed in the last day, revenue and the accounts with overdue invoices."""
     require_admin(principal)
     since = utcnow() - timedelta(days=1)
     live = Server.deleted_at.is_(None)
@@ -44,6 +45,7 @@ def stats(core: Core, principal: Principal) -> dict[str, Any]:
         by_provider = _count_by(s, Server.provider, live)
         suspended = s.scalar(select(func.count()).select_from(Server).where(live, Server.suspended_at.isnot(None)))
         in_flight = _count_by(s, Operation.status, Operation.status.in_(("pending", "running")))
+        money = billing.admin_revenue(s, utcnow())
         failed = s.scalar(
             select(func.count())
             .select_from(Operation)
@@ -63,6 +65,7 @@ def stats(core: Core, principal: Principal) -> dict[str, Any]:
             "running": in_flight.get("running", 0),
             "failed_last_day": failed or 0,
         },
+        **money,
     }
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response, status
 from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
-from cloudplane.services import accounts, servers, snapshots, ssh_keys
+from cloudplane.services import accounts, billing, servers, snapshots, ssh_keys
 from cloudplane.services.servers import ServerView
 
 router = APIRouter(route_class=face_route_class(default_renderer))
@@ -216,14 +216,18 @@ async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) 
 @router.get("/account", operation_id="getAccountInfo", response_model=w.AccountOut)
 async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
     account, user = await read(core, accounts.get_account, core.db, principal)
+    money = await read(core, billing.balance_of, core, principal)
     return reply(
         w.AccountOut(
             id=account.id,
             email=user.email,
             name=account.name,
             company=account.company,
-            balance=account.balance,
+            balance=money.balance,
             currency=account.currency,
             created_at=account.created_at,
+            credit=money.credit,
+            unpaid_invoices=money.unpaid_invoices,
+            month_costs=money.month_cost,
         )
     )

@@ -292,6 +292,9 @@ class AccountOut(BaseModel):
     email: str
     name: str
     company: str | None
-    balance: Money
+    balance: Money = Field(description="Credit minus what is owed: unpaid invoices and this month's costs so far")
     currency: str
     created_at: datetime
+    credit: Money = Field(description="Payments and credits not yet spent on invoices")
+    unpaid_invoices: Money = Field(description="The total of invoices pending or overdue")
+    month_costs: Money = Field(description="This month's costs so far (GET /api/v1/billing/usage `estimated_cost`)")

@@ -124,6 +124,11 @@ INTRUSIONS = {
     ("DELETE", "/api/v1/apps/{app_id}"): lambda ids: ("DELETE", f"/api/v1/apps/{ids['app']}", None),
     ("GET", "/api/operations/{operation_id}"): lambda ids: ("GET", f"/api/operations/{ids['operation']}", None),
     ("GET", "/api/v1/operations/{operation_id}"): lambda ids: ("GET", f"/api/v1/operations/{ids['operation']}", None),
+    ("DELETE", "/api/v1/billing/payment-methods/{payment_method_id}"): lambda ids: (
+        "DELETE",
+        f"/api/v1/billing/payment-methods/{ids['card']}",
+        None,
+    ),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -159,6 +164,11 @@ ID_FREE |= {
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
+    ("GET", "/api/v1/billing/payment-methods"),
+    ("POST", "/api/v1/billing/payment-methods"),
+    ("GET", "/api/v1/billing/subscription"),
+    ("PUT", "/api/v1/billing/subscription"),
+    ("DELETE", "/api/v1/billing/subscription"),
 }
 # Sign-in routes: anonymous by nature.
 ANONYMOUS = {
@@ -167,6 +177,8 @@ ANONYMOUS = {
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"),
+    # Stripe's webhooks: signed with the endpoint's secret instead (tests/integration/test_stripe_payments.py).
+    ("POST", "/api/v1/webhooks/stripe"),
 }
 # Admin-only: a user gets 403, whatever the id.
 ADMIN = {
@@ -216,6 +228,11 @@ BODY_IDS: dict[tuple[str, str, str], Callable[[Ids, Ids], tuple[str, str, Any]]]
         "POST",
         "/api/servers",
         {**SERVER_BODY, "ssh_keys": [intruder["key"], owner["key"]]},
+    ),
+    ("POST", "/api/v1/billing/payment-methods", "payment_method_id"): lambda owner, intruder: (
+        "POST",
+        "/api/v1/billing/payment-methods",
+        {"payment_method_id": owner["card"], "set_as_default": True},
     ),
 }
 SHARED_BODY_REFS = {
@@ -309,6 +326,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             plan_id="plan-starter",
             app_id="00000000-0000-4000-8000-000000000000",
             operation_id="00000000-0000-4000-8000-000000000000",
+            payment_method_id="pm_1",
         )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
@@ -318,6 +336,7 @@ async def holdings(
     client: httpx.AsyncClient,
     tenant: Tenant,
     create_running_server: Callable[..., Awaitable[dict[str, Any]]],
+    core: Any,
 ) -> Ids:
     """One of everything an account can own, each ready for the actions on it: a key, a running and a stopped
     server with a snapshot, an API key, a GPU instance and an app."""
@@ -352,6 +371,7 @@ async def holdings(
     )
     assert app.status_code == 201, app.text
     await eventually(lambda: get(f"/api/v1/instances/{gpu}"), lambda i: i["data"]["status"] == "running")
+    card = saved_card(core, tenant)
     return {
         "server": server["id"],
         "stopped": stopped["id"],
@@ -361,7 +381,27 @@ async def holdings(
         "gpu": gpu,
         "app": app.json()["id"],
         "operation": (await get("/api/v1/operations"))["data"][0]["id"],
+        "card": card,
     }
+
+
+def saved_card(core: Any, tenant: Tenant) -> str:
+    """A card saved for the account, as the Stripe driver records one (Stripe itself is off in these tests)."""
+    from cloudplane.db.tables import PaymentMethod
+
+    reference = f"pm_tenancy{tenant.principal.account_id}"
+    with core.db.write() as s:
+        s.add(
+            PaymentMethod(
+                account_id=tenant.principal.account_id,
+                gateway="stripe",
+                reference=reference,
+                type="card",
+                last4="4242",
+                is_default=True,
+            )
+        )
+    return reference
 
 
 async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> list[Any]:
@@ -379,15 +419,18 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         "/api/v1/vps",
         f"/api/v1/instances/{ids['gpu']}",
         f"/api/v1/apps/{ids['app']}",
+        "/api/v1/billing/payment-methods",
     ]
     seen = [(await client.get(url, headers=tenant.headers)).json() for url in urls]
     keys = (await client.get("/api/v1/api-keys", headers=tenant.headers)).json()["data"]
     return [*seen, sorted(k["id"] for k in keys)]
 
 
-async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_tenant, create_running_server) -> None:
+async def test_another_accounts_ids_are_404_and_nothing_changes(
+    client, core, make_tenant, create_running_server
+) -> None:
     owner, intruder = make_tenant(), make_tenant()
-    ids = await holdings(client, owner, create_running_server)
+    ids = await holdings(client, owner, create_running_server, core)
     before = await everything_of(client, owner, ids)
 
     for (method, template), make in INTRUSIONS.items():
@@ -410,12 +453,12 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(client, make_ten
 
 
 async def test_the_intruders_own_parent_does_not_reach_the_owners_child(
-    client, make_tenant, create_running_server, app
+    client, core, make_tenant, create_running_server, app
 ) -> None:
     """`/api/servers/{mine}/snapshots/{yours}` and its kin on every nested route; ids in bodies likewise."""
     owner, intruder = make_tenant(), make_tenant()
-    owner_ids = await holdings(client, owner, create_running_server)
-    intruder_ids = await holdings(client, intruder, create_running_server)
+    owner_ids = await holdings(client, owner, create_running_server, core)
+    intruder_ids = await holdings(client, intruder, create_running_server, core)
     owner_before = await everything_of(client, owner, owner_ids)
     intruder_before = await everything_of(client, intruder, intruder_ids)
 

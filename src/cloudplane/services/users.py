@@ -14,8 +14,8 @@ from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFa
 from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import TIERS
 from cloudplane.services import events, operations, suspension
-from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
-from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
+from cloudplane.services.accounts import Principal, forget_account_keys, forget_api_key, forget_user_keys
+from cloudplane.services.auth import EMAIL, USERNAME, forget_account_sessions, forget_user_sessions
 from cloudplane.services.pages import counted, offset_of, paged
 
 ROLES = ("user", "admin")
@@ -197,7 +197,15 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
             target_id=user_id,
             data={"from": view.account.tier, "to": tier},
         )
+    forget_account(view.account.id)
     return view_of(db, user_id)
+
+
+def forget_account(account_id: int) -> None:
+    """Forget the cached principals of an account's users: they carry its tier, which quotas and rate limits read,
+    so a new tier holds from this process's next request (other processes: within the caches' 10 s)."""
+    forget_account_keys(account_id)
+    forget_account_sessions(account_id)
 
 
 def set_status(db: Database, principal: Principal, user_id: int, status: str) -> UserView:

@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 
 from cloudplane.api.common.ratelimit import RateLimiter
 from cloudplane.db.tables import Account, Charge, Subscription, utcnow
-from cloudplane.services import charges
+from cloudplane.services import charges, subscriptions
 from cloudplane.services.stripe_gateway import StripeGateway
 from cloudplane.workflows import schedules
 from cloudplane.workflows.schedules import tick_of
@@ -456,3 +456,22 @@ async def test_admin_health_checks_stripe(client, make_tenant, stripe_on) -> Non
     stripe_on.client = StripeGateway(stripe_on.db, API_KEY, api_base="http://127.0.0.1:1").client
     data = (await client.get(f"{V1}/admin/system/health", headers=admin.headers)).json()["data"]
     assert data["services"]["stripe"] == "offline" and data["status"] == "degraded"
+
+
+async def test_an_upgrade_whose_request_died_is_paid_for_by_the_next_change(client, core, tenant, stripe_on) -> None:
+    await add_card(client, tenant, {"payment_method_id": "pm_card_visa"})
+    # An upgrade claimed and recorded, whose request died before it heard from Stripe.
+    charge = subscriptions._claim(core.db, tenant.principal.account_id, "pro", "free", utcnow(), "stripe")
+    r = await put_tier(client, tenant, "team")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT", r.text  # it may still be under way
+    with core.db.write() as s:
+        s.execute(
+            update(Charge).where(Charge.id == charge.id).values(created_at=utcnow() - subscriptions.RESUME_AFTER * 2)
+        )
+    # The next change asks Stripe for that charge (with its key), applies it, then does what it was asked.
+    r = await put_tier(client, tenant, "pro")
+    assert r.status_code == 200 and r.json()["tier"] == "pro", r.text
+    [paid] = events_of(core, tenant, "payment.succeeded")
+    assert paid.target_id == str(charge.id) and paid.data["amount"] == "20.00"
+    with core.db.read() as s:
+        assert s.get(Subscription, tenant.principal.account_id).charge_id is None

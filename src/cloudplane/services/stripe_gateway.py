@@ -178,7 +178,8 @@ class StripeGateway:
         except stripe.CardError as error:
             body: Any = error.json_body or {}
             return ChargeResult(False, body.get("error", {}).get("payment_intent", {}).get("id"), _reason(error))
-        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as error:
+        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError, stripe.IdempotencyError) as error:
+            # Unknown outcome (or the same key still in flight at Stripe): the charge stays pending.
             raise ProviderError(f"Stripe could not take the payment now: {_reason(error)}") from None
         except stripe.StripeError as error:
             return ChargeResult(False, None, _reason(error))

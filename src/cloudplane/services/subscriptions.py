@@ -13,10 +13,10 @@ The renewal of a paid period is billed by the monthly invoice run, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
@@ -198,11 +198,31 @@ def _settle(db: Database, charge_id: int, result: ChargeResult) -> None:
         charges.settle(s, charge_id, result)
 
 
-def _release(db: Database, charge_id: int) -> None:
-    """Let go of a claim whose charge was never asked for (the gateway refused before taking it)."""
-    with db.write() as s:
-        s.execute(update(Subscription).where(Subscription.charge_id == charge_id).values(charge_id=None))
-        s.execute(delete(Charge).where(Charge.id == charge_id, Charge.status == "pending"))
+# An upgrade's charge still pending after this long (its request died, or Stripe could not be reached) is asked
+# for again, with its own idempotency key, by the account's next change: Stripe answers a retry with the first
+# outcome, so it is never taken twice. Sooner, the first request may still be waiting on Stripe.
+RESUME_AFTER = timedelta(minutes=2)
+
+
+def _stale_claim(db: Database, account_id: int, now: datetime) -> Charge | None:
+    with db.read() as s:
+        return s.scalars(
+            select(Charge)
+            .join(Subscription, Subscription.charge_id == Charge.id)
+            .where(
+                Subscription.account_id == account_id,
+                Charge.status == "pending",
+                Charge.created_at < now - RESUME_AFTER,
+            )
+        ).first()
+
+
+async def _pay_for(core: Core, charge: Charge) -> ChargeResult:
+    """Ask for an upgrade's charge and settle it: the upgrade applies with its payment, or the claim is let go."""
+    result = await charges.collect(core, charge)
+    await core.db.run(_settle, core.db, charge.id, result)
+    forget_account(charge.account_id)
+    return result
 
 
 async def change_tier(core: Core, principal: Principal, tier: str) -> SubscriptionView:
@@ -211,6 +231,8 @@ async def change_tier(core: Core, principal: Principal, tier: str) -> Subscripti
     if tier not in TIERS:
         raise ValidationFailed(f"Tier must be one of {', '.join(TIERS)}", field="tier")
     db, account_id, now = core.db, principal.account_id, utcnow()
+    if (stale := await db.run(_stale_claim, db, account_id, now)) is not None:
+        await _pay_for(core, stale)
     current = await db.run(_tier_of, db, account_id)
     if tier == current or not is_upgrade(current, tier):
         await db.run(_schedule, db, account_id, None if tier == current else tier, now)
@@ -224,13 +246,7 @@ async def change_tier(core: Core, principal: Principal, tier: str) -> Subscripti
             tier=tier,
         )
     charge = await db.run(_claim, db, account_id, tier, current, now, gateway.name)
-    try:
-        result = await charges.collect(core, charge)
-    except PaymentRequired:
-        await db.run(_release, db, charge.id)
-        raise
-    await db.run(_settle, db, charge.id, result)
-    forget_account(account_id)
+    result = await _pay_for(core, charge)
     if not result.succeeded:
         raise PaymentFailed(result.failure_reason or "The payment was refused", field="tier", tier=tier)
     return await db.run(_view, db, account_id, utcnow(), charge.amount)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -322,3 +323,34 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+# localstripe (a stateful fake of Stripe's API) bound to loopback only (its own command binds every interface) and
+# keeping its store in memory (its command pickles it to /tmp/localstripe.pickle after every write).
+_LOCALSTRIPE = (
+    "import sys; from aiohttp import web; from localstripe.resources import store; "
+    "store.dump_to_disk = lambda: None; from localstripe.server import app; "
+    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)"
+)
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """The URL of a localstripe of the session's own, on a free loopback port."""
+    try:
+        import localstripe  # noqa: F401
+    except ImportError:
+        pytest.skip("localstripe is not installed: pip install -e '.[test]' (it is in the test extra)")
+    server, port = serve_on_free_port(
+        lambda port: [sys.executable, "-c", _LOCALSTRIPE, str(port)], _listens, "localstripe"
+    )
+    yield f"http://127.0.0.1:{port}"
+    stop_server(server)

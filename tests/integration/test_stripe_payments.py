@@ -9,8 +9,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import socket
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from cloudplane.services.stripe_gateway import StripeGateway
 from cloudplane.workflows import schedules
 from cloudplane.workflows.schedules import tick_of
 from cloudplane.workflows.subscriptions import end_periods
-from tests.conftest import Tenant, eventually, serve_on_free_port, stop_server
+from tests.conftest import Tenant, eventually
 from tests.integration.test_events import events_of
 
 V1 = "/api/v1"
@@ -39,34 +37,6 @@ JOB = next(j for j in schedules.jobs() if j.body is end_periods)
 HOUR = timedelta(hours=1)
 # Each test that moves a subscription's period to a chosen end takes hours of its own, so no two share a tick.
 _hours = itertools.count(1)
-
-# localstripe bound to loopback only (its command binds every interface) and keeping its store in memory (its
-# command pickles it to /tmp/localstripe.pickle after every write).
-_SERVE = (
-    "import sys; from aiohttp import web; from localstripe.resources import store; "
-    "store.dump_to_disk = lambda: None; from localstripe.server import app; "
-    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)"
-)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def localstripe() -> Iterator[str]:
-    """The URL of a localstripe of this module's own, on a free loopback port."""
-    try:
-        import localstripe  # noqa: F401
-    except ImportError:
-        pytest.skip("localstripe is not installed: pip install -e '.[test]' (it is in the test extra)")
-    server, port = serve_on_free_port(lambda port: [sys.executable, "-c", _SERVE, str(port)], _answers, "localstripe")
-    yield f"http://127.0.0.1:{port}"
-    stop_server(server)
 
 
 @pytest.fixture

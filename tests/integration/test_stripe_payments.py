@@ -395,7 +395,8 @@ async def test_a_cancellation_keeps_the_tier_until_the_period_ends(client, core,
         assert s.get(Subscription, tenant.principal.account_id) is None
 
 
-async def test_quotas_and_rate_limits_follow_the_tier_at_once(app, client, core, tenant, stripe_on) -> None:
+async def test_quotas_and_rate_limits_follow_the_tier_at_once(app, client, core, make_tenant, stripe_on) -> None:
+    tenant = make_tenant()
     saved = app.state.ratelimiter
     app.state.ratelimiter = RateLimiter()
     try:
@@ -413,6 +414,19 @@ async def test_quotas_and_rate_limits_follow_the_tier_at_once(app, client, core,
             return (await client.get(f"{V1}/users/me", headers=tenant.headers)).headers["x-ratelimit-limit"]
 
         assert await eventually(limit, lambda value: value == "60", timeout=5) == "60"
+        # An admin's change of tier holds from the next request too, and drops what was due at the period's end.
+        assert (await put_tier(client, tenant, "team")).status_code == 200
+        _, end = set_period(core, tenant, ago=timedelta(days=2), left=timedelta(days=28))
+        assert (await put_tier(client, tenant, "hobby")).json()["pending_tier"] == "hobby"
+        admin = make_tenant("admin")
+        user = f"user-{tenant.principal.user_id}"
+        r = await client.put(f"{V1}/admin/users/{user}/tier", json={"tier": "enterprise"}, headers=admin.headers)
+        assert r.status_code == 200, r.text
+        r = await client.get(f"{V1}/users/me", headers=tenant.headers)
+        assert "x-ratelimit-limit" not in r.headers and r.json()["quotas"]["max_apps"] == 1000  # unlimited
+        assert (await subscription(client, tenant))["pending_tier"] is None
+        schedules.run_tick(core, JOB, end, "test")
+        assert tier_of(core, tenant) == "enterprise"
     finally:
         app.state.ratelimiter = saved
 

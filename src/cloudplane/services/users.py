@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
-from cloudplane.db.tables import Account, ApiKey, User, utcnow
+from cloudplane.db.tables import Account, ApiKey, Subscription, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import TIERS
@@ -189,6 +189,12 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
     view = view_of(db, user_id)
     with db.write() as s:
         s.execute(update(Account).where(Account.id == view.account.id).values(tier=tier))
+        # An admin's tier replaces any change the subscription had due at the end of its period.
+        s.execute(
+            update(Subscription)
+            .where(Subscription.account_id == view.account.id)
+            .values(pending_tier=None, cancel_at_period_end=False)
+        )
         events.record(
             s,
             EventType.USER_TIER_CHANGED,

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from cloudplane.api.accounts.schemas import Request as Body
 from cloudplane.api.accounts.schemas import errors
@@ -17,6 +18,7 @@ from cloudplane.api.common.faces import face_route_class
 from cloudplane.api.vibecaas.envelope import vibecaas_renderer
 from cloudplane.db.tables import PaymentMethod
 from cloudplane.domain.errors import Unauthorized
+from cloudplane.domain.tiers import TIERS
 from cloudplane.domain.times import iso_z
 from cloudplane.services import charges, payment_methods, subscriptions
 
@@ -31,6 +33,24 @@ class PaymentMethodCreate(Body):
     """CloudVPS: `{payment_method_id, set_as_default}`; VibeCaaS: `{type, token}`. Either names a PaymentMethod
     made by Stripe (Stripe.js or Elements in the client: `pm_...`; in test mode also `pm_card_visa`)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["payment_method_id"],
+                    "properties": {"payment_method_id": {"type": "string"}},
+                    "not": {"required": ["token"]},
+                },
+                {
+                    "required": ["token"],
+                    "properties": {"token": {"type": "string"}},
+                    "not": {"required": ["payment_method_id"]},
+                },
+            ]
+        },
+    )
+
     payment_method_id: str | None = Field(default=None, min_length=3, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
     set_as_default: bool = False
     type: Literal["card"] | None = None
@@ -38,7 +58,8 @@ class PaymentMethodCreate(Body):
 
     @model_validator(mode="after")
     def _one_id(self) -> PaymentMethodCreate:
-        if (self.payment_method_id is None) == (self.token is None):
+        sent = {"payment_method_id", "token"} & self.model_fields_set
+        if len(sent) != 1 or getattr(self, sent.pop()) is None:
             raise ValueError("send payment_method_id (or, VibeCaaS, type and token): one of them")
         return self
 
@@ -47,8 +68,12 @@ class PaymentMethodCreate(Body):
         return self.payment_method_id or self.token or ""
 
 
+# The tiers as the request's schema states them (domain/tiers.py TIERS).
+Tier = StrEnum("Tier", {tier: tier for tier in TIERS})  # type: ignore[misc]
+
+
 class SubscriptionUpdate(Body):
-    tier: str = Field(min_length=1, max_length=20)
+    tier: Tier
 
 
 def method_json(method: PaymentMethod) -> dict[str, Any]:
@@ -71,7 +96,7 @@ async def list_payment_methods(core: CoreDep, principal: PrincipalDep) -> Respon
     return ok([method_json(m) for m in methods])
 
 
-@router.post("/billing/payment-methods", status_code=201, responses=errors(401, 402, 409, 422, 429, 502))
+@router.post("/billing/payment-methods", status_code=201, responses=errors(400, 401, 402, 404, 409, 422, 429, 502))
 async def add_payment_method(body: PaymentMethodCreate, core: CoreDep, principal: PrincipalDep) -> Response:
     """Save a card at Stripe for the account (its Stripe customer is made with the first card); the first card, or
     one sent with `set_as_default`, becomes the one charged."""
@@ -81,7 +106,7 @@ async def add_payment_method(body: PaymentMethodCreate, core: CoreDep, principal
     return ok(method_json(method), status_code=201, message="Payment method added")
 
 
-@router.delete("/billing/payment-methods/{payment_method_id}", responses=errors(401, 404, 409, 429, 502))
+@router.delete("/billing/payment-methods/{payment_method_id}", responses=errors(401, 404, 409, 422, 429, 502))
 async def remove_payment_method(payment_method_id: PaymentMethodId, core: CoreDep, principal: PrincipalDep) -> Response:
     """Remove a card; when it was the default, the newest remaining card becomes it."""
     await payment_methods.remove_payment_method(core, principal, payment_method_id)
@@ -110,12 +135,12 @@ async def get_subscription(core: CoreDep, principal: PrincipalDep) -> JSONRespon
     return JSONResponse(subscription_json(await core.db.run(subscriptions.get_subscription, core.db, principal)))
 
 
-@vibecaas_router.put("/billing/subscription", responses=errors(401, 402, 409, 422, 429, 502))
+@vibecaas_router.put("/billing/subscription", responses=errors(400, 401, 402, 409, 422, 429, 502))
 async def update_subscription(body: SubscriptionUpdate, core: CoreDep, principal: PrincipalDep) -> JSONResponse:
     """Change tier: an upgrade applies now and charges the default card the prorated difference for the rest of
     the period (402 `PAYMENT_REQUIRED` without a card, `PAYMENT_ERROR` when the card is refused); a downgrade
     applies at the end of the period. Asking for the current tier withdraws a pending downgrade or cancellation."""
-    return JSONResponse(subscription_json(await subscriptions.change_tier(core, principal, body.tier)))
+    return JSONResponse(subscription_json(await subscriptions.change_tier(core, principal, str(body.tier))))
 
 
 @vibecaas_router.delete("/billing/subscription", responses=errors(401, 409, 429))

@@ -5,6 +5,7 @@ quotas and rate limits that follow the tier at once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -459,3 +460,13 @@ async def test_an_upgrade_whose_request_died_is_paid_for_by_the_next_change(clie
     assert paid.target_id == str(charge.id) and paid.data["amount"] == "20.00"
     with core.db.read() as s:
         assert s.get(Subscription, tenant.principal.account_id).charge_id is None
+
+
+async def test_upgrades_at_once_charge_once(client, core, tenant, stripe_on) -> None:
+    await add_card(client, tenant, {"payment_method_id": "pm_card_visa"})
+    replies = await asyncio.gather(*(put_tier(client, tenant, "pro") for _ in range(5)))
+    # One is paid for; the others find it under way (409) or done (200, nothing more to pay).
+    assert {r.status_code for r in replies} <= {200, 409} and 200 in {r.status_code for r in replies}
+    assert [r.json().get("amount_charged") for r in replies if r.status_code == 200].count("20.00") == 1
+    [paid] = events_of(core, tenant, "payment.succeeded")
+    assert paid.data["amount"] == "20.00" and tier_of(core, tenant) == "pro"

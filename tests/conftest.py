@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -274,30 +275,82 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytrace=False,
         )
     workdir = tmp_path_factory.mktemp("redis")
-    for _ in range(3):  # another process may take the free port before redis-server binds it
+    # No persistence: the data dies with the session.
+    server, port = serve_on_free_port(
+        lambda port: [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        _redis_answers,
+        f"redis-server ({binary})",
+    )
+    yield f"redis://127.0.0.1:{port}/0"
+    stop_server(server)
+
+
+def serve_on_free_port(
+    command: Callable[[int], list[str]], answers: Callable[[int], bool], what: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server process of the tests' own, `command(port)` on a free loopback port, once `answers(port)`."""
+    for _ in range(3):  # another process may take the free port before the server binds it
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        # No persistence: the data dies with the session.
-        options = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-        server = subprocess.Popen(
-            [binary, *options, "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while server.poll() is None and time.monotonic() < deadline and not _redis_answers(port):
+        server = subprocess.Popen(command(port), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while server.poll() is None and time.monotonic() < deadline and not answers(port):
             time.sleep(0.02)
-        if server.poll() is None and _redis_answers(port):
-            break
+        if server.poll() is None and answers(port):
+            return server, port
         server.kill()
         server.wait()
-    else:
-        pytest.fail(f"redis-server ({binary}) did not start on a free loopback port", pytrace=False)
-    yield f"redis://127.0.0.1:{port}/0"
+    pytest.fail(f"{what} did not start on a free loopback port", pytrace=False)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
     server.terminate()
     try:
         server.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+
+
+# localstripe (a stateful fake of Stripe's API) bound to loopback only (its own command binds every interface) and
+# keeping its store in memory (its command pickles it to /tmp/localstripe.pickle after every write).
+_LOCALSTRIPE = (
+    "import sys; from aiohttp import web; from localstripe.resources import store; "
+    "store.dump_to_disk = lambda: None; from localstripe.server import app; "
+    "web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None)"
+)
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """The URL of a localstripe of the session's own, on a free loopback port."""
+    try:
+        import localstripe  # noqa: F401
+    except ImportError:
+        pytest.skip("localstripe is not installed: pip install -e '.[test]' (it is in the test extra)")
+    server, port = serve_on_free_port(
+        lambda port: [sys.executable, "-c", _LOCALSTRIPE, str(port)], _listens, "localstripe"
+    )
+    yield f"http://127.0.0.1:{port}"
+    stop_server(server)

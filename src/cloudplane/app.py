@@ -45,6 +45,8 @@ from cloudplane.api.operations.audit import router as audit_router
 from cloudplane.api.operations.routes import OperationLocationMiddleware
 from cloudplane.api.operations.routes import letscloud_router as letscloud_operations_router
 from cloudplane.api.operations.routes import v1_router as operations_router
+from cloudplane.api.payments.routes import router as payments_router
+from cloudplane.api.payments.routes import vibecaas_router as subscription_router
 from cloudplane.api.vibecaas.apps import router as vibecaas_apps_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
@@ -258,6 +260,8 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
+    app.include_router(payments_router, prefix="/api/v1")
+    app.include_router(subscription_router, prefix="/api/v1")
     app.include_router(cloudvps_admin_router, prefix="/api/v1")
     app.include_router(cloudvps_support_admin_router, prefix="/api/v1")
     app.include_router(metrics_router)

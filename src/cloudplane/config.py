@@ -253,6 +253,19 @@ class Settings(BaseSettings):
     mail_retry_interval_s: float = Field(
         default=30.0, gt=0, description="Seconds between sweeps that send mail left unsent (SMTP down, a crash)."
     )
+    # Card payments through Stripe (see README "Payments and subscriptions"); unset, payments are offline.
+    stripe_api_key: str | None = Field(
+        default=None, description="Stripe secret key (sk_live_... or sk_test_...); unset: no card payments."
+    )
+    stripe_webhook_secret: str | None = Field(
+        default=None,
+        description="Signing secret of the Stripe webhook endpoint (whsec_...) that posts to /api/v1/webhooks/stripe; "
+        "unset: Stripe's webhooks are refused.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Base URL of the Stripe API; unset: Stripe's own. Tests point it at localstripe.",
+    )
 
     @field_validator("proxmox_templates", mode="before")
     @classmethod

@@ -75,6 +75,15 @@ def fuzz_config(base_url: str, *, mode: str = "all", max_examples: int = EXAMPLE
                         }
                     },
                 },
+                {
+                    # A paid tier without a card is a 402 (payments are off in these tests), as the document says.
+                    "include-operation-id": "update_subscription_api_v1_billing_subscription_put",
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "3xx", "401", "402", "403", "404", "409", "429", "5xx"]
+                        }
+                    },
+                },
             ],
         }
     )

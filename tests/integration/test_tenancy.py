@@ -154,6 +154,11 @@ INTRUSIONS = {
         f"/api/v1/billing/invoices/inv-{ids['invoice']}/pdf",
         None,
     ),
+    ("DELETE", "/api/v1/billing/payment-methods/{payment_method_id}"): lambda ids: (
+        "DELETE",
+        f"/api/v1/billing/payment-methods/{ids['card']}",
+        None,
+    ),
 }
 # Routes that take no id and list only the caller's own objects (checked below for emptiness).
 ID_FREE = {
@@ -193,6 +198,11 @@ ID_FREE |= {
     # The catalog is the same for every account: a plan id names nothing of anyone's.
     ("GET", "/api/v1/plans"),
     ("GET", "/api/v1/plans/{plan_id}"),
+    ("GET", "/api/v1/billing/payment-methods"),
+    ("POST", "/api/v1/billing/payment-methods"),
+    ("GET", "/api/v1/billing/subscription"),
+    ("PUT", "/api/v1/billing/subscription"),
+    ("DELETE", "/api/v1/billing/subscription"),
 }
 # Sign-in routes: anonymous by nature.
 ANONYMOUS = {
@@ -201,6 +211,8 @@ ANONYMOUS = {
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"),
+    # Stripe's webhooks: signed with the endpoint's secret instead (tests/integration/test_stripe_payments.py).
+    ("POST", "/api/v1/webhooks/stripe"),
 }
 # Admin-only: a user gets 403, whatever the id.
 ADMIN = {
@@ -286,6 +298,11 @@ BODY_IDS: dict[tuple[str, str, str], Callable[[Ids, Ids], tuple[str, str, Any]]]
         "POST",
         "/api/v1/support/tickets",
         {"subject": "about yours", "description": "d", "vps_id": f"vps-{owner['server']}"},
+    ),
+    ("POST", "/api/v1/billing/payment-methods", "payment_method_id"): lambda owner, intruder: (
+        "POST",
+        "/api/v1/billing/payment-methods",
+        {"payment_method_id": owner["card"], "set_as_default": True},
     ),
 }
 SHARED_BODY_REFS = {
@@ -390,6 +407,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             attachment_id="attachment-1",
             operation_id="00000000-0000-4000-8000-000000000000",
             invoice_id="inv-1",
+            payment_method_id="pm_1",
         )
         r = await client.request(method, url, json={})
         assert r.status_code == 401, (method, path, r.status_code)
@@ -438,6 +456,7 @@ async def holdings(
     file = {"filename": "log.txt", "data": "bG9nCg=="}
     body = {"subject": "s", "description": "d", "vps_id": f"vps-{server['id']}", "attachments": [file]}
     ticket = (await client.post("/api/v1/support/tickets", json=body, headers=headers)).json()["data"]
+    card = saved_card(core, tenant)
     return {
         "server": server["id"],
         "stopped": stopped["id"],
@@ -450,7 +469,27 @@ async def holdings(
         "ticket": ticket["id"],
         "attachment": ticket["messages"][0]["attachments"][0]["id"],
         "invoice": seed_invoice(core, tenant.principal.account_id, server["id"]),
+        "card": card,
     }
+
+
+def saved_card(core: Any, tenant: Tenant) -> str:
+    """A card saved for the account, as the Stripe driver records one (Stripe itself is off in these tests)."""
+    from cloudplane.db.tables import PaymentMethod
+
+    reference = f"pm_tenancy{tenant.principal.account_id}"
+    with core.db.write() as s:
+        s.add(
+            PaymentMethod(
+                account_id=tenant.principal.account_id,
+                gateway="stripe",
+                reference=reference,
+                type="card",
+                last4="4242",
+                is_default=True,
+            )
+        )
+    return reference
 
 
 async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> list[Any]:
@@ -470,6 +509,7 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         f"/api/v1/apps/{ids['app']}",
         f"/api/v1/support/tickets/{ids['ticket']}",
         f"/api/v1/billing/invoices/inv-{ids['invoice']}",
+        "/api/v1/billing/payment-methods",
     ]
     seen = [(await client.get(url, headers=tenant.headers)).json() for url in urls]
     file = f"/api/v1/support/tickets/{ids['ticket']}/attachments/{ids['attachment']}"

@@ -82,6 +82,8 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When dunning suspended the account's servers for an overdue invoice (services/billing.py); None otherwise.
     dunning_suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The account's customer at Stripe, made when its first card is added (services/payment_methods.py).
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
 
 
 class User(Base):
@@ -740,3 +742,75 @@ class Payment(Base):
     note: Mapped[str | None] = mapped_column(Text)
     actor_user_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PaymentMethod(Base):
+    """A card saved at the payment gateway (Stripe) for an account: `reference` is the gateway's id (pm_...); what
+    is shown of it (brand, last four digits, expiry) is copied here so lists need no call to the gateway."""
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (UniqueConstraint("reference", name="uq_payment_methods_reference"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    gateway: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(20))
+    brand: Mapped[str | None] = mapped_column(String(40))
+    last4: Mapped[str | None] = mapped_column(String(4))
+    exp_month: Mapped[int | None] = mapped_column(Integer)
+    exp_year: Mapped[int | None] = mapped_column(Integer)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Charge(Base):
+    """One charge through the payment gateway, written `pending` before the gateway is asked (intent first) and
+    settled `succeeded` or `failed` with its outcome. `idempotency_key` goes to the gateway, so a retried charge is
+    never taken twice; `purpose` and `data` say what the money pays for (an upgrade's tier ...)."""
+
+    __tablename__ = "charges"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_charges_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    gateway: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(500))
+    purpose: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    reference: Mapped[str | None] = mapped_column(String(255))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Subscription(Base):
+    """An account's paid subscription (VibeCaaS): its billing period and what changes at its end. The tier itself
+    is the account's (`accounts.tier`, which quotas and rate limits read); an account without a row is on the free
+    tier's calendar. `charge_id` is held while an upgrade is being paid, so two upgrades never charge at once."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_period_end", "current_period_end"),)
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The tier the account moves to at the period's end (a downgrade; "free" with cancel_at_period_end).
+    pending_tier: Mapped[str | None] = mapped_column(String(20))
+    charge_id: Mapped[int | None] = mapped_column(ForeignKey("charges.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class StripeEvent(Base):
+    """A webhook event Stripe delivered, kept by its id so a redelivery is acknowledged and not handled twice."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

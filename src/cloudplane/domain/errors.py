@@ -79,6 +79,20 @@ class QuotaExceeded(CloudplaneError):
     status_code = 403
 
 
+class PaymentRequired(CloudplaneError):
+    """The change costs money and the account has no way to pay (no payment method, no payment gateway)."""
+
+    code = "PAYMENT_REQUIRED"
+    status_code = 402
+
+
+class PaymentFailed(CloudplaneError):
+    """A charge was tried and refused; the message is the gateway's reason ("Your card was declined.")."""
+
+    code = "PAYMENT_ERROR"
+    status_code = 402
+
+
 class ValidationFailed(CloudplaneError):
     code = "VALIDATION_ERROR"
     status_code = 422

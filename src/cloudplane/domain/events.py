@@ -60,6 +60,14 @@ class EventType(StrEnum):
     USER_PASSWORD_CHANGED = "user.password_changed"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    PAYMENT_METHOD_ADDED = "payment_method.added"
+    PAYMENT_METHOD_REMOVED = "payment_method.removed"
+    # The tier changed now (an upgrade, or a change due at the end of the period).
+    SUBSCRIPTION_UPDATED = "subscription.updated"
+    # A downgrade or a cancellation was set (or withdrawn) for the end of the period.
+    SUBSCRIPTION_UPDATE_SCHEDULED = "subscription.update_scheduled"
     APP_CREATED = "app.created"
     APP_UPDATED = "app.updated"
     APP_DELETED = "app.deleted"
@@ -71,8 +79,6 @@ class EventType(StrEnum):
     INVOICE_CREATED = "invoice.created"
     INVOICE_PAID = "invoice.paid"
     INVOICE_OVERDUE = "invoice.overdue"
-    PAYMENT_SUCCEEDED = "payment.succeeded"
-    PAYMENT_FAILED = "payment.failed"
     # Dunning suspended an account's servers for an overdue invoice, or lifted that once it was paid.
     ACCOUNT_DUNNING_SUSPENDED = "account.dunning_suspended"
     ACCOUNT_DUNNING_LIFTED = "account.dunning_lifted"

@@ -136,6 +136,13 @@ def forget_user_keys(user_id: int) -> None:
             _key_cache.pop(digest, None)
 
 
+def forget_account_keys(account_id: int) -> None:
+    """Drop the cached keys of every user of an account, so a change of its tier applies at once in this process."""
+    with _key_cache_lock:
+        for digest in [d for d, p in _key_cache.items() if p.account_id == account_id]:
+            _key_cache.pop(digest, None)
+
+
 def cached_principal(key: str) -> Principal | None:
     """The principal of a recently verified key, without I/O; None means ask `authenticate_api_key`."""
     digest = hash_api_key(key)

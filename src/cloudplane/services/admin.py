@@ -28,7 +28,7 @@ PROVIDER_CHECK_TIMEOUT_S = 5.0
 # A ref no provider ever made: asking for it checks the provider can be reached and answers.
 PROBE_REF = "cloudplane-health-probe"
 # Services Cloudplane will depend on once they exist: reported as such until then.
-NOT_YET = ("stripe", "email")
+NOT_YET = ("email",)
 # Providers the CloudVPS document names in its health reply: `not_configured` when no location runs on them.
 NAMED_PROVIDERS = ("proxmox",)
 
@@ -145,6 +145,20 @@ def _database_latency_ms(core: Core) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+async def _stripe_check(core: Core) -> dict[str, Any]:
+    """Stripe answering an authenticated read now; `not_configured` when payments are offline."""
+    if core.stripe is None:
+        return {"status": "not_configured"}
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(core.stripe.check(), PROVIDER_CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "offline", "error": f"no answer within {PROVIDER_CHECK_TIMEOUT_S:g} s"}
+    except Exception as error:  # noqa: BLE001 - whatever fails, Stripe cannot take payments now: say what it was
+        return {"status": "offline", "error": str(error).splitlines()[0][:200] or type(error).__name__}
+    return {"status": "online", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
 async def _provider_check(core: Core, name: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -184,7 +198,8 @@ def _database_directory(core: Core) -> str:
 
 async def health(core: Core, principal: Principal) -> dict[str, Any]:
     """The database and every configured provider, checked now (`proxmox` as `not_configured` when no location runs
-    on it); `stripe` and `email` as `not_configured` until Cloudplane has them; this host's load, memory and disk
+    on it); `stripe` checked when configured (else `not_configured`), `email` as `not_configured` until Cloudplane
+    has it; this host's load, memory and disk
     (the database's file system) as percentages."""
     require_admin(principal)
     services: dict[str, str] = {}
@@ -204,6 +219,10 @@ async def health(core: Core, principal: Principal) -> dict[str, Any]:
     for name, reason in core.providers.unavailable.items():
         services[name] = "offline"
         details[name] = {"status": "offline", "error": reason}
+    stripe = await _stripe_check(core)
+    services["stripe"] = stripe["status"]
+    if stripe["status"] != "not_configured":
+        details["stripe"] = stripe
     for name in NOT_YET:
         services[name] = "not_configured"
     for name in NAMED_PROVIDERS:

@@ -375,6 +375,12 @@ def forget_user_sessions(user_id: int) -> None:
             _principal_cache.pop(cache_key, None)
 
 
+def forget_account_sessions(account_id: int) -> None:
+    with _principal_cache_lock:
+        for cache_key in [k for k, p in _principal_cache.items() if p.account_id == account_id]:
+            _principal_cache.pop(cache_key, None)
+
+
 def _cached(cache_key: str) -> Principal | None:
     with _principal_cache_lock:
         try:

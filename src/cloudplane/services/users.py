@@ -9,13 +9,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloudplane.db.engine import Database
-from cloudplane.db.tables import Account, ApiKey, User, utcnow
+from cloudplane.db.tables import Account, ApiKey, Subscription, User, utcnow
 from cloudplane.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import TIERS
 from cloudplane.services import events, operations, suspension
-from cloudplane.services.accounts import Principal, forget_api_key, forget_user_keys
-from cloudplane.services.auth import EMAIL, USERNAME, forget_user_sessions
+from cloudplane.services.accounts import Principal, forget_account_keys, forget_api_key, forget_user_keys
+from cloudplane.services.auth import EMAIL, USERNAME, forget_account_sessions, forget_user_sessions
 from cloudplane.services.pages import counted, paged_window, window
 
 ROLES = ("user", "admin")
@@ -188,6 +188,12 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
     view = view_of(db, user_id)
     with db.write() as s:
         s.execute(update(Account).where(Account.id == view.account.id).values(tier=tier))
+        # An admin's tier replaces any change the subscription had due at the end of its period.
+        s.execute(
+            update(Subscription)
+            .where(Subscription.account_id == view.account.id)
+            .values(pending_tier=None, cancel_at_period_end=False)
+        )
         events.record(
             s,
             EventType.USER_TIER_CHANGED,
@@ -196,7 +202,15 @@ def set_tier(db: Database, principal: Principal, user_id: int, tier: str) -> Use
             target_id=user_id,
             data={"from": view.account.tier, "to": tier},
         )
+    forget_account(view.account.id)
     return view_of(db, user_id)
+
+
+def forget_account(account_id: int) -> None:
+    """Forget the cached principals of an account's users: they carry its tier, which quotas and rate limits read,
+    so a new tier holds from this process's next request (other processes: within the caches' 10 s)."""
+    forget_account_keys(account_id)
+    forget_account_sessions(account_id)
 
 
 def set_status(db: Database, principal: Principal, user_id: int, status: str) -> UserView:

@@ -102,11 +102,13 @@ class ErrorEnvelope(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON",
     401: "Missing, invalid or expired credentials",
+    402: "Payment needed (`PAYMENT_REQUIRED`: no way to pay) or refused (`PAYMENT_ERROR`: the gateway's reason)",
     403: "Not allowed (the admin role is needed, or the account is suspended)",
     404: "No such object in your account",
     409: "Conflicts with what exists (already registered, taken)",
     422: "The request breaks a rule: `error.details.field` names the field",
     429: "Too many requests; retry after `Retry-After` seconds",
+    502: "A service Cloudplane depends on (a provider, Stripe) failed; try again",
 }
 
 

@@ -19,7 +19,7 @@ router = APIRouter(
 
 
 def profile_json(view: users.UserView) -> dict:
-    return {**w.user_json(view), "stripe_customer_id": None}
+    return {**w.user_json(view), "stripe_customer_id": view.account.stripe_customer_id}
 
 
 @router.get("/users/profile")

@@ -1,0 +1,1 @@
+"""Payment methods, VibeCaaS subscriptions and Stripe's webhooks."""

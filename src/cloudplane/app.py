@@ -27,6 +27,7 @@ from cloudplane.api.cloudvps.monitoring import router as cloudvps_monitoring_rou
 from cloudplane.api.cloudvps.network import router as cloudvps_network_router
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
+from cloudplane.api.cloudvps.webhooks import router as cloudvps_webhooks_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
@@ -49,6 +50,7 @@ from cloudplane.observability import RequestObservabilityMiddleware, configure_l
 from cloudplane.observability import router as metrics_router
 from cloudplane.services.accounts import bootstrap_admin_key
 from cloudplane.services.catalog import assign_location_providers, seed_catalog
+from cloudplane.services.webhooks import start_sender
 from cloudplane.workflows import engine
 from cloudplane.workflows.reconciler import start_reconciler
 
@@ -182,8 +184,8 @@ def create_app(core: Core | None = None) -> FastAPI:
         app.state.core = start(get_settings())
         build_routes(app)
         freeze_start_up_objects()
-        reconciler = start_reconciler(app.state.core)
-        tasks = [start_loop_watch()] + ([reconciler] if reconciler is not None else [])
+        background = [start_reconciler(app.state.core), start_sender(app.state.core)]
+        tasks = [start_loop_watch()] + [task for task in background if task is not None]
         try:
             yield
         finally:
@@ -246,6 +248,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
     app.include_router(cloudvps_admin_router, prefix="/api/v1")
+    app.include_router(cloudvps_webhooks_router, prefix="/api/v1")
     app.include_router(metrics_router)
 
     @app.get("/health", include_in_schema=False)

@@ -60,6 +60,37 @@ class EventType(StrEnum):
     APP_CREATED = "app.created"
     APP_UPDATED = "app.updated"
     APP_DELETED = "app.deleted"
+    # Billing: written by the billing services, in the transaction of what they record.
+    INVOICE_CREATED = "invoice.created"
+    INVOICE_PAID = "invoice.paid"
+    INVOICE_OVERDUE = "invoice.overdue"
+    PAYMENT_SUCCEEDED = "payment.succeeded"
+    PAYMENT_FAILED = "payment.failed"
+    # An administrator's changes to webhook endpoints (for the audit log; never sent as webhooks).
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
+
+
+# The CloudVPS document's webhook events, in its order: what an endpoint can subscribe to. Every other event stays
+# in the outbox for the audit log.
+WEBHOOK_EVENTS: tuple[EventType, ...] = (
+    EventType.VPS_CREATED,
+    EventType.VPS_STARTED,
+    EventType.VPS_STOPPED,
+    EventType.VPS_DELETED,
+    EventType.VPS_BACKUP_CREATED,
+    EventType.VPS_BACKUP_FAILED,
+    EventType.INVOICE_CREATED,
+    EventType.INVOICE_PAID,
+    EventType.INVOICE_OVERDUE,
+    EventType.PAYMENT_SUCCEEDED,
+    EventType.PAYMENT_FAILED,
+    EventType.USER_REGISTERED,
+    EventType.USER_SUSPENDED,
+)
 
 
 @dataclass(frozen=True)

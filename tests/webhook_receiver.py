@@ -81,6 +81,8 @@ def serve(port: int, directory: Path) -> None:
                 }
                 with (directory / "log.jsonl").open("a") as log:
                     log.write(json.dumps(line) + "\n")
+            # A slow receiver, to have deliveries in flight.
+            time.sleep(control.get("delay_s", 0))
             self.send_response(status)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -127,7 +129,9 @@ class Receiver:
         secrets = json.loads((self.directory / "secrets.json").read_text())
         (self.directory / "secrets.json").write_text(json.dumps({**secrets, path: secret}))
 
-    def control(self, **settings: int) -> None:
+    def control(self, **settings: float) -> None:
+        """How to answer from now on: `fail_first` (500 to the first N tries of each message), `always` (this status
+        to every try), `delay_s` (wait that long before answering)."""
         (self.directory / "control.json").write_text(json.dumps(settings))
 
     def received(self) -> list[dict[str, Any]]:

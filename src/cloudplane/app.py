@@ -50,9 +50,9 @@ from cloudplane.observability import RequestObservabilityMiddleware, configure_l
 from cloudplane.observability import router as metrics_router
 from cloudplane.services.accounts import bootstrap_admin_key
 from cloudplane.services.catalog import assign_location_providers, seed_catalog
-from cloudplane.services.webhooks import start_sender
 from cloudplane.workflows import engine
 from cloudplane.workflows.reconciler import start_reconciler
+from cloudplane.workflows.webhooks import start_sender
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from cloudplane.core import Core
 from cloudplane.db.tables import WebhookDelivery, WebhookEndpoint
 from cloudplane.services import webhooks
+from cloudplane.workflows import webhooks as sender
 from tests.conftest import SERVER_BODY, Tenant, eventually
 from tests.webhook_receiver import Receiver, receiver
 
@@ -60,7 +61,7 @@ async def deliver_until(core: Core, done: Any, timeout: float = 20.0) -> None:
     """Run sender passes until `done()` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        await webhooks.deliver_due(core)
+        await sender.deliver_due(core)
         if done():
             return
         await asyncio.sleep(0.05)
@@ -276,7 +277,7 @@ async def test_a_failing_receiver_gets_retries_then_a_dead_letter_then_a_redeliv
     assert dead.attempts == private_core.settings.webhooks_max_attempts and dead.last_status_code == 500
     assert "500" in (dead.last_error or "")
     # Dead means no more tries.
-    await webhooks.deliver_due(private_core)
+    await sender.deliver_due(private_core)
     assert len([t for t in hook.received() if t["webhook_id"] == dead.event_id]) == 3
 
     log = await client.get(
@@ -315,7 +316,7 @@ async def test_the_address_is_checked_again_at_delivery(
         private_core, settings=private_core.settings.model_copy(update={"webhooks_allow_private": False})
     )
     await register(client, f"guarded-{time.monotonic_ns()}@example.com")
-    await webhooks.deliver_due(strict)
+    await sender.deliver_due(strict)
     (refused,) = deliveries(core, endpoint.id)
     assert refused.status == "failed" and refused.last_status_code is None
     assert "https" in (refused.last_error or ""), refused.last_error
@@ -327,3 +328,20 @@ async def test_a_paused_endpoint_gets_no_deliveries(client, core: Core, private_
     endpoint, _ = webhooks.create_endpoint(private_core, admin.principal, url=PUBLIC_URL, active=False)
     await register(client, f"paused-{time.monotonic_ns()}@example.com")
     assert deliveries(core, endpoint.id) == []
+
+
+async def test_a_secret_that_does_not_open_fails_the_try_without_sending(
+    client, core: Core, private_core: Core, make_tenant, hook: Receiver
+) -> None:
+    """A sealed secret that no longer opens (the service's key changed) fails each try with what to do, and nothing
+    unsigned goes out."""
+    admin = make_tenant("admin")
+    endpoint, _ = webhooks.create_endpoint(private_core, admin.principal, url=hook.url, event_names=["user.registered"])
+    with core.db.write() as s:
+        row = s.get(WebhookEndpoint, endpoint.id)
+        row.secret_sealed = webhooks.seal(webhooks.sealer(core.db), endpoint.id + 1, "whsec_" + "B" * 44)
+    await register(client, f"unsealed-{time.monotonic_ns()}@example.com")
+    await sender.deliver_due(private_core)
+    (failed,) = deliveries(core, endpoint.id)
+    assert failed.status == "failed" and failed.last_error == sender.UNSEALABLE
+    assert hook.received() == []

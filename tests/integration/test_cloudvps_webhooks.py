@@ -18,7 +18,8 @@ from sqlalchemy import select
 
 from cloudplane.core import Core
 from cloudplane.db.tables import WebhookDelivery, WebhookEndpoint
-from cloudplane.services import webhooks
+from cloudplane.domain.events import EventType
+from cloudplane.services import events, webhooks
 from cloudplane.workflows import webhooks as sender
 from tests.conftest import SERVER_BODY, Tenant, eventually
 from tests.webhook_receiver import Receiver, receiver
@@ -345,3 +346,35 @@ async def test_a_secret_that_does_not_open_fails_the_try_without_sending(
     (failed,) = deliveries(core, endpoint.id)
     assert failed.status == "failed" and failed.last_error == sender.UNSEALABLE
     assert hook.received() == []
+
+
+async def test_billing_events_flow_through_with_what_they_recorded(
+    core: Core, private_core: Core, make_tenant, hook: Receiver
+) -> None:
+    """Delivery is generic over the event: a billing service's `invoice.paid`, recorded as any event is, arrives
+    with its owner and what it recorded."""
+    admin, owner = make_tenant("admin"), make_tenant()
+    endpoint, secret = webhooks.create_endpoint(
+        private_core, admin.principal, url=hook.url, event_names=["invoice.paid"]
+    )
+    hook.use_secret(secret)
+    with core.db.write() as s:
+        events.record(
+            s,
+            EventType.INVOICE_PAID,
+            account_id=owner.principal.account_id,
+            target_type="invoice",
+            target_id=42,
+            data={"amount": "19.99", "currency": "USD"},
+        )
+    await deliver_until(private_core, lambda: [d.status for d in deliveries(core, endpoint.id)] == ["delivered"])
+    (got,) = hook.received()
+    assert got["document_check"] == "true" and got["standard_check"] == "true"
+    body = json.loads(got["body"])
+    assert body["event"] == "invoice.paid"
+    assert body["data"] == {
+        "user_id": f"user-{owner.principal.user_id}",
+        "invoice_id": "42",
+        "amount": "19.99",
+        "currency": "USD",
+    }

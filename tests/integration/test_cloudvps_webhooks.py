@@ -378,3 +378,31 @@ async def test_billing_events_flow_through_with_what_they_recorded(
         "amount": "19.99",
         "currency": "USD",
     }
+
+
+async def test_a_redirect_is_not_followed_and_a_slow_receiver_times_out(
+    client, core: Core, private_core: Core, make_tenant, hook: Receiver
+) -> None:
+    admin = make_tenant("admin")
+    endpoint, secret = webhooks.create_endpoint(
+        private_core, admin.principal, url=hook.url, event_names=["user.registered"]
+    )
+    hook.use_secret(secret)
+    hook.control(always=302)
+    await register(client, f"redirected-{time.monotonic_ns()}@example.com")
+    await sender.deliver_due(private_core)
+    (redirected,) = deliveries(core, endpoint.id)
+    assert redirected.status == "failed" and redirected.last_status_code == 302
+    assert "redirects are not followed" in (redirected.last_error or "")
+    assert len(hook.received()) == 1
+
+    hook.control(delay_s=2)
+    impatient = dataclasses.replace(
+        private_core, settings=private_core.settings.model_copy(update={"webhooks_timeout_s": 0.5})
+    )
+    await asyncio.sleep(0.3)  # past the backoff
+    started = time.monotonic()
+    await sender.deliver_due(impatient)
+    assert time.monotonic() - started < 1.5
+    (slow,) = deliveries(core, endpoint.id)
+    assert slow.attempts == 2 and slow.status == "failed" and slow.last_error == "no reply within 0.5s"

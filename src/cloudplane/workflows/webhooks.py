@@ -212,51 +212,54 @@ def _address_url(target: outbound.Target, address: outbound.IPAddress) -> str:
 
 
 async def send(settings: Settings, claimed: Claimed) -> Outcome:
-    """One try: the URL checked again and resolved, the body posted to the addresses it resolved to (the next one
-    only if one cannot be reached), no redirect followed, the reply's status read and its body left unread. Never
-    raises for what a receiver does."""
+    """One try, all of it within `webhooks_timeout_s` (so it ends before its claim does): the URL checked again and
+    resolved, the body posted to the addresses it resolved to (the next one only if one cannot be reached), no
+    redirect followed, the reply's status read and its body left unread. Never raises for what a receiver does."""
     if claimed.secret is None:
         return Outcome(False, error=UNSEALABLE)
     try:
-        target = await asyncio.to_thread(outbound.resolve, claimed.url, allow_private=settings.webhooks_allow_private)
+        async with asyncio.timeout(settings.webhooks_timeout_s):
+            return await _post(settings, claimed, claimed.secret)
     except ValidationFailed as refused:
         return Outcome(False, error=refused.message[:ERROR_LENGTH])
+    except TimeoutError:
+        return Outcome(False, error=f"no reply within {settings.webhooks_timeout_s:g}s")
+    except httpx.HTTPError as failed:
+        return Outcome(False, error=f"{type(failed).__name__}: {failed}"[:ERROR_LENGTH])
+
+
+async def _post(settings: Settings, claimed: Claimed, secret: str) -> Outcome:
+    target = await asyncio.to_thread(outbound.resolve, claimed.url, allow_private=settings.webhooks_allow_private)
     body = claimed.body.encode()
-    headers = signed_headers(claimed.secret, claimed.message_id, claimed.event_type, body, int(time.time()))
+    headers = signed_headers(secret, claimed.message_id, claimed.event_type, body, int(time.time()))
     bracketed = f"[{target.host}]" if ":" in target.host else target.host
     default_port = 443 if target.scheme == "https" else 80
     headers["Host"] = bracketed if target.port == default_port else f"{bracketed}:{target.port}"
     # A client per try: connections are never shared between endpoints (a pooled connection is keyed by address,
     # not by the name its TLS session was made for). No proxy from the environment, no redirects.
     error = "no address to connect to"
-    try:
-        async with asyncio.timeout(settings.webhooks_timeout_s):
-            async with httpx.AsyncClient(
-                verify=_tls_context(), trust_env=False, follow_redirects=False, timeout=settings.webhooks_timeout_s
-            ) as client:
-                for address in target.addresses:
-                    try:
-                        request = client.build_request(
-                            "POST",
-                            _address_url(target, address),
-                            content=body,
-                            headers=headers,
-                            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
-                        )
-                        response = await client.send(request, stream=True)
-                        await response.aclose()
-                    except httpx.ConnectError as failed:
-                        error = f"cannot connect to {address}: {failed}"
-                        continue
-                    if 200 <= response.status_code < 300:
-                        return Outcome(True, response.status_code)
-                    if 300 <= response.status_code < 400:
-                        return Outcome(False, response.status_code, "redirects are not followed; give the final URL")
-                    return Outcome(False, response.status_code, f"the receiver answered {response.status_code}")
-    except TimeoutError:
-        error = f"no reply within {settings.webhooks_timeout_s:g}s"
-    except httpx.HTTPError as failed:
-        error = f"{type(failed).__name__}: {failed}"
+    async with httpx.AsyncClient(
+        verify=_tls_context(), trust_env=False, follow_redirects=False, timeout=settings.webhooks_timeout_s
+    ) as client:
+        for address in target.addresses:
+            request = client.build_request(
+                "POST",
+                _address_url(target, address),
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+            )
+            try:
+                response = await client.send(request, stream=True)
+                await response.aclose()
+            except httpx.ConnectError as failed:
+                error = f"cannot connect to {address}: {failed}"
+                continue
+            if 200 <= response.status_code < 300:
+                return Outcome(True, response.status_code)
+            if 300 <= response.status_code < 400:
+                return Outcome(False, response.status_code, "redirects are not followed; give the final URL")
+            return Outcome(False, response.status_code, f"the receiver answered {response.status_code}")
     return Outcome(False, error=error[:ERROR_LENGTH])
 
 

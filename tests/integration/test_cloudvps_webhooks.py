@@ -69,6 +69,15 @@ async def deliver_until(core: Core, done: Any, timeout: float = 20.0) -> None:
     raise AssertionError("deliveries not done in time")
 
 
+def hooked(core: Core, admin: Tenant, hook: Receiver, *events: str, path: str = "/hooks") -> webhooks.EndpointView:
+    """An endpoint at the receiver (`path` of it) for these events (all when none), whose secret it checks with."""
+    endpoint, secret = webhooks.create_endpoint(
+        core, admin.principal, url=hook.url.removesuffix("/hooks") + path, event_names=list(events) or None
+    )
+    hook.use_secret(secret, path)
+    return endpoint
+
+
 def deliveries(core: Core, endpoint_id: int) -> list[WebhookDelivery]:
     with core.db.read() as s:
         return list(s.scalars(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)))
@@ -213,13 +222,9 @@ async def test_events_are_delivered_signed_and_verified_by_the_documents_functio
     client, core: Core, private_core: Core, make_tenant, hook: Receiver
 ) -> None:
     admin = make_tenant("admin")
-    endpoint, secret = webhooks.create_endpoint(private_core, admin.principal, url=hook.url)
-    hook.use_secret(secret)
+    endpoint = hooked(private_core, admin, hook)
     # Subscribed to nothing but user events, a second endpoint gets no VPS event.
-    only_users, users_secret = webhooks.create_endpoint(
-        private_core, admin.principal, url=hook.url + "/users", event_names=["user.registered"]
-    )
-    hook.use_secret(users_secret, "/hooks/users")
+    only_users = hooked(private_core, admin, hook, "user.registered", path="/hooks/users")
     user_id = await register(client, f"hooked-{time.monotonic_ns()}@example.com")
     owner = make_tenant()
     r = await client.post("/api/servers", json=SERVER_BODY, headers=owner.headers)
@@ -256,10 +261,7 @@ async def test_a_failing_receiver_gets_retries_then_a_dead_letter_then_a_redeliv
     client, core: Core, private_core: Core, make_tenant, hook: Receiver
 ) -> None:
     admin = make_tenant("admin")
-    endpoint, secret = webhooks.create_endpoint(
-        private_core, admin.principal, url=hook.url, event_names=["user.registered"]
-    )
-    hook.use_secret(secret)
+    endpoint = hooked(private_core, admin, hook, "user.registered")
     hook.control(fail_first=2)  # 500, 500, then 200
     await register(client, f"retried-{time.monotonic_ns()}@example.com")
     await deliver_until(private_core, lambda: deliveries(core, endpoint.id)[0].status == "delivered")
@@ -310,9 +312,7 @@ async def test_the_address_is_checked_again_at_delivery(
 ) -> None:
     """An endpoint saved while loopback was allowed is refused at delivery once it is not: nothing is sent."""
     admin = make_tenant("admin")
-    endpoint, secret = webhooks.create_endpoint(
-        private_core, admin.principal, url=hook.url, event_names=["user.registered"]
-    )
+    endpoint = hooked(private_core, admin, hook, "user.registered")
     strict = dataclasses.replace(
         private_core, settings=private_core.settings.model_copy(update={"webhooks_allow_private": False})
     )
@@ -337,7 +337,7 @@ async def test_a_secret_that_does_not_open_fails_the_try_without_sending(
     """A sealed secret that no longer opens (the service's key changed) fails each try with what to do, and nothing
     unsigned goes out."""
     admin = make_tenant("admin")
-    endpoint, _ = webhooks.create_endpoint(private_core, admin.principal, url=hook.url, event_names=["user.registered"])
+    endpoint = hooked(private_core, admin, hook, "user.registered")
     with core.db.write() as s:
         row = s.get(WebhookEndpoint, endpoint.id)
         row.secret_sealed = webhooks.seal(webhooks.sealer(core.db), endpoint.id + 1, "whsec_" + "B" * 44)
@@ -354,10 +354,7 @@ async def test_billing_events_flow_through_with_what_they_recorded(
     """Delivery is generic over the event: a billing service's `invoice.paid`, recorded as any event is, arrives
     with its owner and what it recorded."""
     admin, owner = make_tenant("admin"), make_tenant()
-    endpoint, secret = webhooks.create_endpoint(
-        private_core, admin.principal, url=hook.url, event_names=["invoice.paid"]
-    )
-    hook.use_secret(secret)
+    endpoint = hooked(private_core, admin, hook, "invoice.paid")
     with core.db.write() as s:
         events.record(
             s,
@@ -384,10 +381,7 @@ async def test_a_redirect_is_not_followed_and_a_slow_receiver_times_out(
     client, core: Core, private_core: Core, make_tenant, hook: Receiver
 ) -> None:
     admin = make_tenant("admin")
-    endpoint, secret = webhooks.create_endpoint(
-        private_core, admin.principal, url=hook.url, event_names=["user.registered"]
-    )
-    hook.use_secret(secret)
+    endpoint = hooked(private_core, admin, hook, "user.registered")
     hook.control(always=302)
     await register(client, f"redirected-{time.monotonic_ns()}@example.com")
     await sender.deliver_due(private_core)

@@ -22,6 +22,7 @@ from cloudplane.domain.events import EventType
 from cloudplane.services import events, webhooks
 from cloudplane.workflows import webhooks as sender
 from tests.conftest import SERVER_BODY, Tenant, eventually
+from tests.integration.test_pages import pages_of
 from tests.webhook_receiver import Receiver, receiver
 
 PUBLIC_URL = "https://93.184.215.14/hooks"  # a public address literal: no DNS needed, never reached here
@@ -400,3 +401,17 @@ async def test_a_redirect_is_not_followed_and_a_slow_receiver_times_out(
     assert time.monotonic() - started < 1.5
     (slow,) = deliveries(core, endpoint.id)
     assert slow.attempts == 2 and slow.status == "failed" and slow.last_error == "no reply within 0.5s"
+
+
+async def test_every_page_of_a_delivery_log_is_the_logs_own(client, core: Core, make_tenant) -> None:
+    admin = make_tenant("admin")
+    endpoint, _ = webhooks.create_endpoint(core, admin.principal, url=PUBLIC_URL, event_names=["user.registered"])
+    for n in range(5):
+        await register(client, f"paged-{n}-{time.monotonic_ns()}@example.com")
+    path = f"/api/v1/admin/webhooks/webhook-{endpoint.id}/deliveries"
+    whole = [d["id"] for d in (await client.get(f"{path}?limit=100", headers=admin.headers)).json()["data"]]
+    assert len(whole) == 5 and whole == sorted(whole, key=lambda i: -int(i.removeprefix("delivery-")))
+    for number, expected in enumerate(pages_of(whole, 2), start=1):
+        r = await client.get(f"{path}?limit=2&page={number}", headers=admin.headers)
+        assert [d["id"] for d in r.json()["data"]] == expected, number
+        assert r.json()["pagination"]["total"] == 5

@@ -52,7 +52,7 @@ from cloudplane.domain.events import WEBHOOK_EVENTS, EventType
 from cloudplane.services import events, outbound
 from cloudplane.services.accounts import Principal
 from cloudplane.services.auth import signing_key
-from cloudplane.services.pages import Page, counted, offset_of, paged
+from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.users import require_admin
 
 SIGNATURE_HEADER = "X-Webhook-Signature"
@@ -265,13 +265,12 @@ def list_endpoints(core: Core, principal: Principal, *, page: int, per_page: int
     with core.db.read() as s:
         total = s.scalar(counted(WebhookEndpoint.__table__, [])) or 0
         rows = s.scalars(
-            paged(
+            paged_window(
                 select(WebhookEndpoint),
                 WebhookEndpoint.id,
                 [],
                 [WebhookEndpoint.id.desc()],
-                limit=per_page,
-                offset=offset_of(page, per_page),
+                window(total, page, per_page),
             )
         ).all()
         subscribed = _events_of(s, [e.id for e in rows])
@@ -358,13 +357,12 @@ def list_deliveries(
         _load(s, endpoint_id)
         total = s.scalar(counted(WebhookDelivery.__table__, where)) or 0
         rows = s.scalars(
-            paged(
+            paged_window(
                 select(WebhookDelivery),
                 WebhookDelivery.id,
                 where,
                 [WebhookDelivery.id.desc()],
-                limit=per_page,
-                offset=offset_of(page, per_page),
+                window(total, page, per_page),
             )
         ).all()
         return Page([_delivery_view(d) for d in rows], total=total, page=page, per_page=per_page)

@@ -31,6 +31,7 @@ from cloudplane.api.cloudvps.support import admin_router as cloudvps_support_adm
 from cloudplane.api.cloudvps.support import router as cloudvps_support_router
 from cloudplane.api.cloudvps.users import router as cloudvps_users_router
 from cloudplane.api.cloudvps.vps import router as cloudvps_vps_router
+from cloudplane.api.cloudvps.webhooks import router as cloudvps_webhooks_router
 from cloudplane.api.common.bodylimit import BodyLimitMiddleware
 from cloudplane.api.common.faces import default_renderer, install_error_handlers, register_dialect, register_prefix
 from cloudplane.api.common.idempotency import IdempotencyMiddleware
@@ -60,6 +61,7 @@ from cloudplane.services.catalog import assign_location_providers, seed_catalog
 from cloudplane.services.mail import start_mail_sender
 from cloudplane.workflows import engine
 from cloudplane.workflows.reconciler import start_reconciler
+from cloudplane.workflows.webhooks import start_sender
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +193,11 @@ def create_app(core: Core | None = None) -> FastAPI:
         app.state.core = start(get_settings())
         build_routes(app)
         freeze_start_up_objects()
-        background = (start_reconciler(app.state.core), start_mail_sender(app.state.core))
+        background = (
+            start_reconciler(app.state.core),
+            start_mail_sender(app.state.core),
+            start_sender(app.state.core),
+        )
         tasks = [start_loop_watch(), *(task for task in background if task is not None)]
         try:
             yield
@@ -264,6 +270,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(subscription_router, prefix="/api/v1")
     app.include_router(cloudvps_admin_router, prefix="/api/v1")
     app.include_router(cloudvps_support_admin_router, prefix="/api/v1")
+    app.include_router(cloudvps_webhooks_router, prefix="/api/v1")
     app.include_router(metrics_router)
 
     @app.get("/health", include_in_schema=False)

@@ -266,6 +266,32 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL of the Stripe API; unset: Stripe's own. Tests point it at localstripe.",
     )
+    # Signed webhooks (README "Webhooks"): the sender in each API process, its retries and its address guard.
+    webhooks_enabled: bool = Field(default=True, description="Run the webhook sender in this process.")
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs over plain http and to private, loopback and link-local addresses: for tests "
+        "and closed labs only; off, every URL is https and every address it resolves to public.",
+    )
+    webhooks_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between the sender's looks for deliveries that are due."
+    )
+    webhooks_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a receiver has to answer one delivery (connect, send and reply)."
+    )
+    webhooks_max_attempts: int = Field(
+        default=10, ge=1, le=100, description="Tries of one delivery before it is dead (kept, redeliverable by hand)."
+    )
+    webhooks_backoff_base_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Wait before the first retry; each further one waits twice as long, up to "
+        "CLOUDPLANE_WEBHOOKS_BACKOFF_MAX_S; each wait is a random half to all of that (jitter).",
+    )
+    webhooks_backoff_max_s: float = Field(
+        default=6 * 3600.0, gt=0, description="The longest wait between two tries of one delivery."
+    )
+    webhooks_concurrency: int = Field(default=16, ge=1, description="Deliveries one process sends at once.")
 
     @field_validator("proxmox_templates", mode="before")
     @classmethod

@@ -258,6 +258,32 @@ ADMIN = {
         "/api/v1/admin/billing/invoice-runs",
         {"period": "2020-01"},
     ),
+    ("GET", "/api/v1/admin/webhooks"): ("GET", "/api/v1/admin/webhooks", None),
+    ("POST", "/api/v1/admin/webhooks"): ("POST", "/api/v1/admin/webhooks", {"url": "https://93.184.215.14/"}),
+    ("GET", "/api/v1/admin/webhooks/{webhook_id}"): ("GET", "/api/v1/admin/webhooks/webhook-1", None),
+    ("PUT", "/api/v1/admin/webhooks/{webhook_id}"): ("PUT", "/api/v1/admin/webhooks/webhook-1", {"active": False}),
+    ("PATCH", "/api/v1/admin/webhooks/{webhook_id}"): ("PATCH", "/api/v1/admin/webhooks/webhook-1", {"active": False}),
+    ("DELETE", "/api/v1/admin/webhooks/{webhook_id}"): ("DELETE", "/api/v1/admin/webhooks/webhook-1", None),
+    ("POST", "/api/v1/admin/webhooks/{webhook_id}/rotate-secret"): (
+        "POST",
+        "/api/v1/admin/webhooks/webhook-1/rotate-secret",
+        None,
+    ),
+    ("GET", "/api/v1/admin/webhooks/{webhook_id}/deliveries"): (
+        "GET",
+        "/api/v1/admin/webhooks/webhook-1/deliveries",
+        None,
+    ),
+    ("GET", "/api/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}"): (
+        "GET",
+        "/api/v1/admin/webhooks/webhook-1/deliveries/delivery-1",
+        None,
+    ),
+    ("POST", "/api/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver"): (
+        "POST",
+        "/api/v1/admin/webhooks/webhook-1/deliveries/delivery-1/redeliver",
+        None,
+    ),
 }
 # Documents about the API, public by design.
 PUBLIC = {
@@ -328,7 +354,8 @@ def path_params(template: str) -> list[str]:
 def nested_routes(app: Any) -> list[tuple[str, str]]:
     """Every route naming an object inside another (a server's snapshot): two ids or more in its path. Deletes
     come last, so that a hole in a read or an action is seen before a delete could hide it. Admin routes reach
-    every account's objects by design (a user gets 403 from them: test_admin_routes_answer_403_to_a_user)."""
+    every account's objects by design (a user gets 403 from them: test_admin_routes_answer_403_to_a_user; a
+    webhook's delivery under another webhook: test_cloudvps_webhooks.py)."""
     nested = [
         route
         for route in api_routes(app)
@@ -405,6 +432,8 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             app_id="00000000-0000-4000-8000-000000000000",
             ticket_id="ticket-1",
             attachment_id="attachment-1",
+            webhook_id="webhook-1",
+            delivery_id="delivery-1",
             operation_id="00000000-0000-4000-8000-000000000000",
             invoice_id="inv-1",
             payment_method_id="pm_1",

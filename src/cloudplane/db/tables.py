@@ -814,3 +814,69 @@ class StripeEvent(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     type: Mapped[str] = mapped_column(String(100))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """Where an administrator has webhook events sent. The signing secret is kept sealed (AES-GCM under a key
+    derived from the service's secret key, services/webhooks.py): it must be recoverable to sign with, so it cannot
+    be hashed, and it is shown once, in the reply that made or rotated it."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Nonce, then ciphertext and tag, of the secret; bound to the endpoint's id.
+    secret_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    secret_rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookSubscription(Base):
+    """One event an endpoint receives: the events outbox fans out to these in the transaction that writes the
+    event (services/events.py)."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_event", "event_type", "endpoint_id"),)
+
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+# The statuses of a delivery: `pending` (not tried yet), `failed` (its last try failed; another is due at
+# `next_attempt_at`), `delivered`, `dead` (out of tries; redeliverable by hand).
+WEBHOOK_DUE_STATUSES = ("pending", "failed")
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint, written with the event; `event_id` is its `webhook-id`, the same on every try and
+    on a redelivery. A try claims the row by moving `next_attempt_at` past its timeout (a conditional UPDATE), so a
+    process killed mid-try leaves it due again once that passes: at least once, never lost."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index(
+            "ix_webhook_deliveries_due", "next_attempt_at",
+            sqlite_where=text("status IN ('pending', 'failed')"),
+            postgresql_where=text("status IN ('pending', 'failed')"),
+        ),
+    )  # fmt: skip
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The JSON body as sent, made at the first try and the same on every later one.
+    body: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -82,6 +82,31 @@ class EventType(StrEnum):
     # Dunning suspended an account's servers for an overdue invoice, or lifted that once it was paid.
     ACCOUNT_DUNNING_SUSPENDED = "account.dunning_suspended"
     ACCOUNT_DUNNING_LIFTED = "account.dunning_lifted"
+    # An administrator's changes to webhook endpoints (for the audit log; never sent as webhooks).
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
+
+
+# The CloudVPS document's webhook events, in its order: what an endpoint can subscribe to. Every other event stays
+# in the outbox for the audit log.
+WEBHOOK_EVENTS: tuple[EventType, ...] = (
+    EventType.VPS_CREATED,
+    EventType.VPS_STARTED,
+    EventType.VPS_STOPPED,
+    EventType.VPS_DELETED,
+    EventType.VPS_BACKUP_CREATED,
+    EventType.VPS_BACKUP_FAILED,
+    EventType.INVOICE_CREATED,
+    EventType.INVOICE_PAID,
+    EventType.INVOICE_OVERDUE,
+    EventType.PAYMENT_SUCCEEDED,
+    EventType.PAYMENT_FAILED,
+    EventType.USER_REGISTERED,
+    EventType.USER_SUSPENDED,
+)
 
 
 @dataclass(frozen=True)

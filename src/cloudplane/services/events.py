@@ -1,5 +1,5 @@
 """The events outbox: `record` writes an event in the caller's transaction, so a change and what it tells the
-world commit together; the audit log is read from it."""
+world commit together; the audit log is read from it, and a webhook event's deliveries are written with it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, String, bindparam, insert, literal, select, true
 from sqlalchemy.orm import Session
 
 from cloudplane import context
 from cloudplane.db.engine import Database
-from cloudplane.db.tables import Event, User, table_of, utcnow
+from cloudplane.db.tables import (
+    Event,
+    User,
+    UTCDateTime,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSubscription,
+    table_of,
+    utcnow,
+)
 from cloudplane.domain.errors import Forbidden, ValidationFailed
-from cloudplane.domain.events import EventType
+from cloudplane.domain.events import WEBHOOK_EVENTS, EventType
 from cloudplane.domain.times import assume_utc
 from cloudplane.services.pages import Page, counted, paged_window, window
 
@@ -24,6 +33,24 @@ if TYPE_CHECKING:  # accounts records events too
 
 _events = table_of(Event)
 _INSERT_EVENT = insert(_events)
+_WEBHOOK_EVENTS = frozenset(str(t) for t in WEBHOOK_EVENTS)
+# One delivery per active endpoint subscribed to the event, in the event's own transaction: a delivery can be lost
+# neither between the change and its event nor between the event and its webhooks (services/webhooks.py sends them).
+_subscriptions, _endpoints = table_of(WebhookSubscription), table_of(WebhookEndpoint)
+_FAN_OUT = insert(table_of(WebhookDelivery)).from_select(
+    ["endpoint_id", "event_id", "event_type", "status", "attempts", "next_attempt_at", "created_at"],
+    select(
+        _subscriptions.c.endpoint_id,
+        bindparam("event_id", type_=String),
+        _subscriptions.c.event_type,
+        literal("pending"),
+        literal(0),
+        bindparam("now", type_=UTCDateTime),
+        bindparam("now", type_=UTCDateTime),
+    )
+    .join(_endpoints, _endpoints.c.id == _subscriptions.c.endpoint_id)
+    .where(_subscriptions.c.event_type == bindparam("event_type", type_=String), _endpoints.c.active == true()),
+)
 
 
 def record(
@@ -42,12 +69,13 @@ def record(
     """Add an event to the session's transaction. Who and from where default to the current request's caller
     (none outside a request: a workflow passes what its operation recorded)."""
     ctx = context.current()
+    event_id, now = str(uuid.uuid4()), utcnow()
     # A Core insert, run at once: cheaper than the ORM's unit of work, and events are never read back in the
     # transaction that writes them. What they refer to (an account) is flushed already, as its id is known.
     session.execute(
         _INSERT_EVENT,
         {
-            "id": str(uuid.uuid4()),
+            "id": event_id,
             "type": str(type),
             "account_id": account_id,
             "actor_user_id": actor_user_id if actor_user_id is not None else ctx.actor_user_id,
@@ -57,9 +85,11 @@ def record(
             "request_id": request_id if request_id is not None else ctx.request_id,
             "client_ip": client_ip if client_ip is not None else ctx.client_ip,
             "data": data or {},
-            "created_at": utcnow(),
+            "created_at": now,
         },
     )
+    if type in _WEBHOOK_EVENTS:
+        session.execute(_FAN_OUT, {"event_id": event_id, "event_type": str(type), "now": now})
 
 
 @dataclass(frozen=True)

@@ -215,15 +215,4 @@ async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) 
 
 @router.get("/account", operation_id="getAccountInfo", response_model=w.AccountOut)
 async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
-    account, user = await read(core, accounts.get_account, core.db, principal)
-    return reply(
-        w.AccountOut(
-            id=account.id,
-            email=user.email,
-            name=account.name,
-            company=account.company,
-            balance=account.balance,
-            currency=account.currency,
-            created_at=account.created_at,
-        )
-    )
+    return reply(w.AccountOut.of(*await read(core, accounts.get_account, core.db, principal)))

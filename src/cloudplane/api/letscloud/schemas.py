@@ -13,7 +13,7 @@ from sqlalchemy import Row
 
 from cloudplane.api.common.deps import MAX_ID
 from cloudplane.api.common.schemas import Request as BaseRequest
-from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
+from cloudplane.db.tables import Account, Image, Location, Plan, Snapshot, SSHKey, User
 from cloudplane.services.servers import ServerView
 
 
@@ -295,3 +295,15 @@ class AccountOut(BaseModel):
     balance: Money
     currency: str
     created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account, user: User) -> AccountOut:
+        return cls(
+            id=account.id,
+            email=user.email,
+            name=account.name,
+            company=account.company,
+            balance=account.balance,
+            currency=account.currency,
+            created_at=account.created_at,
+        )

@@ -178,10 +178,14 @@ async def test_tools_create_wait_and_confirmed_delete(connect: Connect, service:
         }
 
 
-async def test_elicitation_declined_then_accepted(connect: Connect, service: ServiceProcess) -> None:
+# The protocol's two ways of asking: inside the tool call's result (2026-07-28 on, the SDK's default), and a request
+# from server to client in the middle of the call (the handshake era's, which most clients still speak).
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_elicitation_declined_then_accepted(connect: Connect, service: ServiceProcess, mode: str) -> None:
     key = new_api_key(service, "asker")
     decline = answering("decline")
-    async with connect(key, elicitation_callback=decline) as client:
+    async with connect(key, elicitation_callback=decline, mode=mode) as client:
+        assert (client.protocol_version >= "2026-07-28") == (mode == "auto")
         server, _ = await create_and_wait(client)
         # The client can ask its user, so the user is asked even when the model says confirm: true.
         refused = await client.call_tool("delete_server", {"server_id": server["id"], "confirm": True})
@@ -191,7 +195,7 @@ async def test_elicitation_declined_then_accepted(connect: Connect, service: Ser
         assert still is not None and still["status"] == "running" and still["task_state"] is None
 
     accept = answering("accept")
-    async with connect(key, elicitation_callback=accept) as client:
+    async with connect(key, elicitation_callback=accept, mode=mode) as client:
         deleted = await client.call_tool("delete_server", {"server_id": server["id"]})
         assert not deleted.is_error, deleted
         assert accept.asked and str(server["id"]) in accept.asked[0]
@@ -202,6 +206,10 @@ async def test_another_tenants_server_stays_invisible(connect: Connect, service:
     owner, intruder = new_api_key(service, "owner"), new_api_key(service, "intruder")
     async with connect(owner) as client:
         server, _ = await create_and_wait(client)
+        app = await client.call_tool("create_app", {"app": {"name": "shop", "github_repo": "https://github.com/a/b"}})
+        assert not app.is_error, app
+        assert app.structured_content is not None
+        app_id = app.structured_content["id"]
     async with connect(intruder) as client:
         listed = (await client.call_tool("list_servers", {})).structured_content
         assert listed is not None and listed["servers"] == [] and listed["total"] == 0
@@ -213,6 +221,8 @@ async def test_another_tenants_server_stays_invisible(connect: Connect, service:
             ("list_snapshots", {"server_id": server["id"]}),
             ("get_operation", {"operation_id": server["operation_id"]}),
             ("wait_for_operation", {"operation_id": server["operation_id"]}),
+            ("get_app", {"app_id": app_id}),
+            ("delete_app", {"app_id": app_id, "confirm": True}),
         ]:
             result = await client.call_tool(name, arguments)
             assert "NOT_FOUND" in error_text(result), (name, result)
@@ -220,6 +230,8 @@ async def test_another_tenants_server_stays_invisible(connect: Connect, service:
         shown = (await client.call_tool("get_server", {"server_id": server["id"]})).structured_content
         assert shown is not None and shown["status"] == "running" and shown["task_state"] is None
         assert shown["snapshots"] == []
+        apps = (await client.call_tool("list_apps", {})).structured_content
+        assert apps is not None and [a["id"] for a in apps["items"]] == [app_id]
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer cp_not-a-key", "Basic dXNlcjpwYXNz"])

@@ -32,10 +32,11 @@ from cloudplane.api.common.deps import MAX_ID, read, write
 from cloudplane.api.common.faces import LETSCLOUD_FIELDS, face_details
 from cloudplane.api.letscloud import schemas as w
 from cloudplane.api.operations.routes import OperationOut, letscloud_operation
+from cloudplane.api.vibecaas.apps import AppCreate, AppList, AppOut, app_list, app_out
 from cloudplane.core import Core
 from cloudplane.domain.errors import CloudplaneError
 from cloudplane.providers.marketplace import Offer, OfferQuery
-from cloudplane.services import accounts, backups, gpu, operations, servers, snapshots, ssh_keys
+from cloudplane.services import accounts, apps, backups, gpu, operations, servers, snapshots, ssh_keys
 from cloudplane.services.accounts import Principal
 from cloudplane.services.operations import OperationView
 
@@ -67,6 +68,7 @@ Confirm = Annotated[
         "cannot ask the user itself through elicitation)"
     ),
 ]
+AppId = Annotated[str, Field(min_length=1, max_length=64, description="The app's id (a UUID), as list_apps shows it")]
 OperationId = Annotated[
     str, Field(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$", description="The operation's id (a UUID)")
 ]
@@ -129,6 +131,11 @@ class Deleted(BaseModel):
     deleted: bool = True
     id: int
     operation_id: str | None = Field(default=None, description="The operation carrying the delete out, if any")
+
+
+class DeletedApp(BaseModel):
+    deleted: bool = True
+    id: str
 
 
 def _error_result(error: CloudplaneError) -> CallToolResult:
@@ -223,6 +230,10 @@ def confirm_delete_ssh_key(key_id: int, confirm: bool, ctx: Context) -> Elicit[C
     return ask(ctx, confirm, f"Delete SSH key {key_id}?")
 
 
+def confirm_delete_app(app_id: str, confirm: bool, ctx: Context) -> Elicit[Confirmation] | Confirmation:
+    return ask(ctx, confirm, f"Delete app {app_id} and its deployments?")
+
+
 def confirm_release_gpu_instance(instance_id: int, confirm: bool, ctx: Context) -> Elicit[Confirmation] | Confirmation:
     return ask(ctx, confirm, f"Release GPU instance {instance_id}? The machine and its data are given back.")
 
@@ -235,6 +246,7 @@ ApproveRebuildServer = Annotated[ElicitationResult[Confirmation], Resolve(confir
 ApproveRestoreSnapshot = Annotated[ElicitationResult[Confirmation], Resolve(confirm_restore_snapshot)]
 ApproveDeleteSnapshot = Annotated[ElicitationResult[Confirmation], Resolve(confirm_delete_snapshot)]
 ApproveDeleteSshKey = Annotated[ElicitationResult[Confirmation], Resolve(confirm_delete_ssh_key)]
+ApproveDeleteApp = Annotated[ElicitationResult[Confirmation], Resolve(confirm_delete_app)]
 ApproveReleaseGpuInstance = Annotated[ElicitationResult[Confirmation], Resolve(confirm_release_gpu_instance)]
 
 
@@ -623,6 +635,45 @@ def build_server(identify: Identify) -> MCPServer:
     ) -> OperationWait:
         """Wait until a long action ends, sending progress notifications meanwhile; its final status and error."""
         return await follow(await identify(ctx), ctx, operation_id, timeout_seconds)
+
+    # Container apps
+
+    @tool(READ_ONLY)
+    async def list_apps(
+        ctx: Context,
+        status: Literal["running", "stopped", "failed"] | None = None,
+        page: Page = 1,
+        per_page: PerPage = 20,
+    ) -> AppList:
+        """List my container apps, newest first."""
+        c = await identify(ctx)
+        return app_list(
+            await read(c.core, apps.list_apps, c.core, c.principal, page=page, per_page=per_page, status=status)
+        )
+
+    @tool(READ_ONLY)
+    async def get_app(ctx: Context, app_id: AppId) -> AppOut:
+        """Show one container app: its status, URL, limits and variables."""
+        c = await identify(ctx)
+        return app_out(await read(c.core, apps.get_app, c.core, c.principal, app_id))
+
+    @tool(CHANGES)
+    async def create_app(ctx: Context, app: AppCreate) -> AppOut:
+        """Create a container app (stopped until deployed), built from its git repository."""
+        c = await identify(ctx)
+        with acting(c, ctx):
+            return app_out(await write(c.core, apps.create_app, c.core, c.principal, **app.model_dump()))
+
+    @tool(DESTRUCTIVE)
+    async def delete_app(
+        ctx: Context, app_id: AppId, approval: ApproveDeleteApp, confirm: Confirm = False
+    ) -> DeletedApp:
+        """Delete a container app; asks the user to confirm."""
+        confirmed(approval, "the delete")
+        c = await identify(ctx)
+        with acting(c, ctx):
+            await write(c.core, apps.delete_app, c.core, c.principal, app_id)
+        return DeletedApp(id=app_id)
 
     # GPU instances
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -23,6 +24,7 @@ from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
 from tests.conftest import scratch_database
 from tests.e2e.conftest import ServiceProcess
+from tests.integration.test_letscloud_ssh_keys import ed25519_public_key
 
 SERVER = {"label": "mcp web", "plan_slug": "basic-1gb", "image_slug": "ubuntu-22-04", "location_slug": "nyc1"}
 DESTRUCTIVE = {
@@ -34,6 +36,7 @@ DESTRUCTIVE = {
     "delete_snapshot",
     "delete_ssh_key",
     "release_gpu_instance",
+    "delete_app",
 }
 
 
@@ -232,6 +235,79 @@ async def test_another_tenants_server_stays_invisible(connect: Connect, service:
         assert shown["snapshots"] == []
         apps = (await client.call_tool("list_apps", {})).structured_content
         assert apps is not None and [a["id"] for a in apps["items"]] == [app_id]
+
+
+async def call(client: Client, name: str, **arguments: Any) -> Any:
+    result = await client.call_tool(name, arguments)
+    assert not result.is_error, (name, result)
+    return result.structured_content
+
+
+@pytest.mark.parametrize("connect", ["http"], indirect=True)
+async def test_the_other_use_cases(connect: Connect, service: ServiceProcess) -> None:
+    """Catalog, account and costs, SSH keys, snapshots and restore, backup schedules and GPU instances, once each."""
+    async with connect(new_api_key(service, "user")) as client:
+        plans = await call(client, "list_plans")
+        assert "basic-1gb" in [p["slug"] for p in plans["plans"]]
+        assert "ubuntu-22-04" in [i["slug"] for i in (await call(client, "list_images"))["images"]]
+        assert "nyc1" in [loc["slug"] for loc in (await call(client, "list_locations"))["locations"]]
+        account = await call(client, "get_account_info")
+        assert account["email"].startswith("user-") and account["currency"]
+
+        key = await call(client, "create_ssh_key", title="laptop", public_key=ed25519_public_key())
+        assert [k["id"] for k in (await call(client, "list_ssh_keys"))["ssh_keys"]] == [key["id"]]
+        server, _ = await create_and_wait(client)
+        costs = await call(client, "get_costs")
+        plan_price = next(p["price"] for p in plans["plans"] if p["slug"] == "basic-1gb")
+        assert costs["monthly_total"] == plan_price and [s["id"] for s in costs["servers"]] == [server["id"]]
+
+        snap = await call(client, "create_snapshot", server_id=server["id"], label="before upgrade")
+        for _ in range(600):
+            shown = await call(client, "get_snapshot", server_id=server["id"], snapshot_id=snap["id"])
+            if shown["status"] == "available":
+                break
+            await anyio.sleep(0.1)
+        assert shown["status"] == "available"
+        refused = await client.call_tool("restore_snapshot", {"server_id": server["id"], "snapshot_id": snap["id"]})
+        assert "CONFIRMATION_REQUIRED" in error_text(refused)
+        # A running server is not restored: the domain's refusal, with its code and details.
+        running = await client.call_tool(
+            "restore_snapshot", {"server_id": server["id"], "snapshot_id": snap["id"], "confirm": True}
+        )
+        assert running.is_error and running.structured_content is not None
+        assert running.structured_content["code"] == "INVALID_STATE"
+        stopped = await call(client, "stop_server", server_id=server["id"], confirm=True)
+        await call(client, "wait_for_operation", operation_id=stopped["operation_id"], timeout_seconds=60)
+        restored = await call(client, "restore_snapshot", server_id=server["id"], snapshot_id=snap["id"], confirm=True)
+        waited = await call(client, "wait_for_operation", operation_id=restored["operation_id"], timeout_seconds=60)
+        assert waited["operation"]["status"] == "succeeded" and waited["operation"]["kind"] == "restore"
+        schedule = await call(client, "set_backup_schedule", server_id=server["id"], enabled=True, hour=4)
+        assert schedule == {"server_id": server["id"], "enabled": True, "hour": 4, "keep": 7}
+        assert await call(client, "get_backup_schedule", server_id=server["id"]) == schedule
+        listed = await call(client, "list_operations")
+        assert [op["kind"] for op in listed["operations"]] == ["restore", "stop", "snapshot", "create"]
+        # Snapshots and restores act on (and name) the snapshot; the server's own are its create and stop.
+        listed = await call(client, "list_operations", server_id=server["id"])
+        assert [op["kind"] for op in listed["operations"]] == ["stop", "create"]
+
+        offers = (await call(client, "search_gpu_offers", gpu_model="RTX 4090", max_price_per_hour=2.0))["offers"]
+        assert offers and all(o["gpu_model"] == "RTX 4090" and o["price_per_hour"] <= 2.0 for o in offers)
+        rented = await call(
+            client,
+            "rent_gpu_instance",
+            provider=offers[0]["provider"],
+            offer_id=offers[0]["offer_id"],
+            image="pytorch/pytorch:latest",
+            label="training",
+        )
+        waited = await call(client, "wait_for_operation", operation_id=rented["operation_id"], timeout_seconds=60)
+        assert waited["operation"]["status"] == "succeeded"
+        assert [i["id"] for i in (await call(client, "list_gpu_instances"))["servers"]] == [rented["id"]]
+        # A catalog server is not a GPU instance: releasing it is refused, and it stays.
+        refused = await client.call_tool("release_gpu_instance", {"instance_id": server["id"], "confirm": True})
+        assert "NOT_FOUND" in error_text(refused)
+        released = await call(client, "release_gpu_instance", instance_id=rented["id"], confirm=True)
+        assert released["task_state"] == "deleting"
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer cp_not-a-key", "Basic dXNlcjpwYXNz"])

@@ -96,6 +96,13 @@ class Confirmation(BaseModel):
     confirm: bool = Field(description="Yes, do it")
 
 
+class OperationList(BaseModel):
+    operations: list[OperationOut]
+    total: int
+    page: int
+    per_page: int
+
+
 class OperationWait(BaseModel):
     operation: OperationOut
     finished: bool = Field(description="False when the wait timed out before the operation ended; wait again")
@@ -609,7 +616,7 @@ def build_server(identify: Identify) -> MCPServer:
         server_id: Annotated[int | None, Field(ge=1, le=MAX_ID, description="Only this server's operations")] = None,
         page: Page = 1,
         per_page: PerPage = 20,
-    ) -> list[OperationOut]:
+    ) -> OperationList:
         """List my recent long actions, newest first."""
         c = await identify(ctx)
         result = await read(
@@ -623,7 +630,12 @@ def build_server(identify: Identify) -> MCPServer:
             target_type="server" if server_id is not None else None,
             target_id=str(server_id) if server_id is not None else None,
         )
-        return [letscloud_operation(op) for op in result.items]
+        return OperationList(
+            operations=[letscloud_operation(op) for op in result.items],
+            total=result.total,
+            page=page,
+            per_page=per_page,
+        )
 
     @tool(READ_ONLY)
     async def wait_for_operation(

@@ -322,6 +322,35 @@ def test_http_refuses_a_missing_or_bad_bearer(service: ServiceProcess, authoriza
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+def test_http_session_is_its_accounts_own(service: ServiceProcess) -> None:
+    """A session opened with one account's key is unknown to every other account (its elicitations go to its owner
+    only), as the SDK answers an unknown session."""
+    owner, intruder = new_api_key(service, "owner"), new_api_key(service, "intruder")
+    version = "2025-11-25"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+    }
+    opened = httpx.post(
+        service.url + "/mcp", json=initialize, headers={**headers, "Authorization": f"Bearer {owner}"}, timeout=10
+    )
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    in_session = {**headers, "mcp-session-id": session, "mcp-protocol-version": version}
+    tools_list = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    r = httpx.post(
+        service.url + "/mcp", json=tools_list, headers={**in_session, "Authorization": f"Bearer {intruder}"}, timeout=10
+    )
+    assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND", r.text
+    r = httpx.post(
+        service.url + "/mcp", json=tools_list, headers={**in_session, "Authorization": f"Bearer {owner}"}, timeout=10
+    )
+    assert r.status_code == 200 and "list_servers" in r.text, r.text
+
+
 def test_stdio_refuses_to_start_without_a_valid_key(service: ServiceProcess) -> None:
     for key in (None, "cp_not-a-key"):
         env = {k: v for k, v in service.env.items() if k != "CLOUDPLANE_API_KEY"}

@@ -6,16 +6,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from cachetools import TTLCache
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_IDLE_TIMEOUT,
+    StreamableHTTPASGIApp,
+)
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from cloudplane.api.common.deps import principal_from_header
 from cloudplane.api.common.faces import render_error
 from cloudplane.api.common.ratelimit import count_principal
-from cloudplane.domain.errors import CloudplaneError, ServiceUnavailable, Unauthorized
+from cloudplane.domain.errors import CloudplaneError, NotFound, ServiceUnavailable, Unauthorized
 from cloudplane.mcp.server import Caller, build_server
 
 PATH = "/mcp"
@@ -38,6 +44,10 @@ class McpEndpoint:
     def __init__(self) -> None:
         self.server: MCPServer = build_server(identify)
         self.sessions: StreamableHTTPASGIApp | None = None
+        # Each session's account, noted when its id is handed out: a session opened with one account's credentials
+        # is unknown to any other (its server-to-client requests, elicitations, go to its owner only). Kept as long
+        # as the SDK keeps an idle session, and renewed by each request that uses it.
+        self._owners: TTLCache[str, int] = TTLCache(maxsize=DEFAULT_MAX_SESSIONS, ttl=DEFAULT_SESSION_IDLE_TIMEOUT)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -71,5 +81,23 @@ class McpEndpoint:
                 scope, receive, send
             )
             return
+        session_id = request.headers.get(MCP_SESSION_ID_HEADER)
+        if session_id is not None and self._owners.get(session_id, principal.account_id) != principal.account_id:
+            # Another account's session is as unknown here as one that never existed (the SDK's own answer).
+            await render_error(scope, NotFound("Session not found", session_id=session_id))(scope, receive, send)
+            return
         scope[_PRINCIPAL] = principal
-        await self.sessions(scope, receive, send)
+        await self.sessions(scope, receive, send_claiming(send, self._owners, principal.account_id))
+
+
+def send_claiming(send: Send, owners: TTLCache[str, int], account_id: int) -> Send:
+    """`send`, noting the account of the session a reply names (the one it opens, or one already the account's)."""
+
+    async def claiming(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            for name, value in message.get("headers", ()):
+                if name.lower() == MCP_SESSION_ID_HEADER.encode():
+                    owners[value.decode("latin-1")] = account_id
+        await send(message)
+
+    return claiming

@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from cloudplane import __version__
@@ -54,6 +55,8 @@ from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
 from cloudplane.db.migrate import upgrade
 from cloudplane.loopwatch import start_loop_watch
+from cloudplane.mcp.http import PATH as MCP_PATH
+from cloudplane.mcp.http import McpEndpoint
 from cloudplane.observability import RequestObservabilityMiddleware, configure_logging
 from cloudplane.observability import router as metrics_router
 from cloudplane.services.accounts import bootstrap_admin_key
@@ -184,12 +187,20 @@ class CloudplaneApp(FastAPI):
 def create_app(core: Core | None = None) -> FastAPI:
     """With a Core, the caller owns start-up and shutdown (tests); without one the app starts itself."""
 
+    mcp_endpoint = McpEndpoint()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if core is not None:
-            app.state.core = core
-            yield
-            return
+        async with mcp_endpoint.running():
+            if core is not None:
+                app.state.core = core
+                yield
+                return
+            async with serving(app):
+                yield
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         app.state.core = start(get_settings())
         build_routes(app)
         freeze_start_up_objects()
@@ -272,6 +283,8 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_support_admin_router, prefix="/api/v1")
     app.include_router(cloudvps_webhooks_router, prefix="/api/v1")
     app.include_router(metrics_router)
+    # The MCP tools over streamable HTTP (GET, POST and DELETE of one path, as the SDK serves it).
+    app.router.routes.append(Route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False))
 
     @app.get("/health", include_in_schema=False)
     def health(request: Request) -> JSONResponse:

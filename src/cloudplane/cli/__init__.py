@@ -1,4 +1,4 @@
-"""The `cloudplane` command: serve the API, migrate the database, manage users and API keys, prepare hosts."""
+"""The `cloudplane` command: serve the API (and MCP over stdio), migrate the database, manage users and API keys, prepare hosts."""
 
 from __future__ import annotations
 
@@ -51,6 +51,19 @@ def serve(
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or "",
     )
+
+
+@app.command("mcp")
+def mcp_stdio() -> None:
+    """Serve the MCP tools over stdio for the account of the API key in CLOUDPLANE_API_KEY, on the database `serve`
+    uses.  Example: CLOUDPLANE_API_KEY=cp_... cloudplane mcp"""
+    from cloudplane.mcp.stdio import API_KEY_VARIABLE, StartError, run
+
+    try:
+        run(get_settings(), os.environ.get(API_KEY_VARIABLE))
+    except StartError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @db_app.command("upgrade")

@@ -216,18 +216,4 @@ async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) 
 @router.get("/account", operation_id="getAccountInfo", response_model=w.AccountOut)
 async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
     account, user = await read(core, accounts.get_account, core.db, principal)
-    money = await read(core, billing.balance_of, core, principal)
-    return reply(
-        w.AccountOut(
-            id=account.id,
-            email=user.email,
-            name=account.name,
-            company=account.company,
-            balance=money.balance,
-            currency=account.currency,
-            created_at=account.created_at,
-            credit=money.credit,
-            unpaid_invoices=money.unpaid_invoices,
-            month_costs=money.month_cost,
-        )
-    )
+    return reply(w.AccountOut.of(account, user, await read(core, billing.balance_of, core, principal)))

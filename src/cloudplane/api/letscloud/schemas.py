@@ -13,7 +13,8 @@ from sqlalchemy import Row
 
 from cloudplane.api.common.deps import MAX_ID
 from cloudplane.api.common.schemas import Request as BaseRequest
-from cloudplane.db.tables import Image, Location, Plan, Snapshot, SSHKey
+from cloudplane.db.tables import Account, Image, Location, Plan, Snapshot, SSHKey, User
+from cloudplane.services.billing import Balance
 from cloudplane.services.servers import ServerView
 
 
@@ -298,3 +299,19 @@ class AccountOut(BaseModel):
     credit: Money = Field(description="Payments and credits not yet spent on invoices")
     unpaid_invoices: Money = Field(description="The total of invoices pending or overdue")
     month_costs: Money = Field(description="This month's costs so far (GET /api/v1/billing/usage `estimated_cost`)")
+
+    @classmethod
+    def of(cls, account: Account, user: User, money: Balance) -> AccountOut:
+        """The account as getAccountInfo shows it: `balance` is the credit less what is owed (services/billing.py)."""
+        return cls(
+            id=account.id,
+            email=user.email,
+            name=account.name,
+            company=account.company,
+            balance=money.balance,
+            currency=account.currency,
+            created_at=account.created_at,
+            credit=money.credit,
+            unpaid_invoices=money.unpaid_invoices,
+            month_costs=money.month_cost,
+        )

@@ -30,6 +30,7 @@ from cloudplane.services.apps import (
     TEXT_FIELDS,
     AppView,
 )
+from cloudplane.services.pages import Page
 
 _NO_SUCH_APP: Responses = {404: {"model": ErrorEnvelope, "description": "No such application in your account"}}
 _QUOTA: Responses = {
@@ -194,6 +195,16 @@ def app_out(view: AppView) -> AppOut:
     )
 
 
+def app_list(result: Page) -> AppList:
+    return AppList(
+        items=[app_out(v) for v in result.items],
+        total=result.total,
+        page=result.page,
+        pages=math.ceil(result.total / result.per_page),
+        limit=result.per_page,
+    )
+
+
 @router.get("/apps", response_model=AppList)
 async def list_apps(
     core: CoreDep,
@@ -203,16 +214,7 @@ async def list_apps(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page (at most 100)")] = 20,
 ) -> Response:
     """Your applications, newest first."""
-    result = await read(core, apps.list_apps, core, principal, page=page, per_page=limit, status=status)
-    return reply(
-        AppList(
-            items=[app_out(v) for v in result.items],
-            total=result.total,
-            page=page,
-            pages=math.ceil(result.total / limit),
-            limit=limit,
-        )
-    )
+    return reply(app_list(await read(core, apps.list_apps, core, principal, page=page, per_page=limit, status=status)))
 
 
 @router.post(

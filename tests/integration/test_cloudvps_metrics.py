@@ -158,3 +158,23 @@ def test_the_interval_must_divide_an_hour() -> None:
 def test_rollup_tick_boundaries_are_whole_hours() -> None:
     tick = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert schedules.tick_of(tick + timedelta(minutes=59), ROLLUP_JOB.every) == tick
+
+
+async def test_a_sampling_pass_holds_a_batch_of_servers_at_a_time(api, tenant, core, monkeypatch) -> None:
+    """However many servers run, a pass reads, asks about and records SAMPLING_BATCH of them at a time: its memory
+    and its transactions do not grow with the fleet."""
+    made = [await create_running_vps(api, tenant) for _ in range(5)]
+    recorded: list[list[int]] = []
+    record = metrics.record
+
+    def spy(core, at, readings) -> None:
+        recorded.append([r.server_id for r in readings])
+        record(core, at, readings)
+
+    monkeypatch.setattr(metrics, "SAMPLING_BATCH", 2)
+    monkeypatch.setattr(metrics, "record", spy)
+    assert await metrics.sample(core, _between_ticks(5)) >= 5
+    assert max(len(batch) for batch in recorded) <= 2
+    sampled = [server for batch in recorded for server in batch]
+    assert sorted(sampled) == sorted(set(sampled)), "no server twice in a pass"
+    assert {_number(v) for v in made} <= set(sampled)

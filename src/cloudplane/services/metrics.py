@@ -55,27 +55,37 @@ class Reading:
     metrics: Metrics
 
 
-def _sampling_targets(core: Core) -> list[tuple[int, str, str]]:
-    """(server id, provider, ref) of every live running server whose provider reports metrics."""
+# Servers a sampling pass reads, asks their providers about and records at a time: its memory and each of its
+# transactions stay the same size however big the fleet (bench/bench_scale.py samples 100k servers).
+SAMPLING_BATCH = 500
+
+
+def _sampling_targets(core: Core, after: int, limit: int) -> list[tuple[int, str, str]]:
+    """(server id, provider, ref) of the next `limit` live running servers after id `after` whose provider reports
+    metrics."""
     reporting = [
         name for name in core.providers.names() if core.providers.get(name).features[Feature.METRICS].supported
     ]
     with core.db.read() as s:
         rows = s.execute(
-            select(Server.id, Server.provider, Server.provider_ref).where(
+            select(Server.id, Server.provider, Server.provider_ref)
+            .where(
+                Server.id > after,
                 Server.deleted_at.is_(None),
                 Server.status == ServerStatus.RUNNING,
                 Server.provider_ref.is_not(None),
                 Server.provider.in_(reporting),
             )
+            .order_by(Server.id)
+            .limit(limit)
         ).all()
     return [(r.id, r.provider, r.provider_ref) for r in rows]
 
 
 async def sample(core: Core, at: datetime) -> int:
-    """Read every running server's counters from its provider and record them as the sample at `at`; how many
-    were recorded. A provider that fails for one server leaves a gap in that server's history, nothing more."""
-    targets = await core.db.run(_sampling_targets, core)
+    """Read every running server's counters from its provider and record them as the sample at `at`, a batch of
+    servers at a time; how many were recorded. A provider that fails for one server leaves a gap in that server's
+    history, nothing more."""
     limit = asyncio.Semaphore(SAMPLING_CONCURRENCY)
 
     async def read(server_id: int, provider: str, ref: str) -> Reading | None:
@@ -86,9 +96,17 @@ async def sample(core: Core, at: datetime) -> int:
                 log.info("no metrics for server %s this time: %s", server_id, error)
                 return None
 
-    readings = [r for r in await asyncio.gather(*(read(*t) for t in targets)) if r is not None]
-    await core.db.run(record, core, at, readings)
-    return len(readings)
+    recorded, after = 0, 0
+    while True:
+        targets = await core.db.run(_sampling_targets, core, after, SAMPLING_BATCH)
+        readings = [r for r in await asyncio.gather(*(read(*t) for t in targets)) if r is not None]
+        await core.db.run(record, core, at, readings)
+        recorded += len(readings)
+        if len(targets) < SAMPLING_BATCH:
+            return recorded
+        after = targets[-1][0]
+        # A provider answering from memory (the simulator on SQLite) never suspends: let the requests in.
+        await asyncio.sleep(0)
 
 
 _PREVIOUS = (

@@ -150,7 +150,10 @@ def action_result(resource: Any, operation: sdk.Operation | None, as_json: bool,
 @reports_errors
 def login(
     url: Annotated[str, typer.Option(help="The service's address, e.g. https://cloud.example.com")],
-    token: Annotated[str, typer.Option(help="An API key (cloudplane admin create-key makes one)", envvar=None)],
+    token: Annotated[
+        str,
+        typer.Option(help="An API key (cloudplane admin create-key makes one)", envvar="CLOUDPLANE_TOKEN"),
+    ],
     profile: Annotated[str, typer.Option("--profile", help="Save under this name")] = profiles.DEFAULT,
     as_json: JsonOpt = False,
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from cloudplane import __version__
 from cloudplane.sdk import resources as r
 from cloudplane.sdk.protocol import Done, Plan, Reply, Request, RetryPolicy, Sleep, TransportFailure, advance
 
@@ -25,7 +26,7 @@ class _Base:
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         poll_interval_s: float = 0.5,
-        user_agent: str = "cloudplane-sdk",
+        user_agent: str = f"cloudplane-sdk/{__version__}",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.policy = retry or RetryPolicy()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cloudplane.cli import resources
 from cloudplane.config import get_settings
 
 if TYPE_CHECKING:
@@ -222,7 +223,8 @@ def host_prepare(
     rebuild_images: Annotated[bool, typer.Option("--rebuild-images", help="Build the images again")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Create Cloudplane's LXC bridge and build the local images; safe to run again (e.g. at every boot)."""
+    """Create Cloudplane's LXC bridge and build the local images; safe to run again (e.g. at every boot).
+    Example: sudo cloudplane host prepare"""
     from cloudplane.domain.errors import CloudplaneError
     from cloudplane.providers import lxc_host
 
@@ -245,6 +247,10 @@ def host_prepare(
         typer.echo(f"containers: {settings.lxc_path}")
         typer.echo(f"images in {settings.lxc_images_path}: {', '.join(report.images)}")
         typer.echo(f"lxcfs (containers see their own memory and CPUs in /proc): {report.lxcfs}")
+
+
+# The resource commands (login, server, ssh-key, snapshot, operation, plan, image, location) over the SDK.
+resources.register(app)
 
 
 def main() -> None:

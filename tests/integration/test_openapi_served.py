@@ -31,7 +31,7 @@ async def test_every_documented_operation_is_served_and_nothing_else(client, app
         if ctx.path.startswith("/api/") and getattr(ctx.original_route, "operation_id", None)
         for method in ctx.methods
     }
-    assert len(documented) == 21  # the upstream 20 and getOperation
+    assert len(documented) == 22  # the upstream 20, getOperation and getRecommendations
     assert served == documented
 
 

@@ -169,6 +169,7 @@ ID_FREE = {
     ("GET", "/api/images"),
     ("GET", "/api/locations"),
     ("GET", "/api/account"),
+    ("GET", "/api/account/recommendations"),
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -103,11 +104,11 @@ def test_bundled_spec_is_the_upstream_spec_verbatim():
     assert BUNDLED_SPEC.read_bytes() == SHARED_UPSTREAM_SPEC.read_bytes()
 
 
-def test_has_all_twenty_operations_with_unique_ids_and_get_operation(document):
+def test_has_all_twenty_operations_with_unique_ids_and_the_extras(document):
     operation_ids = [op["operationId"] for _, _, op in operations_of(document)]
-    assert len(operation_ids) == 21
+    assert len(operation_ids) == 22
     assert len(set(operation_ids)) == len(operation_ids)
-    assert set(operation_ids) == EXPECTED_OPERATION_IDS | {"getOperation"}
+    assert set(operation_ids) == EXPECTED_OPERATION_IDS | {"getOperation", "getRecommendations"}
 
 
 def test_get_operation_lets_a_gpt_wait(document):
@@ -131,17 +132,39 @@ def test_get_operation_lets_a_gpt_wait(document):
 
 def test_keeps_upstream_paths_methods_and_operation_ids(document):
     upstream = yaml.safe_load(BUNDLED_SPEC.read_text(encoding="utf-8"))
-    # The upstream 20 as they are, and getOperation after them.
-    assert list(document["paths"]) == [*upstream["paths"], "/operations/{operation_id}"]
+    # The upstream 20 as they are, and getOperation and getRecommendations after them.
+    assert list(document["paths"]) == [*upstream["paths"], "/operations/{operation_id}", "/account/recommendations"]
     as_served = {(path, method, op["operationId"]) for path, method, op in operations_of(document)}
     as_upstream = {(path, method, op["operationId"]) for path, method, op in operations_of(upstream)}
-    assert as_served == as_upstream | {("/operations/{operation_id}", "get", "getOperation")}
+    assert as_served == as_upstream | {
+        ("/operations/{operation_id}", "get", "getOperation"),
+        ("/account/recommendations", "get", "getRecommendations"),
+    }
+
+
+def test_get_recommendations_states_the_window_the_route_takes(document):
+    from cloudplane.services import recommendations
+
+    operation = document["paths"]["/account/recommendations"]["get"]
+    (days,) = operation["parameters"]
+    assert days["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": recommendations.MAX_DAYS,
+        "default": recommendations.DEFAULT_DAYS,
+    }
+    kinds = document["components"]["schemas"]["Recommendation"]["properties"]["kind"]["enum"]
+    assert kinds == list(get_args(recommendations.Kind))
 
 
 def test_keeps_upstream_schemas_and_status_codes(document):
     upstream = yaml.safe_load(BUNDLED_SPEC.read_text(encoding="utf-8"))
     served_schemas = document["components"]["schemas"]
-    assert set(served_schemas) == set(upstream["components"]["schemas"]) | {"Operation"}
+    assert set(served_schemas) == set(upstream["components"]["schemas"]) | {
+        "Operation",
+        "Recommendation",
+        "RecommendationList",
+    }
     for name, schema in upstream["components"]["schemas"].items():
         served = served_schemas[name]
         # Only additions: every upstream property keeps its exact definition (some become nullable: they are null

@@ -36,7 +36,18 @@ from cloudplane.api.vibecaas.apps import AppCreate, AppList, AppOut, app_list, a
 from cloudplane.core import Core
 from cloudplane.domain.errors import CloudplaneError
 from cloudplane.providers.marketplace import Offer, OfferQuery
-from cloudplane.services import accounts, apps, backups, billing, gpu, operations, servers, snapshots, ssh_keys
+from cloudplane.services import (
+    accounts,
+    apps,
+    backups,
+    billing,
+    gpu,
+    operations,
+    recommendations,
+    servers,
+    snapshots,
+    ssh_keys,
+)
 from cloudplane.services.accounts import Principal
 from cloudplane.services.operations import OperationView
 
@@ -71,6 +82,9 @@ Confirm = Annotated[
 AppId = Annotated[str, Field(min_length=1, max_length=64, description="The app's id (a UUID), as list_apps shows it")]
 OperationId = Annotated[
     str, Field(min_length=36, max_length=36, pattern=r"^[0-9a-f-]{36}$", description="The operation's id (a UUID)")
+]
+RecommendationDays = Annotated[
+    int, Field(ge=1, le=recommendations.MAX_DAYS, description="How many days of usage history to read")
 ]
 # How long wait_for_operation waits at most, and how often it reads the operation meanwhile.
 MAX_WAIT_S = 1800
@@ -601,6 +615,16 @@ def build_server(identify: Identify) -> MCPServer:
                 break
             page += 1
         return Costs(currency=currency, monthly_total=sum((i.monthly for i in items), Decimal(0)), servers=items)
+
+    @tool(READ_ONLY)
+    async def get_recommendations(
+        ctx: Context, days: RecommendationDays = recommendations.DEFAULT_DAYS
+    ) -> w.RecommendationList:
+        """Ways to cut my costs: idle servers, oversized plans, servers stopped for long, old snapshots, idle GPU
+        instances; each with the figures read, the action (and its API call) and the monthly saving."""
+        c = await identify(ctx)
+        report = await read(c.core, recommendations.recommend, c.core, c.principal, days=days)
+        return w.RecommendationList.of(report)
 
     # Operations
 

@@ -62,7 +62,7 @@ _MICROS = Decimal(1_000_000)
 
 # The events that change a server's billable state, and how.
 _POWER_ON = {EventType.VPS_CREATED, EventType.VPS_STARTED, EventType.VPS_REBOOTED}
-_STATE_EVENTS = [
+STATE_EVENTS = [
     str(t)
     for t in (
         *_POWER_ON,
@@ -234,7 +234,7 @@ def meter_hour(session: Session, start: datetime) -> int:
         for e in session.execute(
             select(_events.c.target_id, _events.c.created_at, _events.c.type, _events.c.data)
             .where(_events.c.target_type == "server", _events.c.target_id.in_([str(s.id) for s in chunk]))
-            .where(_events.c.type.in_(_STATE_EVENTS), _events.c.created_at < end)
+            .where(_events.c.type.in_(STATE_EVENTS), _events.c.created_at < end)
             .order_by(_events.c.seq)
         ):
             history[e.target_id].append((e.created_at, e.type, dict(e.data or {})))

@@ -109,6 +109,7 @@ def build_openapi(public_base_url: str) -> dict[str, Any]:
 
     _state_served_limits(document, operations)
     _add_operations(document)
+    _add_recommendations(document)
     _check_description_lengths(document)
     return document
 
@@ -171,6 +172,100 @@ def _add_operations(document: dict[str, Any]) -> None:
                 },
                 "401": {"$ref": UNAUTHORIZED_RESPONSE_REF},
                 "404": {"$ref": "#/components/responses/NotFound"},
+                "422": {"$ref": "#/components/responses/ValidationError"},
+            },
+        }
+    }
+
+
+# Beyond the upstream 20 too: the assistant's "optimize costs", with the figures each suggestion was read from.
+GET_RECOMMENDATIONS = "getRecommendations"
+RECOMMENDATION_KINDS = ["idle_server", "oversized_plan", "stopped_server_disk", "old_snapshot", "idle_gpu_instance"]
+MONEY_TEXT = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2}$", "description": "An amount to the cent, e.g. 12.00"}
+RECOMMENDATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "kind", "resource_type", "resource_id", "label", "evidence", "action", "monthly_saving", "currency",
+        "confidence", "why",
+    ],
+    "properties": {
+        "kind": {"type": "string", "enum": RECOMMENDATION_KINDS},
+        "resource_type": {"type": "string", "enum": ["server", "gpu_instance", "snapshot"]},
+        "resource_id": {"type": "integer", "description": "The server's or snapshot's id"},
+        "label": {"type": "string"},
+        "evidence": {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "The figures read: CPU p95 and max %, peak memory MB, hours of samples, days stopped, "
+            "snapshot age and size...",
+        },
+        "action": {
+            "type": "object",
+            "required": ["description", "request", "body"],
+            "properties": {
+                "description": {"type": "string", "description": "What to do, in words"},
+                "request": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The API call that does it, e.g. POST /api/servers/12/stop",
+                },
+                "body": {"type": "object", "nullable": True, "additionalProperties": True},
+            },
+        },
+        "monthly_saving": MONEY_TEXT,
+        "currency": {"type": "string"},
+        "confidence": {"type": "string", "enum": ["high", "medium", "low"]},
+        "why": {"type": "string", "description": "Why, with the thresholds crossed"},
+    },
+}  # fmt: skip
+RECOMMENDATION_LIST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["days", "start", "end", "currency", "total_monthly_saving", "recommendations", "notes"],
+    "properties": {
+        "days": {"type": "integer", "description": "The window read, in days"},
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+        "currency": {"type": "string"},
+        "total_monthly_saving": MONEY_TEXT,
+        "recommendations": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/Recommendation"},
+            "description": "Most saving first",
+        },
+        "notes": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "What could not be judged and why (too little history...)",
+        },
+    },
+}
+
+
+def _add_recommendations(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    schemas["Recommendation"] = copy.deepcopy(RECOMMENDATION_SCHEMA)
+    schemas["RecommendationList"] = copy.deepcopy(RECOMMENDATION_LIST_SCHEMA)
+    document["paths"]["/account/recommendations"] = {
+        "get": {
+            "operationId": GET_RECOMMENDATIONS,
+            "summary": "Get cost recommendations",
+            "description": "Ways to spend less: idle servers, oversized plans, servers stopped for long, old "
+            "snapshots, idle GPU instances; each with the figures read, the action and the monthly saving.",
+            "parameters": [
+                {
+                    "name": "days",
+                    "in": "query",
+                    "required": False,
+                    "description": "How many days of history to read, from 1 to 90.",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 90, "default": 14},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The recommendations",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RecommendationList"}}},
+                },
+                "401": {"$ref": UNAUTHORIZED_RESPONSE_REF},
                 "422": {"$ref": "#/components/responses/ValidationError"},
             },
         }

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from cloudplane.api.common.deps import CoreDep, Id, PageDep, PrincipalDep, read, reply, write
 from cloudplane.api.common.faces import default_renderer, face_route_class
 from cloudplane.api.letscloud import schemas as w
-from cloudplane.services import accounts, billing, servers, snapshots, ssh_keys
+from cloudplane.services import accounts, billing, recommendations, servers, snapshots, ssh_keys
 from cloudplane.services.servers import ServerView
 
 router = APIRouter(route_class=face_route_class(default_renderer))
@@ -217,3 +217,13 @@ async def list_locations(core: CoreDep, principal: PrincipalDep, page: PageDep) 
 async def get_account_info(core: CoreDep, principal: PrincipalDep) -> Response:
     account, user = await read(core, accounts.get_account, core.db, principal)
     return reply(w.AccountOut.of(account, user, await read(core, billing.balance_of, core, principal)))
+
+
+@router.get("/account/recommendations", operation_id="getRecommendations", response_model=w.RecommendationList)
+async def get_recommendations(
+    core: CoreDep,
+    principal: PrincipalDep,
+    days: Annotated[int, Query(ge=1, le=recommendations.MAX_DAYS)] = recommendations.DEFAULT_DAYS,
+) -> Response:
+    report = await read(core, recommendations.recommend, core, principal, days=days)
+    return reply(w.RecommendationList.of(report))

@@ -14,7 +14,9 @@ from sqlalchemy import Row
 from cloudplane.api.common.deps import MAX_ID
 from cloudplane.api.common.schemas import Request as BaseRequest
 from cloudplane.db.tables import Account, Image, Location, Plan, Snapshot, SSHKey, User
+from cloudplane.domain.pricing import money_text
 from cloudplane.services.billing import Balance
+from cloudplane.services.recommendations import Recommendation, Report
 from cloudplane.services.servers import ServerView
 
 
@@ -314,4 +316,61 @@ class AccountOut(BaseModel):
             credit=money.credit,
             unpaid_invoices=money.unpaid_invoices,
             month_costs=money.month_cost,
+        )
+
+
+class RecommendationAction(BaseModel):
+    description: str
+    request: str | None = Field(description='The API call that does it, e.g. "POST /api/servers/12/stop"')
+    body: dict[str, Any] | None = Field(description="The call's JSON body, if it takes one")
+
+
+class RecommendationOut(BaseModel):
+    kind: str
+    resource_type: str
+    resource_id: int
+    label: str
+    evidence: dict[str, Any] = Field(description="The figures the recommendation was read from")
+    action: RecommendationAction
+    # A string here, as the brief of this extra operation asks: exact to the cent, whatever the client's JSON.
+    monthly_saving: str
+    currency: str
+    confidence: str
+    why: str
+
+    @classmethod
+    def of(cls, r: Recommendation, currency: str) -> RecommendationOut:
+        return cls(
+            kind=r.kind,
+            resource_type=r.resource_type,
+            resource_id=r.resource_id,
+            label=r.label,
+            evidence=r.evidence,
+            action=RecommendationAction(description=r.action.description, request=r.action.request, body=r.action.body),
+            monthly_saving=money_text(r.monthly_saving),
+            currency=currency,
+            confidence=r.confidence,
+            why=r.why,
+        )
+
+
+class RecommendationList(BaseModel):
+    days: int
+    start: datetime
+    end: datetime
+    currency: str
+    total_monthly_saving: str
+    recommendations: list[RecommendationOut]
+    notes: list[str] = Field(description="What could not be judged, and why (too little history...)")
+
+    @classmethod
+    def of(cls, report: Report) -> RecommendationList:
+        return cls(
+            days=report.days,
+            start=report.start,
+            end=report.end,
+            currency=report.currency,
+            total_monthly_saving=money_text(report.total_monthly_saving),
+            recommendations=[RecommendationOut.of(r, report.currency) for r in report.recommendations],
+            notes=report.notes,
         )

@@ -2,7 +2,7 @@
 `cloudplane serve` with the simulator at a small time scale. A new user signs up (a short password is refused beside
 its field), signs out and in, adds an SSH key, creates a server and watches its progress until it runs, stops it,
 opens its details (a reload of the deep link stays there) and its console access, sees the list on a phone without
-sideways scrolling, deletes the server after confirming and the key. The page's policy refuses nothing it needs
+sideways scrolling, deletes the server after confirming (Escape cancels) and the key. Signing in is done with the keyboard alone; a token about to expire is renewed, and a dead one sends the user to sign in and back. The page's policy refuses nothing it needs
 (no CSP report in the console) and its script raises nothing. A screenshot of each screen goes to screenshots/."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def test_a_new_customer_runs_a_server_from_the_dashboard(service_factory) -> Non
     from playwright.sync_api import expect
 
     service = service_factory(simulator_time_scale="0.4")
-    service.start()
+    service.start(timeout=180)  # the machine may be busy
     SCREENSHOTS.mkdir(exist_ok=True)
     with browser_page() as page:
         problems: list[str] = []
@@ -68,16 +68,21 @@ def test_a_new_customer_runs_a_server_from_the_dashboard(service_factory) -> Non
         expect(page).to_have_url(service.url + "/dashboard/servers")
         expect(page.get_by_text("No servers yet")).to_be_visible()
 
-        # Out and back in.
+        # Out and back in, with the keyboard only: Tab reaches the fields (focus shown), Enter submits.
         page.get_by_role("button", name="Sign out").click()
         expect(page).to_have_url(service.url + "/dashboard/sign-in")
         expect(page.get_by_role("status").filter(has_text="Signed out")).to_be_visible()
-        page.get_by_label("Email").fill("ada@example.com")
-        page.get_by_label("Password").fill("wrong-password")
-        page.get_by_role("button", name="Sign in").click()
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Email")).to_be_focused()
+        assert page.evaluate("getComputedStyle(document.activeElement).boxShadow") != "none", "focus not shown"
+        page.keyboard.type("ada@example.com")
+        page.keyboard.press("Tab")
+        page.keyboard.type("wrong-password")
+        page.keyboard.press("Enter")
         expect(page.locator(".form-error")).to_be_visible()
+        expect(page.locator(".form-error")).to_be_focused()
         page.get_by_label("Password").fill("correct-horse-9")
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Password").press("Enter")
         expect(page).to_have_url(service.url + "/dashboard/servers")
 
         # An SSH key, added from its screen.
@@ -137,6 +142,30 @@ def test_a_new_customer_runs_a_server_from_the_dashboard(service_factory) -> Non
         expect(page).to_have_url(details_url)
         expect(page.get_by_role("heading", name="web", exact=True)).to_be_visible()
         expect(page.locator(".details .status")).to_have_text("stopped")
+        # A token about to expire is renewed before the next call; one the API no longer takes sends the user to
+        # sign in again, and back to the same screen after.
+        stored = "JSON.parse(sessionStorage.getItem('cloudplane.session'))"
+        before = page.evaluate(stored)
+        page.evaluate(
+            "s => sessionStorage.setItem('cloudplane.session', JSON.stringify({...s, expiresAt: Date.now() + 1000}))",
+            before,
+        )
+        page.reload()
+        expect(page.locator(".details")).to_contain_text("Public IPv4")
+        after = page.evaluate(stored)
+        assert after["token"] != before["token"] and after["expiresAt"] - page.evaluate("Date.now()") > 50 * 60_000, (
+            after
+        )
+        page.evaluate(
+            "s => sessionStorage.setItem('cloudplane.session', JSON.stringify({...s, token: 'a.b.c'}))", after
+        )
+        page.reload()
+        expect(page).to_have_url(re.compile(r"/dashboard/sign-in\?next="))
+        expect(page.get_by_text("Your session ended")).to_be_visible()
+        page.get_by_label("Email").fill("ada@example.com")
+        page.get_by_label("Password").fill("correct-horse-9")
+        page.get_by_label("Password").press("Enter")
+        expect(page).to_have_url(details_url)
         # A console needs the server running: start it from here.
         page.get_by_role("button", name="Get console access").click()
         expect(page.locator(".console-out")).to_contain_text("needs the server running")
@@ -149,12 +178,13 @@ def test_a_new_customer_runs_a_server_from_the_dashboard(service_factory) -> Non
         expect(page.locator(".secret")).not_to_be_empty()
         shot("server-details")
 
-        # Delete it, after confirming in a dialog (first cancelled, then confirmed).
+        # Delete it, after confirming in a dialog (first cancelled with Escape, then confirmed).
         page.get_by_role("button", name="Delete web").click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_contain_text("cannot be undone")
         shot("delete-confirm")
-        dialog.get_by_role("button", name="Cancel").click()
+        expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+        page.keyboard.press("Escape")
         expect(dialog).to_have_count(0)
         page.get_by_role("button", name="Delete web").click()
         page.get_by_role("dialog").get_by_role("button", name="Delete web").click()

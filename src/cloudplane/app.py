@@ -53,6 +53,7 @@ from cloudplane.api.vibecaas.apps import router as vibecaas_apps_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
+from cloudplane.dashboard import router as dashboard_router
 from cloudplane.db.migrate import upgrade
 from cloudplane.loopwatch import start_loop_watch
 from cloudplane.mcp.http import PATH as MCP_PATH
@@ -274,6 +275,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(cloudvps_support_router, prefix="/api/v1")
     app.include_router(cloudvps_billing_router, prefix="/api/v1")
     app.include_router(console_router)
+    app.include_router(dashboard_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")

@@ -28,6 +28,17 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from cloudplane import __version__, context
+from cloudplane.api.cloudvps.billing import InvoiceOut, invoice_out, parse_invoice_id, usage_json
+from cloudplane.api.cloudvps.support import (
+    USER_BASE,
+    MessageOut,
+    TicketDetailOut,
+    TicketOut,
+    message_out,
+    parse_ticket_id,
+    ticket_detail_out,
+    ticket_out,
+)
 from cloudplane.api.common.deps import MAX_ID, read, write
 from cloudplane.api.common.faces import LETSCLOUD_FIELDS, face_details
 from cloudplane.api.letscloud import schemas as w
@@ -35,6 +46,7 @@ from cloudplane.api.operations.routes import OperationOut, letscloud_operation
 from cloudplane.api.vibecaas.apps import AppCreate, AppList, AppOut, app_list, app_out
 from cloudplane.core import Core
 from cloudplane.domain.errors import CloudplaneError
+from cloudplane.domain.tickets import Category, Priority, TicketStatus
 from cloudplane.providers.marketplace import Offer, OfferQuery
 from cloudplane.services import (
     accounts,
@@ -42,11 +54,13 @@ from cloudplane.services import (
     backups,
     billing,
     gpu,
+    mail,
     operations,
     recommendations,
     servers,
     snapshots,
     ssh_keys,
+    support,
 )
 from cloudplane.services.accounts import Principal
 from cloudplane.services.operations import OperationView
@@ -128,6 +142,29 @@ class ServerCost(BaseModel):
     status: str
     monthly: w.Money
     hourly: w.Money | None
+
+
+class InvoiceList(BaseModel):
+    invoices: list[InvoiceOut]
+    total: int
+    page: int
+    per_page: int
+
+
+class TicketList(BaseModel):
+    tickets: list[TicketOut]
+    total: int
+    page: int
+    per_page: int
+
+
+InvoiceRef = Annotated[
+    str, Field(max_length=40, description='The invoice\'s id as list_invoices shows it, e.g. "inv-3"')
+]
+TicketRef = Annotated[
+    str, Field(max_length=40, description='The ticket\'s id as list_tickets shows it, e.g. "ticket-3"')
+]
+TicketText = Annotated[str, Field(min_length=1, max_length=20_000, pattern=r"\S")]
 
 
 class Costs(BaseModel):
@@ -625,6 +662,100 @@ def build_server(identify: Identify) -> MCPServer:
         c = await identify(ctx)
         report = await read(c.core, recommendations.recommend, c.core, c.principal, days=days)
         return w.RecommendationList.of(report)
+
+    # Billing
+
+    @tool(READ_ONLY)
+    async def get_usage(ctx: Context) -> dict[str, Any]:
+        """This month's usage so far and what it costs: per server (`services`: CPU hours, storage, bandwidth, cost)
+        and in all (`usage`, `estimated_cost`), as GET /api/v1/billing/usage answers."""
+        c = await identify(ctx)
+        data, top = usage_json(await read(c.core, billing.current_usage, c.core, c.principal))
+        return {**data, **top}
+
+    @tool(READ_ONLY)
+    async def list_invoices(
+        ctx: Context,
+        status: Literal["pending", "paid", "overdue"] | None = None,
+        page: Page = 1,
+        per_page: PerPage = 20,
+    ) -> InvoiceList:
+        """List my invoices, newest first, with their lines, totals, status and due date."""
+        c = await identify(ctx)
+        result = await read(
+            c.core, billing.list_invoices, c.core, c.principal, page=page, per_page=per_page, status=status
+        )
+        return InvoiceList(
+            invoices=[invoice_out(i) for i in result.items], total=result.total, page=page, per_page=per_page
+        )
+
+    @tool(READ_ONLY)
+    async def get_invoice(ctx: Context, invoice_id: InvoiceRef) -> InvoiceOut:
+        """Show one of my invoices with its lines (its PDF is at /api/v1/billing/invoices/{id}/pdf)."""
+        c = await identify(ctx)
+        return invoice_out(await read(c.core, billing.get_invoice, c.core, c.principal, parse_invoice_id(invoice_id)))
+
+    # Support
+
+    @tool(READ_ONLY)
+    async def list_tickets(
+        ctx: Context,
+        status: TicketStatus | None = None,
+        page: Page = 1,
+        per_page: PerPage = 20,
+    ) -> TicketList:
+        """List my support tickets, newest first."""
+        c = await identify(ctx)
+        result = await read(
+            c.core, support.list_tickets, c.core, c.principal, page=page, per_page=per_page, status=status
+        )
+        return TicketList(
+            tickets=[ticket_out(t) for t in result.items], total=result.total, page=page, per_page=per_page
+        )
+
+    @tool(READ_ONLY)
+    async def get_ticket(ctx: Context, ticket_id: TicketRef) -> TicketDetailOut:
+        """Show one of my support tickets with its messages, oldest first."""
+        c = await identify(ctx)
+        return ticket_detail_out(
+            await read(c.core, support.get_ticket, c.core, c.principal, parse_ticket_id(ticket_id))
+        )
+
+    @tool(CHANGES)
+    async def open_ticket(
+        ctx: Context,
+        subject: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")],
+        description: TicketText,
+        priority: Priority = Priority.MEDIUM,
+        category: Category = Category.GENERAL,
+        server_id: Annotated[int | None, Field(ge=1, le=MAX_ID, description="One of my servers it is about")] = None,
+    ) -> TicketDetailOut:
+        """Open a support ticket (staff are told); `description` is its first message."""
+        c = await identify(ctx)
+        detail = await write(
+            c.core,
+            support.create_ticket,
+            c.core,
+            c.principal,
+            subject=subject,
+            description=description,
+            priority=priority,
+            category=category,
+            server_id=server_id,
+            attachments=[],
+        )
+        mail.kick(c.core)
+        return ticket_detail_out(detail)
+
+    @tool(CHANGES)
+    async def reply_to_ticket(ctx: Context, ticket_id: TicketRef, message: TicketText) -> MessageOut:
+        """Write on one of my tickets (a resolved one is reopened; a closed one must be reopened first)."""
+        c = await identify(ctx)
+        posted = await write(
+            c.core, support.add_message, c.core, c.principal, parse_ticket_id(ticket_id), body=message, attachments=[]
+        )
+        mail.kick(c.core)
+        return message_out(posted.message, USER_BASE)
 
     # Operations
 

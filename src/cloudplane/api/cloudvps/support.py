@@ -241,6 +241,10 @@ def _ticket_fields(t: TicketView) -> dict[str, Any]:
     }
 
 
+def ticket_out(t: TicketView) -> TicketOut:
+    return TicketOut(**_ticket_fields(t))
+
+
 def _attachment_out(a: AttachmentView, base: str) -> AttachmentOut:
     return AttachmentOut(
         id=f"attachment-{a.id}",
@@ -252,7 +256,7 @@ def _attachment_out(a: AttachmentView, base: str) -> AttachmentOut:
     )
 
 
-def _message_out(m: MessageView, base: str) -> MessageOut:
+def message_out(m: MessageView, base: str) -> MessageOut:
     return MessageOut(
         id=f"message-{m.id}",
         ticket_id=f"ticket-{m.ticket_id}",
@@ -272,20 +276,20 @@ USER_BASE = "/api/v1/support/tickets"
 ADMIN_BASE = "/api/v1/admin/tickets"
 
 
-def _detail_out(detail: TicketDetail) -> TicketDetailOut:
+def ticket_detail_out(detail: TicketDetail) -> TicketDetailOut:
     return TicketDetailOut(
         **_ticket_fields(detail.ticket),
         description=detail.description,
-        messages=[_message_out(m, USER_BASE) for m in detail.messages],
+        messages=[message_out(m, USER_BASE) for m in detail.messages],
     )
 
 
-def _admin_detail_out(detail: TicketDetail) -> AdminTicketDetailOut:
+def _adminticket_detail_out(detail: TicketDetail) -> AdminTicketDetailOut:
     return AdminTicketDetailOut(
         **_ticket_fields(detail.ticket),
         user_email=detail.ticket.user_email,
         description=detail.description,
-        messages=[_message_out(m, ADMIN_BASE) for m in detail.messages],
+        messages=[message_out(m, ADMIN_BASE) for m in detail.messages],
     )
 
 
@@ -305,8 +309,8 @@ async def _post(
     return reply(
         MessageReply(
             message="Message added",
-            data=_message_out(posted.message, base),
-            ticket=TicketOut(**_ticket_fields(posted.ticket)),
+            data=message_out(posted.message, base),
+            ticket=ticket_out(posted.ticket),
         ),
         201,
     )
@@ -357,7 +361,7 @@ async def list_tickets(
     result = await read(
         core, support.list_tickets, core, principal, page=page, per_page=limit, status=status, priority=priority
     )
-    data = [TicketOut(**_ticket_fields(t)) for t in result.items]
+    data = [ticket_out(t) for t in result.items]
     return reply(TicketListReply(data=data, pagination=Pagination.of(page, limit, result.total)))
 
 
@@ -377,14 +381,14 @@ async def create_ticket(body: TicketCreate, core: CoreDep, principal: PrincipalD
         attachments=_new(body.attachments),
         files=bool(body.attachments),
     )
-    return reply(TicketReply(message="Ticket created", data=_detail_out(detail)), 201)
+    return reply(TicketReply(message="Ticket created", data=ticket_detail_out(detail)), 201)
 
 
 @router.get("/support/tickets/{ticket_id}", response_model=TicketReply)
 async def get_ticket(ticket_id: TicketId, core: CoreDep, principal: PrincipalDep) -> Response:
     """The ticket with its messages, oldest first, and their files."""
     detail = await read(core, support.get_ticket, core, principal, parse_ticket_id(ticket_id))
-    return reply(TicketReply(data=_detail_out(detail)))
+    return reply(TicketReply(data=ticket_detail_out(detail)))
 
 
 @router.put("/support/tickets/{ticket_id}", response_model=TicketReply, responses=_CONFLICT)
@@ -394,7 +398,7 @@ async def update_ticket(ticket_id: TicketId, body: TicketUpdate, core: CoreDep, 
         core, support.update_ticket, core, principal, parse_ticket_id(ticket_id), status=body.status,
         priority=body.priority,
     )  # fmt: skip
-    return reply(TicketReply(message="Ticket updated", data=_detail_out(detail)))
+    return reply(TicketReply(message="Ticket updated", data=ticket_detail_out(detail)))
 
 
 @router.post(
@@ -457,7 +461,7 @@ async def admin_list_tickets(
 @admin_router.get("/admin/tickets/{ticket_id}", response_model=AdminTicketReply)
 async def admin_get_ticket(ticket_id: TicketId, core: CoreDep, principal: PrincipalDep) -> Response:
     detail = await read(core, support.admin_get_ticket, core, principal, parse_ticket_id(ticket_id))
-    return reply(AdminTicketReply(data=_admin_detail_out(detail)))
+    return reply(AdminTicketReply(data=_adminticket_detail_out(detail)))
 
 
 @admin_router.put("/admin/tickets/{ticket_id}", response_model=AdminTicketReply, responses=_CONFLICT)
@@ -469,7 +473,7 @@ async def admin_update_ticket(
         core, support.admin_update_ticket, core, principal, parse_ticket_id(ticket_id), status=body.status,
         priority=body.priority,
     )  # fmt: skip
-    return reply(AdminTicketReply(message="Ticket updated", data=_admin_detail_out(detail)))
+    return reply(AdminTicketReply(message="Ticket updated", data=_adminticket_detail_out(detail)))
 
 
 @admin_router.post(
@@ -493,7 +497,7 @@ async def admin_assign_ticket(
     else:
         assignee = parse_user_id(body.assignee_id) if body.assignee_id is not None else None
     detail = await _change(core, support.assign_ticket, core, principal, parse_ticket_id(ticket_id), assignee)
-    return reply(AdminTicketReply(message="Ticket assigned", data=_admin_detail_out(detail)))
+    return reply(AdminTicketReply(message="Ticket assigned", data=_adminticket_detail_out(detail)))
 
 
 @admin_router.get(

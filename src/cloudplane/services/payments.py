@@ -79,9 +79,9 @@ class OfflineGateway:
 
     def can_charge(self, account_id: int) -> bool:
         """Never: credit is money already received, spent on invoices as they come (`charge` takes it), not a
-        standing authority to charge. A paid tier renews every month and an upgrade is paid at once, so both need
-        a card; an account without one is on the free tier (or on a tier an admin set, whose renewals go on its
-        monthly invoice and are paid from credit like any other line)."""
+        standing authority to charge. An upgrade is paid at once and a paid tier renews every month, so both need a
+        card; without one an account stays on the free tier (unless an admin sets its tier). Renewals, once a paid
+        period exists, go on the monthly invoice, which credit does pay like any other line."""
         return False
 
     def charge(

@@ -588,6 +588,25 @@ def pay_by_card(core: Core, charge_ids: Sequence[int]) -> None:
             charges.settle(s, charge_id, result)
 
 
+def _charge_open(core: Core, account_id: int) -> list[int]:
+    with core.db.write() as s:
+        open_invoices = s.scalars(
+            select(_invoices.c.id)
+            .where(_invoices.c.account_id == account_id, _invoices.c.status.in_(OPEN))
+            .order_by(_invoices.c.issued_at, _invoices.c.id)
+        ).all()
+        recorded = [charge_by_card(core, s, invoice_id) for invoice_id in open_invoices]
+    return [c for c in recorded if c is not None]
+
+
+async def charge_open_invoices(core: Core, account_id: int) -> None:
+    """Charge the account's open invoices to its default card, oldest first, each as a new attempt (as Stripe
+    Billing retries an invoice when the customer changes the card): what a new default card does. Each is recorded,
+    committed, asked for and settled; one whose outcome is unknown is left to the sweep."""
+    for charge_id in await core.db.run(_charge_open, core, account_id):
+        await charges.ask(core, charge_id)
+
+
 def fresh_charges(session: Session, invoice_ids: Sequence[int]) -> list[int]:
     """The pending first charges of these new invoices."""
     if not invoice_ids:

@@ -166,6 +166,19 @@ def stuck(session: Session, now: datetime) -> list[int]:
     )
 
 
+async def ask(core: Core, charge_id: int) -> ChargeResult | None:
+    """Ask the gateway for a charge just recorded and settle it; None (the charge left pending for the sweep) when
+    the outcome is unknown or it was settled meanwhile."""
+    charge = await core.db.run(_load, core.db, charge_id)
+    if charge is None or charge.status != "pending":
+        return None
+    try:
+        result = await collect(core, charge)
+    except ProviderError:
+        return None
+    return result if await core.db.run(_settle_now, core.db, charge_id, result) else None
+
+
 def _load(db: Database, charge_id: int) -> Charge | None:
     with db.read() as s:
         return s.get(Charge, charge_id)

@@ -266,6 +266,13 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL of the Stripe API; unset: Stripe's own. Tests point it at localstripe.",
     )
+    charges_sweep_s: int = Field(
+        default=300,
+        ge=60,
+        le=86400,
+        description="Seconds between sweeps that settle card charges left pending (a process died mid-charge); "
+        "must divide a day.",
+    )
     # Signed webhooks (README "Webhooks"): the sender in each API process, its retries and its address guard.
     webhooks_enabled: bool = Field(default=True, description="Run the webhook sender in this process.")
     webhooks_allow_private: bool = Field(

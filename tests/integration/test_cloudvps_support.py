@@ -5,13 +5,8 @@ mail through a real SMTP server (aiosmtpd) on loopback."""
 from __future__ import annotations
 
 import base64
-import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from email import message_from_bytes
-from email.message import Message
 from typing import Any
 
 import httpx
@@ -23,6 +18,7 @@ from cloudplane.db.tables import Event, MailOutbox, TicketAttachment, utcnow
 from cloudplane.domain.attachments import MAX_ATTACHMENT_BYTES
 from cloudplane.services import mail
 from tests.conftest import Tenant
+from tests.integration.conftest import Inbox, free_port
 from tests.integration.test_cloudvps_vps import V1, api, cloudvps_plans, create_running_vps, vps_app
 
 __all__ = ["api", "cloudvps_plans", "vps_app"]  # fixtures, used by name
@@ -328,42 +324,6 @@ async def test_admins_see_every_ticket_filter_reply_and_assign(api, make_tenant,
         {"assignee_user_id": other_admin.principal.user_id, "previous_assignee_user_id": admin.principal.user_id},
         {"assignee_user_id": None, "previous_assignee_user_id": other_admin.principal.user_id},
     ]
-
-
-@dataclass
-class Inbox:
-    """What a real SMTP server on loopback received."""
-
-    port: int
-    received: list[tuple[list[str], Message]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        self.received.append((list(envelope.rcpt_tos), message_from_bytes(envelope.content)))
-        return "250 Message accepted"
-
-    def to(self, address: str) -> list[Message]:
-        return [m for rcpt, m in self.received if address in rcpt]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[Inbox]:
-    for _ in range(3):  # another process may take the free port first
-        inbox = Inbox(free_port())
-        controller = Controller(inbox, hostname="127.0.0.1", port=inbox.port)
-        try:
-            controller.start()
-        except OSError:
-            continue
-        yield inbox
-        controller.stop()
-        return
-    pytest.fail("no SMTP server could start on a free loopback port")
 
 
 def mail_to(core: Any, monkeypatch: pytest.MonkeyPatch, port: int) -> None:

@@ -12,13 +12,11 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select, update
 
 from cloudplane.api.common.ratelimit import RateLimiter
@@ -29,31 +27,14 @@ from cloudplane.workflows import schedules
 from cloudplane.workflows.schedules import tick_of
 from cloudplane.workflows.subscriptions import end_periods
 from tests.conftest import Tenant, eventually
+from tests.integration.conftest import API_KEY, WEBHOOK_SECRET
 from tests.integration.test_events import events_of
 
 V1 = "/api/v1"
-API_KEY = "sk_test_cloudplane"
-WEBHOOK_SECRET = "whsec_cloudplane_tests"
 JOB = next(j for j in schedules.jobs() if j.body is end_periods)
 HOUR = timedelta(hours=1)
 # Each test that moves a subscription's period to a chosen end takes hours of its own, so no two share a tick.
 _hours = itertools.count(1)
-
-
-@pytest.fixture
-def stripe_on(core: Any, localstripe: str) -> Iterator[StripeGateway]:
-    """The session's core with Stripe configured (pointed at localstripe) for one test."""
-    gateway = StripeGateway(core.db, API_KEY, webhook_secret=WEBHOOK_SECRET, api_base=localstripe)
-    core.stripe = gateway
-    yield gateway
-    core.stripe = None
-
-
-@pytest.fixture
-async def stripe_api(localstripe: str) -> Any:
-    """A client of localstripe itself, to see what Stripe holds."""
-    async with httpx.AsyncClient(base_url=localstripe, auth=(API_KEY, "")) as c:
-        yield c
 
 
 async def add_card(client: httpx.AsyncClient, tenant: Tenant, body: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +166,7 @@ async def test_an_off_session_charge_succeeds_with_its_event(client, core, tenan
         amount=Decimal("12.34"),
         currency="USD",
         description="Invoice INV-2026-001",
-        purpose="invoice",
+        purpose="test",
     )
     assert result.succeeded and result.reference and result.reference.startswith("pi_"), result
     intent = (await stripe_api.get(f"/v1/payment_intents/{result.reference}")).json()
@@ -225,7 +206,7 @@ async def test_stripe_webhooks_need_a_good_signature_and_count_once(client, core
             amount=Decimal("5.00"),
             currency="USD",
             description="Invoice INV-2026-002",
-            purpose="invoice",
+            purpose="test",
         )
     event = {
         "id": f"evt_{uuid.uuid4().hex}",

@@ -68,6 +68,8 @@ class EventType(StrEnum):
     SUBSCRIPTION_UPDATED = "subscription.updated"
     # A downgrade or a cancellation was set (or withdrawn) for the end of the period.
     SUBSCRIPTION_UPDATE_SCHEDULED = "subscription.update_scheduled"
+    # A paid period renewed; its price goes on the month's invoice.
+    SUBSCRIPTION_RENEWED = "subscription.renewed"
     APP_CREATED = "app.created"
     APP_UPDATED = "app.updated"
     APP_DELETED = "app.deleted"

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.tables import SERVER_STATE_WORD, Operation, Server, User, table_of, utcnow
-from cloudplane.services import billing
+from cloudplane.services import billing, mail
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import Page, counted, paged_window, window
 from cloudplane.services.servers import ServerView, server_views
@@ -27,8 +27,6 @@ from cloudplane.services.users import require_admin
 PROVIDER_CHECK_TIMEOUT_S = 5.0
 # A ref no provider ever made: asking for it checks the provider can be reached and answers.
 PROBE_REF = "cloudplane-health-probe"
-# Services Cloudplane will depend on once they exist: reported as such until then.
-NOT_YET = ("email",)
 # Providers the CloudVPS document names in its health reply: `not_configured` when no location runs on them.
 NAMED_PROVIDERS = ("proxmox",)
 
@@ -159,6 +157,24 @@ async def _stripe_check(core: Core) -> dict[str, Any]:
     return {"status": "online", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
 
+async def _email_check(core: Core) -> dict[str, Any]:
+    """The SMTP server answering EHLO and NOOP now; `not_configured` when no mail is sent (no smtp_host)."""
+    settings = core.settings
+    if not mail.configured(settings):
+        return {"status": "not_configured"}
+    started = time.perf_counter()
+    try:
+        # The socket's own timeout ends a silent server's check; wait_for is the bound on the whole conversation.
+        await asyncio.wait_for(
+            asyncio.to_thread(mail.smtp_check, settings, PROVIDER_CHECK_TIMEOUT_S), PROVIDER_CHECK_TIMEOUT_S + 1
+        )
+    except TimeoutError:
+        return {"status": "offline", "error": f"no answer within {PROVIDER_CHECK_TIMEOUT_S:g} s"}
+    except Exception as error:  # noqa: BLE001 - whatever fails, no mail goes now: say what it was
+        return {"status": "offline", "error": str(error).splitlines()[0][:200] or type(error).__name__}
+    return {"status": "online", "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
 async def _provider_check(core: Core, name: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -198,8 +214,7 @@ def _database_directory(core: Core) -> str:
 
 async def health(core: Core, principal: Principal) -> dict[str, Any]:
     """The database and every configured provider, checked now (`proxmox` as `not_configured` when no location runs
-    on it); `stripe` checked when configured (else `not_configured`), `email` as `not_configured` until Cloudplane
-    has it; this host's load, memory and disk
+    on it); `stripe` and `email` (the SMTP server) checked when configured (else `not_configured`); this host's load, memory and disk
     (the database's file system) as percentages."""
     require_admin(principal)
     services: dict[str, str] = {}
@@ -223,8 +238,10 @@ async def health(core: Core, principal: Principal) -> dict[str, Any]:
     services["stripe"] = stripe["status"]
     if stripe["status"] != "not_configured":
         details["stripe"] = stripe
-    for name in NOT_YET:
-        services[name] = "not_configured"
+    email = await _email_check(core)
+    services["email"] = email["status"]
+    if email["status"] != "not_configured":
+        details["email"] = email
     for name in NAMED_PROVIDERS:
         services.setdefault(name, "not_configured")
     if services["database"] != "online":

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from cloudplane.core import Core
 from cloudplane.db.tables import (
     Account,
     App,
+    Charge,
     Event,
     Invoice,
     InvoiceCounter,
@@ -47,15 +48,17 @@ from cloudplane.db.tables import (
     utcnow,
 )
 from cloudplane.domain import pricing
-from cloudplane.domain.errors import InvalidState, NotFound, ValidationFailed
+from cloudplane.domain.errors import InvalidState, NotFound, ProviderError, ValidationFailed
 from cloudplane.domain.events import EventType
-from cloudplane.services import events, operations, suspension, users
+from cloudplane.services import charges, events, operations, suspension, users
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import Page, counted, paged_window, window
-from cloudplane.services.payments import OfflineGateway, PaymentGateway
+from cloudplane.services.payments import ChargeResult, OfflineGateway, PaymentGateway, add_credit
 from cloudplane.services.tenancy import mine
 
 HOUR = timedelta(hours=1)
+# The usage records of a subscription's renewals (services/subscriptions.py): one per period, at its start.
+RENEWAL = "subscription"
 STATUSES = ("pending", "paid", "overdue")
 OPEN = ("pending", "overdue")
 _MICROS = Decimal(1_000_000)
@@ -455,6 +458,8 @@ def _month_name(start: datetime) -> str:
 
 
 def _line_description(service: ServiceUsage, start: datetime) -> str:
+    if service.resource_type == RENEWAL:
+        return service.label  # it names its own period
     what = f"{service.label} ({service.plan})" if service.plan else service.label
     return f"{what} - {_month_name(start)}"
 
@@ -518,7 +523,138 @@ def invoice_account(core: Core, session: Session, account_id: int, period_start:
         data={"invoice_id": invoice_id, "invoice_number": number, "amount": str(subtotal + tax)},
     )
     settle(session, account_id, OfflineGateway(session), now)
+    charge_by_card(core, session, invoice_id)
     return int(invoice_id)
+
+
+# Card charges of an invoice: `cloudplane-invoice-<id>-<attempt>`, so a retried ask of one attempt is the same charge
+# at Stripe (never taken twice) and a new attempt after a refusal is a new one (Stripe would answer the old key with
+# the old refusal).
+INVOICE_PURPOSE = "invoice"
+
+
+def invoice_charge_key(invoice_id: int, attempt: int) -> str:
+    return f"cloudplane-invoice-{invoice_id}-{attempt}"
+
+
+def _charges_of(invoice_id: int) -> ColumnElement[bool]:
+    return Charge.idempotency_key.like(f"cloudplane-invoice-{invoice_id}-%")
+
+
+def charge_by_card(core: Core, session: Session, invoice_id: int) -> int | None:
+    """Record the card charge of an open invoice, in the caller's transaction, when the account can be charged
+    off-session (Stripe configured, a default card) and no charge of it is pending; the charge's id, to be asked for
+    after the commit (`pay_by_card`). None: nothing to charge."""
+    gateway = core.stripe
+    inv = session.execute(select(_invoices).where(_invoices.c.id == invoice_id)).one()
+    if gateway is None or inv.status not in OPEN or not gateway.can_charge(inv.account_id):
+        return None
+    tries = session.execute(select(Charge.status).where(_charges_of(invoice_id))).scalars().all()
+    if "pending" in tries or "succeeded" in tries:
+        return None
+    charge = charges.begin(
+        session,
+        account_id=inv.account_id,
+        gateway=gateway.name,
+        amount=inv.total,
+        currency=inv.currency,
+        description=f"Invoice {inv.number}",
+        purpose=INVOICE_PURPOSE,
+        data={"invoice_id": inv.id, "invoice_number": inv.number},
+        idempotency_key=invoice_charge_key(inv.id, len(tries) + 1),
+    )
+    return charge.id
+
+
+def pay_by_card(core: Core, charge_ids: Sequence[int]) -> None:
+    """Ask the gateway for recorded invoice charges, each outside any transaction, and settle each. Blocks its
+    thread on the gateway: for worker threads (the admin's and the command line's invoice runs, the monthly run's
+    follow-up). A charge whose outcome is unknown stays pending for the sweep (`charges.resolve`)."""
+    gateway = core.stripe
+    if gateway is None:
+        return
+    for charge_id in charge_ids:
+        with core.db.read() as s:
+            charge = s.get(Charge, charge_id)
+        if charge is None or charge.status != "pending":
+            continue
+        try:
+            result = gateway.charge(
+                charge.account_id, charge.amount, charge.currency, charge.description, charge.idempotency_key
+            )
+        except ProviderError:
+            continue
+        with core.db.write() as s:
+            charges.settle(s, charge_id, result)
+
+
+def _charge_open(core: Core, account_id: int) -> list[int]:
+    with core.db.write() as s:
+        open_invoices = s.scalars(
+            select(_invoices.c.id)
+            .where(_invoices.c.account_id == account_id, _invoices.c.status.in_(OPEN))
+            .order_by(_invoices.c.issued_at, _invoices.c.id)
+        ).all()
+        recorded = [charge_by_card(core, s, invoice_id) for invoice_id in open_invoices]
+    return [c for c in recorded if c is not None]
+
+
+async def charge_open_invoices(core: Core, account_id: int) -> None:
+    """Charge the account's open invoices to its default card, oldest first, each as a new attempt (as Stripe
+    Billing retries an invoice when the customer changes the card): what a new default card does. Each is recorded,
+    committed, asked for and settled; one whose outcome is unknown is left to the sweep."""
+    for charge_id in await core.db.run(_charge_open, core, account_id):
+        await charges.ask(core, charge_id)
+
+
+def fresh_charges(session: Session, invoice_ids: Sequence[int]) -> list[int]:
+    """The pending first charges of these new invoices."""
+    if not invoice_ids:
+        return []
+    keys = [invoice_charge_key(i, 1) for i in invoice_ids]
+    return list(session.scalars(select(Charge.id).where(Charge.idempotency_key.in_(keys), Charge.status == "pending")))
+
+
+@charges.on_settled(INVOICE_PURPOSE)
+def _card_charge_settled(session: Session, charge: Charge, result: ChargeResult) -> None:
+    """A card charge that went through pays its invoice (and lifts dunning: the operations it records are started
+    by the dispatcher's sweep); a refused one leaves it open for dunning, its `payment.failed` saying why."""
+    if not result.succeeded:
+        return
+    invoice_id = int(charge.data["invoice_id"])
+    paid = session.execute(
+        update(_invoices)
+        .where(_invoices.c.id == invoice_id, _invoices.c.status.in_(OPEN))
+        .values(status="paid", paid_at=utcnow())
+    )
+    if cast(CursorResult[Any], paid).rowcount != 1:
+        # Paid meanwhile some other way: the money is the account's credit, not lost.
+        add_credit(
+            session,
+            charge.account_id,
+            charge.amount,
+            kind="payment",
+            gateway=charge.gateway,
+            currency=charge.currency,
+            reference=result.reference,
+            note=f"{charge.description} was paid already",
+        )
+        return
+    events.record(
+        session,
+        EventType.INVOICE_PAID,
+        account_id=charge.account_id,
+        target_type="invoice",
+        target_id=invoice_id,
+        data={
+            "invoice_id": invoice_id,
+            "invoice_number": charge.data.get("invoice_number"),
+            "amount": str(charge.amount),
+            "gateway": charge.gateway,
+            "reference": result.reference,
+        },
+    )
+    lift_dunning(session, charge.account_id)
 
 
 class MeteringBehind(Exception):
@@ -580,6 +716,9 @@ def run_invoices(core: Core, principal: Principal, period: str, now: datetime | 
         if invoice_id is not None:
             made.append(invoice_id)
     with core.db.read() as s:
+        to_charge = fresh_charges(s, made)
+    pay_by_card(core, to_charge)
+    with core.db.read() as s:
         return [_invoice_view(s, i) for i in made]
 
 
@@ -591,6 +730,8 @@ def settle(session: Session, account_id: int, gateway: PaymentGateway, now: date
         .where(_invoices.c.account_id == account_id, _invoices.c.status.in_(OPEN))
         .order_by(_invoices.c.issued_at, _invoices.c.id)
     ).all():
+        if session.scalar(select(Charge.id).where(_charges_of(inv.id), Charge.status == "pending").limit(1)):
+            continue  # a card charge of it is out: credit must not pay it twice
         result = gateway.charge(account_id, inv.total, inv.currency, f"Invoice {inv.number}", f"invoice-{inv.id}")
         if not result.succeeded:
             break
@@ -808,8 +949,6 @@ def record_admin_payment(
     """Admins: record a payment received outside any gateway (a bank transfer) or grant a credit, for the user's
     account; it settles what the account's credit now covers, oldest invoice first, and lifts a dunning suspension
     once nothing is overdue. The payment's id and the account's balance after it."""
-    from cloudplane.services.payments import add_credit
-
     users.require_admin(principal)
     if kind not in ("payment", "credit"):
         raise ValidationFailed("kind is `payment` or `credit`", field="kind")

@@ -2,13 +2,15 @@
 asked, and the outcome settles it (`succeeded` or `failed`) with its `payment.succeeded` or `payment.failed` event
 in one transaction. Whatever the money pays for (an upgrade) is applied by its purpose's handler in that same
 transaction, so a payment and what it bought commit together. A Stripe webhook about a charge still pending (the
-process died between Stripe's answer and the settling) settles it the same way, once.
+process died between Stripe's answer and the settling) settles it the same way, once; so does the sweep
+(`resolve`, run by workflows/billing.py) that finds a charge left pending and asks Stripe what became of it.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -19,10 +21,11 @@ from sqlalchemy.orm import Session
 from cloudplane.core import Core
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Charge, StripeEvent, utcnow
-from cloudplane.domain.errors import PaymentRequired
+from cloudplane.domain.errors import PaymentRequired, ProviderError
 from cloudplane.domain.events import EventType
 from cloudplane.services import events
-from cloudplane.services.stripe_gateway import ChargeResult
+from cloudplane.services.payments import ChargeResult
+from cloudplane.services.users import forget_account
 
 # purpose -> what a settled charge of that purpose does, in the settling transaction (services register theirs).
 Settled = Callable[[Session, Charge, ChargeResult], None]
@@ -47,8 +50,10 @@ def begin(
     description: str,
     purpose: str,
     data: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> Charge:
-    """Record a charge about to be made, in the caller's transaction; its idempotency key is the gateway's."""
+    """Record a charge about to be made, in the caller's transaction; its idempotency key (a new one unless the
+    caller derives it from what is paid for) is the gateway's."""
     charge = Charge(
         account_id=account_id,
         gateway=gateway,
@@ -57,7 +62,7 @@ def begin(
         description=description,
         purpose=purpose,
         data=data or {},
-        idempotency_key=f"cloudplane-charge-{uuid.uuid4()}",
+        idempotency_key=idempotency_key or f"cloudplane-charge-{uuid.uuid4()}",
         status="pending",
     )
     session.add(charge)
@@ -70,7 +75,7 @@ async def collect(core: Core, charge: Charge) -> ChargeResult:
     charge stays pending and a retry must reuse its key)."""
     if core.stripe is None:
         raise PaymentRequired("No payment gateway is configured here: card payments are off")
-    return await core.stripe.charge(
+    return await core.stripe.charge_async(
         charge.account_id, charge.amount, charge.currency, charge.description, charge.idempotency_key
     )
 
@@ -137,9 +142,67 @@ async def pay(
     return charge.id, result
 
 
-def _settle_now(db: Database, charge_id: int, result: ChargeResult) -> None:
+def _settle_now(db: Database, charge_id: int, result: ChargeResult) -> bool:
     with db.write() as s:
-        settle(s, charge_id, result)
+        return settle(s, charge_id, result)
+
+
+# A charge still pending this long after it was recorded is taken for left behind: its process died, or the gateway
+# could not be reached. Sooner, the first ask may still be waiting on Stripe (up to three tries of its timeout).
+STUCK_AFTER = timedelta(minutes=5)
+# Charges one sweep looks at.
+SWEEP_BATCH = 50
+
+
+def stuck(session: Session, now: datetime) -> list[int]:
+    """The charges left pending, oldest first (at most a sweep's batch)."""
+    return list(
+        session.scalars(
+            select(Charge.id)
+            .where(Charge.status == "pending", Charge.created_at < now - STUCK_AFTER)
+            .order_by(Charge.created_at, Charge.id)
+            .limit(SWEEP_BATCH)
+        )
+    )
+
+
+async def ask(core: Core, charge_id: int) -> ChargeResult | None:
+    """Ask the gateway for a charge just recorded and settle it; None (the charge left pending for the sweep) when
+    the outcome is unknown or it was settled meanwhile."""
+    charge = await core.db.run(_load, core.db, charge_id)
+    if charge is None or charge.status != "pending":
+        return None
+    try:
+        result = await collect(core, charge)
+    except ProviderError:
+        return None
+    return result if await core.db.run(_settle_now, core.db, charge_id, result) else None
+
+
+def _load(db: Database, charge_id: int) -> Charge | None:
+    with db.read() as s:
+        return s.get(Charge, charge_id)
+
+
+async def resolve(core: Core, charge_id: int) -> str:
+    """Settle a charge left pending: Stripe is asked for the PaymentIntent made with the charge's idempotency key,
+    and its outcome settles the charge; when Stripe holds none the charge was never asked for, and is asked for now
+    with that same key. Outside any transaction. What was done, in a word ("unknown": Stripe could not be asked,
+    the charge stays pending for the next sweep)."""
+    charge = await core.db.run(_load, core.db, charge_id)
+    if charge is None or charge.status != "pending":
+        return "already settled"
+    if core.stripe is None or charge.gateway != core.stripe.name:
+        return "no gateway"
+    try:
+        result = await core.stripe.find_charge(charge.idempotency_key)
+        if result is None:
+            result = await collect(core, charge)
+    except ProviderError:
+        return "unknown"
+    settled = await core.db.run(_settle_now, core.db, charge_id, result)
+    forget_account(charge.account_id)  # what it paid for (a tier) may change the account's limits
+    return "settled" if settled else "already settled"
 
 
 # Stripe's events about PaymentIntents that settle a charge still pending here.

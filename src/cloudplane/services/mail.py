@@ -89,6 +89,20 @@ def claim_due(core: Core, now: datetime, limit: int = BATCH) -> list[Claimed]:
     return claimed
 
 
+def smtp_check(settings: Settings, timeout_s: float) -> None:
+    """Raise unless the SMTP server answers a conversation now: connect, EHLO (and STARTTLS when configured), NOOP,
+    each within `timeout_s` (blocking: run it in a thread). Nothing is sent and no one is signed in."""
+    assert settings.smtp_host
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout_s) as smtp:
+        smtp.ehlo()
+        if settings.smtp_starttls:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        code, reply = smtp.noop()
+        if code != 250:
+            raise smtplib.SMTPResponseException(code, reply)
+
+
 def smtp_send(settings: Settings, mail: Claimed) -> None:
     """One SMTP conversation (blocking: run it in a thread). Raises OSError or smtplib.SMTPException."""
     assert settings.smtp_host

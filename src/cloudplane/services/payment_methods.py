@@ -12,7 +12,7 @@ from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, PaymentMethod, User
 from cloudplane.domain.errors import Conflict, NotFound
 from cloudplane.domain.events import EventType
-from cloudplane.services import events
+from cloudplane.services import billing, events
 from cloudplane.services.accounts import Principal
 from cloudplane.services.stripe_gateway import Card, StripeGateway
 from cloudplane.services.tenancy import mine
@@ -134,7 +134,8 @@ async def add_payment_method(
 ) -> PaymentMethod:
     """Save a card made by Stripe (a PaymentMethod id, pm_...) on the account's customer. Adding a card already
     saved changes nothing but, with `set_as_default`, which card is the default. A card Stripe refuses is a
-    `PaymentFailed` with Stripe's reason."""
+    `PaymentFailed` with Stripe's reason. A card that becomes the default is charged at once for the account's open
+    invoices (their outcome is in their `payment.succeeded` or `payment.failed` events, not in this reply)."""
     owner = await core.db.run(_taken, core.db, payment_method_id)
     if owner is not None and owner != principal.account_id:
         raise NotFound("Payment method not found", field="payment_method_id")
@@ -143,16 +144,21 @@ async def add_payment_method(
     if owner == principal.account_id:
         if set_as_default:
             await gateway.set_default(customer, payment_method_id)
-            return await core.db.run(_make_default, core.db, principal.account_id, payment_method_id)
+            method = await core.db.run(_make_default, core.db, principal.account_id, payment_method_id)
+            await billing.charge_open_invoices(core, principal.account_id)
+            return method
         return await core.db.run(_owned, core.db, principal, payment_method_id)
     card = await gateway.attach(customer, payment_method_id)
     will_default = set_as_default or not await core.db.run(list_payment_methods, core.db, principal)
     if will_default:
         await gateway.set_default(customer, card.reference)
     try:
-        return await core.db.run(_save, core.db, principal.account_id, card, will_default)
+        method = await core.db.run(_save, core.db, principal.account_id, card, will_default)
     except IntegrityError:
         raise Conflict("This card is being saved by another request", field="payment_method_id") from None
+    if will_default:
+        await billing.charge_open_invoices(core, principal.account_id)
+    return method
 
 
 def _remove(db: Database, principal: Principal, reference: str) -> PaymentMethod | None:

@@ -1,8 +1,13 @@
 """Payment gateways: how an invoice gets paid, and money an admin records by hand.
 
-The interface a gateway driver implements (`PaymentGateway`) is one synchronous call:
+The interface a gateway driver implements (`PaymentGateway`) is two synchronous calls:
 
+    can_charge(account_id) -> bool
     charge(account_id, amount, currency, description, idempotency_key) -> ChargeResult
+
+- `can_charge` says whether the account has a standing way to be charged off-session (later, unattended: an
+  invoice, a subscription's upgrade). It is the one question every caller asks before charging: a paid tier needs a
+  yes (else `402 PAYMENT_REQUIRED`), and an invoice that credit does not cover is charged only when it says yes.
 
 - `amount` is a `Decimal` in `currency` (to the cent); `description` is what the payer's statement shows
   ("Invoice INV-2026-001"); `idempotency_key` is stable for one thing being paid (`invoice-<id>`): a retried
@@ -15,7 +20,9 @@ The interface a gateway driver implements (`PaymentGateway`) is one synchronous 
 *Offline* (the default; no outside service) pays from the account's credit (`accounts.balance`), which grows with
 the payments and credits admins record (`record_payment`, `grant_credit`: API and CLI). It works in the caller's
 transaction, so an invoice and the credit that paid it change together. A remote gateway (Stripe) is asked before
-the transaction that records the outcome; its idempotency key makes asking again after a crash safe.
+the transaction that records the outcome; its idempotency key makes asking again after a crash safe. A gateway
+that calls out over the network (Stripe) is never called inside a database transaction: the charge is recorded
+first (services/charges.py), committed, asked for, then settled.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from cloudplane.services import events
 
 @dataclass(frozen=True)
 class ChargeResult:
+    """The outcome of a charge: `reference` is the gateway's id of it (a PaymentIntent's pi_..., an offline
+    charge's key), when one was made; `failure_reason` the gateway's words for a refusal ("Your card was
+    declined.")."""
+
     succeeded: bool
     reference: str | None = None
     failure_reason: str | None = None
@@ -42,6 +53,10 @@ class ChargeResult:
 
 class PaymentGateway(Protocol):
     name: str
+
+    def can_charge(self, account_id: int) -> bool:
+        """Whether the account has a standing way to be charged off-session (no network call)."""
+        ...
 
     def charge(
         self, account_id: int, amount: Decimal, currency: str, description: str, idempotency_key: str
@@ -61,6 +76,13 @@ class OfflineGateway:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def can_charge(self, account_id: int) -> bool:
+        """Never: credit is money already received, spent on invoices as they come (`charge` takes it), not a
+        standing authority to charge. An upgrade is paid at once and a paid tier renews every month, so both need a
+        card; without one an account stays on the free tier (unless an admin sets its tier). Renewals, once a paid
+        period exists, go on the monthly invoice, which credit does pay like any other line."""
+        return False
 
     def charge(
         self, account_id: int, amount: Decimal, currency: str, description: str, idempotency_key: str

@@ -4,6 +4,8 @@ PaymentMethods, charges as off-session PaymentIntents on the account's default c
 It uses the package's asynchronous calls (`*_async`, on its httpx client): every call here is a network round trip
 to Stripe (up to its timeout when Stripe is slow), made from request handlers on the event loop, so a slow Stripe
 holds no thread of the threadpool the database calls share. Database reads it needs go through `Database.run`.
+`charge` and `can_charge` are also synchronous, as the `PaymentGateway` interface (services/payments.py) has them,
+for the invoice runs, which charge from worker threads after their commits.
 """
 
 from __future__ import annotations
@@ -14,27 +16,19 @@ from typing import Any
 
 import stripe
 from sqlalchemy import select
+from stripe.params import PaymentIntentCreateParams
 
 from cloudplane.db.engine import Database
 from cloudplane.db.tables import Account, PaymentMethod
 from cloudplane.domain.errors import NotFound, PaymentFailed, ProviderError, Unauthorized, ValidationFailed
 from cloudplane.domain.pricing import CENT
+from cloudplane.services.payments import ChargeResult
 
 NAME = "stripe"
 # Seconds a call to Stripe may take before it counts as failed.
 TIMEOUT_S = 30.0
 # What a charge without a card on file answers.
 NO_CARD = "No payment method on file: add a card (POST /api/v1/billing/payment-methods)"
-
-
-@dataclass(frozen=True)
-class ChargeResult:
-    """The outcome of a charge: `reference` is the gateway's id of it (a PaymentIntent's pi_...), when one was
-    made; `failure_reason` the gateway's words for a refusal ("Your card was declined.")."""
-
-    succeeded: bool
-    reference: str | None
-    failure_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +66,53 @@ def _payer(db: Database, account_id: int) -> tuple[str | None, str | None]:
     return customer, card
 
 
+def _intent_params(
+    db: Database, account_id: int, amount: Decimal, currency: str, description: str, idempotency_key: str
+) -> PaymentIntentCreateParams | None:
+    """The off-session PaymentIntent that charges the account's default card; None without a card."""
+    if amount <= 0:
+        raise ValueError(f"a charge is of a positive amount, not {amount}")
+    customer, card = _payer(db, account_id)
+    if customer is None or card is None:
+        return None
+    return {
+        "amount": cents(amount),
+        "currency": currency.lower(),
+        "customer": customer,
+        "payment_method": card,
+        "confirm": True,
+        "off_session": True,
+        # localstripe takes no `description` on a PaymentIntent; the metadata carries it to Stripe's dashboard and
+        # back in the webhooks, and the key lets a charge whose outcome was lost be found (`find_charge`).
+        "metadata": {
+            "cloudplane_account_id": str(account_id),
+            "cloudplane_charge": idempotency_key,
+            "description": description[:500],
+        },
+    }
+
+
+def _refused(error: stripe.StripeError) -> ChargeResult:
+    """A charge Stripe refused, as a result; raises `ProviderError` when the outcome is unknown."""
+    if isinstance(error, stripe.CardError):
+        body: Any = error.json_body or {}
+        return ChargeResult(False, body.get("error", {}).get("payment_intent", {}).get("id"), _reason(error))
+    if isinstance(error, (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError, stripe.IdempotencyError)):
+        # Unknown outcome (or the same key still in flight at Stripe): the charge stays pending.
+        raise ProviderError(f"Stripe could not take the payment now: {_reason(error)}") from None
+    return ChargeResult(False, None, _reason(error))
+
+
+def outcome_of(intent: dict[str, Any]) -> ChargeResult:
+    """A PaymentIntent's outcome as a charge's result."""
+    status = str(intent.get("status", ""))
+    if status == "succeeded":
+        return ChargeResult(True, intent.get("id"))
+    error = intent.get("last_payment_error") or {}
+    reason = error.get("message") or f"Stripe left the payment {status.replace('_', ' ')}"
+    return ChargeResult(False, intent.get("id"), reason)
+
+
 class StripeGateway:
     """Stripe, with the secret key and (for the tests' localstripe) the API's base URL of the settings."""
 
@@ -85,7 +126,8 @@ class StripeGateway:
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
-            http_client=stripe.HTTPXClient(timeout=TIMEOUT_S),
+            # Synchronous calls too: the invoice runs charge from worker threads (`charge`).
+            http_client=stripe.HTTPXClient(timeout=TIMEOUT_S, allow_sync_methods=True),
             # The package retries network failures and 409s with the same idempotency key: never a double charge.
             max_network_retries=2,
         )
@@ -139,53 +181,76 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise ProviderError(f"Stripe did not remove the card: {_reason(error)}") from None
 
-    async def can_charge(self, account_id: int) -> bool:
-        """Whether the account has a card to charge off-session."""
-        customer, card = await self.db.run(_payer, self.db, account_id)
+    def can_charge(self, account_id: int) -> bool:
+        """Whether the account has a card to charge off-session: a Stripe customer and a default card (a database
+        read, no call to Stripe)."""
+        customer, card = _payer(self.db, account_id)
         return customer is not None and card is not None
 
-    async def charge(
+    async def can_charge_async(self, account_id: int) -> bool:
+        """`can_charge`, from the event loop."""
+        return await self.db.run(self.can_charge, account_id)
+
+    def charge(
         self, account_id: int, amount: Decimal, currency: str, description: str, idempotency_key: str
     ) -> ChargeResult:
         """Charge the account's default card off-session (the customer is not there to authenticate), confirmed at
         once. Idempotent: the same `idempotency_key` never charges twice (Stripe answers a retry with the first
         outcome). A refusal is a failed result with Stripe's reason; not reaching Stripe raises `ProviderError`
-        (the outcome is unknown: retry with the same key, never with a new one)."""
-        if amount <= 0:
-            raise ValueError(f"a charge is of a positive amount, not {amount}")
-        customer, card = await self.db.run(_payer, self.db, account_id)
-        if customer is None or card is None:
+        (the outcome is unknown: retry with the same key, never with a new one). Blocks its thread on Stripe for up
+        to TIMEOUT_S: call it from a worker thread, outside any database transaction."""
+        params = _intent_params(self.db, account_id, amount, currency, description, idempotency_key)
+        if params is None:
+            return ChargeResult(False, None, NO_CARD)
+        try:
+            intent = self.client.v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
+        except stripe.StripeError as error:
+            return _refused(error)
+        return outcome_of(intent.to_dict())
+
+    async def charge_async(
+        self, account_id: int, amount: Decimal, currency: str, description: str, idempotency_key: str
+    ) -> ChargeResult:
+        """`charge`, from the event loop (the package's httpx client: no thread held while Stripe answers)."""
+        params = await self.db.run(_intent_params, self.db, account_id, amount, currency, description, idempotency_key)
+        if params is None:
             return ChargeResult(False, None, NO_CARD)
         try:
             intent = await self.client.v1.payment_intents.create_async(
-                params={
-                    "amount": cents(amount),
-                    "currency": currency.lower(),
-                    "customer": customer,
-                    "payment_method": card,
-                    "confirm": True,
-                    "off_session": True,
-                    # localstripe takes no `description` on a PaymentIntent; the metadata carries it to Stripe's
-                    # dashboard and back in the webhooks.
-                    "metadata": {
-                        "cloudplane_account_id": str(account_id),
-                        "cloudplane_charge": idempotency_key,
-                        "description": description[:500],
-                    },
-                },
-                options={"idempotency_key": idempotency_key},
+                params=params, options={"idempotency_key": idempotency_key}
             )
-        except stripe.CardError as error:
-            body: Any = error.json_body or {}
-            return ChargeResult(False, body.get("error", {}).get("payment_intent", {}).get("id"), _reason(error))
-        except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError, stripe.IdempotencyError) as error:
-            # Unknown outcome (or the same key still in flight at Stripe): the charge stays pending.
-            raise ProviderError(f"Stripe could not take the payment now: {_reason(error)}") from None
         except stripe.StripeError as error:
-            return ChargeResult(False, None, _reason(error))
-        if intent.status == "succeeded":
-            return ChargeResult(True, intent.id)
-        return ChargeResult(False, intent.id, f"Stripe left the payment {intent.status.replace('_', ' ')}")
+            return _refused(error)
+        return outcome_of(intent.to_dict())
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        """The outcome of the PaymentIntent a charge with this key made, found by its metadata (`cloudplane_charge`),
+        or None when Stripe holds none (the charge was never asked for). Stripe's search finds it; a Stripe without
+        the search API (localstripe) is read page by page instead. A PaymentIntent still processing raises
+        `ProviderError` (ask again later)."""
+        try:
+            try:
+                found = await self.client.v1.payment_intents.search_async(
+                    params={"query": f"metadata['cloudplane_charge']:'{idempotency_key}'", "limit": 1}
+                )
+                intents = [i.to_dict() for i in found.data]
+            except stripe.InvalidRequestError as error:
+                if error.http_status != 404:
+                    raise
+                everything = await self.client.v1.payment_intents.list_async(params={"limit": 100})
+                intents = [
+                    i
+                    async for i in (x.to_dict() async for x in everything.auto_paging_iter())
+                    if (i.get("metadata") or {}).get("cloudplane_charge") == idempotency_key
+                ]
+        except stripe.StripeError as error:
+            raise ProviderError(f"Stripe could not be asked about the payment now: {_reason(error)}") from None
+        if not intents:
+            return None
+        intent = intents[0]
+        if intent.get("status") == "processing":
+            raise ProviderError("Stripe is still processing the payment")
+        return outcome_of(intent)
 
     def verify_webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         """The event of a webhook delivery whose `Stripe-Signature` is good (HMAC-SHA256 with the endpoint's

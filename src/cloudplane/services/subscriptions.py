@@ -7,7 +7,9 @@ the end of the period (`cancel_at_period_end`, `pending_tier`) and applied by th
 workflows/subscriptions.py. Whenever the tier changes, the principals cached with the old tier are forgotten, so
 quotas and rate limits follow from the next request. A paid tier without a way to pay is `PaymentRequired`.
 
-The renewal of a paid period is billed by the monthly invoice run, not here.
+A paid period's renewal is billed on the monthly invoice: `apply_period_ends` writes it as a usage record of the
+renewal's price at the period's start (resource type `subscription`), so it shows in `/billing/usage`, the balance
+and the month's invoice beside the servers, and is paid as the invoice is (credit, then the card, then dunning).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from cloudplane.core import Core
 from cloudplane.db.engine import Database
-from cloudplane.db.tables import Account, Charge, PaymentMethod, Subscription, utcnow
+from cloudplane.db.tables import Account, Charge, PaymentMethod, Subscription, UsageRecord, utcnow
 from cloudplane.domain.errors import Conflict, PaymentFailed, PaymentRequired, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.pricing import CURRENCY
@@ -29,7 +31,8 @@ from cloudplane.domain.tiers import MONTHLY_PRICE, TIERS, add_month, is_upgrade,
 from cloudplane.domain.times import assume_utc, iso_z
 from cloudplane.services import charges, events
 from cloudplane.services.accounts import Principal
-from cloudplane.services.stripe_gateway import ChargeResult
+from cloudplane.services.billing import RENEWAL
+from cloudplane.services.payments import ChargeResult
 from cloudplane.services.users import forget_account
 
 PURPOSE = "subscription"
@@ -238,7 +241,7 @@ async def change_tier(core: Core, principal: Principal, tier: str) -> Subscripti
         await db.run(_schedule, db, account_id, None if tier == current else tier, now)
         return await db.run(_view, db, account_id, now)
     gateway = core.stripe
-    if gateway is None or not await gateway.can_charge(account_id):
+    if gateway is None or not await gateway.can_charge_async(account_id):
         raise PaymentRequired(
             f"The {tier} tier costs {MONTHLY_PRICE[tier]} {CURRENCY} a month: add a card first "
             "(POST /api/v1/billing/payment-methods)",
@@ -260,6 +263,39 @@ async def cancel(core: Core, principal: Principal) -> SubscriptionView:
 def _tier_of(db: Database, account_id: int) -> str:
     with db.read() as s:
         return s.execute(select(Account.tier).where(Account.id == account_id)).scalar_one()
+
+
+def _bill_renewal(session: Session, account_id: int, tier: str, start: datetime, end: datetime) -> None:
+    """The renewal of a paid period, owed from its start: a usage record the month's invoice bills (once: the
+    records' unique key refuses a second for the same period)."""
+    price = MONTHLY_PRICE[tier]
+    session.execute(
+        insert(UsageRecord),
+        {
+            "account_id": account_id,
+            "resource_type": RENEWAL,
+            "resource_id": f"{account_id}-{start:%Y%m%dT%H%M%S}",
+            "hour_at": start,
+            "label": f"{tier.capitalize()} subscription, {start:%Y-%m-%d} to {end:%Y-%m-%d}",
+            "plan": tier,
+            "running_s": 0,
+            "stopped_s": 0,
+            "storage_gb_s": 0,
+            "gpu_s": 0,
+            "transfer_bytes": 0,
+            "cost_micros": int(price * 1_000_000),
+            "monthly_cap": None,
+            "transfer_allowance_gb": None,
+        },
+    )
+    events.record(
+        session,
+        EventType.SUBSCRIPTION_RENEWED,
+        account_id=account_id,
+        target_type="subscription",
+        target_id=account_id,
+        data={"tier": tier, "amount": str(price), "period_start": iso_z(start), "period_end": iso_z(end)},
+    )
 
 
 def apply_period_ends(session: Session, tick: datetime) -> tuple[str, list[int]]:
@@ -285,6 +321,7 @@ def apply_period_ends(session: Session, tick: datetime) -> tuple[str, list[int]]
         start, end = row.current_period_start, row.current_period_end
         while end <= tick:
             start, end = end, add_month(end)
+            _bill_renewal(session, account.id, tier, start, end)
         row.current_period_start, row.current_period_end = start, end
         row.pending_tier, row.cancel_at_period_end = None, False
     return f"{len(rows)} periods ended, {len(changed)} tiers changed", changed

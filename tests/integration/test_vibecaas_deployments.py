@@ -16,9 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from cloudplane.db.tables import App
+from cloudplane.db.tables import App, Event
+from cloudplane.domain.builds import BuildLog
 from cloudplane.services import builds
 from tests.conftest import Tenant, _listens, eventually, serve_on_free_port, stop_server
 
@@ -169,6 +170,33 @@ async def test_a_python_app_builds_into_a_read_only_release_with_its_virtualenv(
     log = (await client.get(f"{DEPLOYMENTS}/{done['id']}/logs", headers=tenant.headers)).json()
     assert log["status"] == "built" and "pip install -r requirements.txt" in log["log"]
     assert f"[checked out {done['commit_sha']}]" in log["log"]
+    with core.db.read() as s:
+        events = s.scalars(select(Event.type).where(Event.target_id == done["id"]).order_by(Event.seq)).all()
+    assert events == ["deployment.requested", "deployment.succeeded"]
+
+
+async def test_a_build_run_again_throws_away_what_a_stopped_run_left_and_keeps_a_finished_release(
+    core, git_server, apps_dir
+) -> None:
+    """What a run that died leaves (a half-made build, read-only files in it) is thrown away by the next run; a
+    release made by a run that died before recording it is taken as it is, not built again."""
+    request = builds.BuildRequest("app-resume", "dep-resume", f"{git_server}/procfile-app", "main", None)
+    leftover = apps_dir / "builds" / "dep-resume" / "release"
+    leftover.mkdir(parents=True)
+    (leftover / "half.txt").write_text("half")
+    leftover.chmod(0o555)
+    stages: list[str] = []
+
+    async def report(percent: int, what: str) -> None:
+        stages.append(what)
+
+    made = await builds.build(core.settings, request, BuildLog(65536), report)
+    assert made.framework == "custom" and not (made.path / "half.txt").exists()
+    assert not (apps_dir / "builds" / "dep-resume").exists()
+    assert stages == ["fetching the source", "detecting the framework", "sealing the release"]
+    log = BuildLog(65536)
+    again = await builds.build(core.settings, request, log, report)
+    assert again == made and log.text() == ""
 
 
 async def test_a_commit_is_built_rather_than_the_branch_head(client, tenant, git_server, repos, apps_dir) -> None:

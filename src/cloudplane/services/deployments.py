@@ -28,7 +28,6 @@ from cloudplane.services.tenancy import mine
 # pending: asked for; building: its operation fetches and builds; built: its release is on disk (a later change
 # adds deploying and running); failed: the build failed (its error ends with the log's tail).
 STATUSES = ("pending", "building", "built", "failed")
-UNFINISHED = ("pending", "building")
 SOURCES = ("github", "git")
 COMMIT = re.compile(r"^[0-9a-fA-F]{4,40}$")
 LOG_TAIL_LINES = 20

@@ -50,6 +50,7 @@ from cloudplane.api.operations.routes import v1_router as operations_router
 from cloudplane.api.payments.routes import router as payments_router
 from cloudplane.api.payments.routes import vibecaas_router as subscription_router
 from cloudplane.api.vibecaas.apps import router as vibecaas_apps_router
+from cloudplane.api.vibecaas.deployments import router as vibecaas_deployments_router
 from cloudplane.api.vibecaas.users import router as vibecaas_users_router
 from cloudplane.config import Settings, get_settings
 from cloudplane.core import Core
@@ -278,6 +279,7 @@ def create_app(core: Core | None = None) -> FastAPI:
     app.include_router(dashboard_router)
     app.include_router(vibecaas_users_router, prefix="/api/v1")
     app.include_router(vibecaas_apps_router, prefix="/api/v1")
+    app.include_router(vibecaas_deployments_router, prefix="/api/v1")
     app.include_router(gpumgr_router, prefix="/api/v1")
     app.include_router(payments_router, prefix="/api/v1")
     app.include_router(subscription_router, prefix="/api/v1")

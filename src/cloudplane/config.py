@@ -299,6 +299,29 @@ class Settings(BaseSettings):
         default=6 * 3600.0, gt=0, description="The longest wait between two tries of one delivery."
     )
     webhooks_concurrency: int = Field(default=16, ge=1, description="Deliveries one process sends at once.")
+    # App builds (README "Deploying apps"): where releases live, which git sources are allowed, how long a build may take.
+    apps_dir: str | None = Field(
+        default=None,
+        description="Directory of app releases and build caches; unset: `<database file>-apps` beside the SQLite "
+        "database, or ./cloudplane-apps with PostgreSQL.",
+    )
+    apps_allow_local_sources: bool = Field(
+        default=False,
+        description="Allow apps to build from git://, file:// URLs and local paths (a git server on this host, a "
+        "directory): for tests and single-user installations only; off, only https URLs are cloned.",
+    )
+    apps_allow_private_sources: bool = Field(
+        default=False,
+        description="Allow https git URLs whose host resolves to private, loopback or link-local addresses (an "
+        "internal git server); off, every address must be public.",
+    )
+    apps_build_timeout_s: float = Field(
+        default=900.0, gt=0, description="How long one build (clone, install, build script) may take in all."
+    )
+    apps_git_timeout_s: float = Field(default=120.0, gt=0, description="How long fetching a repository may take.")
+    apps_build_log_bytes: int = Field(
+        default=1024 * 1024, ge=4096, description="How much of a build's log is kept: its last bytes."
+    )
 
     @field_validator("proxmox_templates", mode="before")
     @classmethod
@@ -394,6 +417,16 @@ class Settings(BaseSettings):
     def simulator_database_url(self) -> str:
         """The simulator's inventory: the state of a separate (simulated) cloud, so kept apart from ours."""
         return self._sibling_url("-simulator")
+
+    @property
+    def apps_path(self) -> Path:
+        """Where app releases and build caches live (CLOUDPLANE_APPS_DIR, else beside the database)."""
+        if self.apps_dir:
+            return Path(self.apps_dir)
+        if not self.is_sqlite:
+            return Path("cloudplane-apps").resolve()
+        p = Path(self.database_url.split("///", 1)[1])
+        return p.with_name(p.stem + "-apps").resolve()
 
     def base_url(self) -> str:
         return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -113,6 +113,17 @@ INTRUSIONS = {
         f"/api/v1/vps/vps-{ids['stopped']}/network/ip",
         None,
     ),
+    ("POST", "/api/v1/deployments"): lambda ids: ("POST", "/api/v1/deployments", {"app_id": ids["app"]}),
+    ("GET", "/api/v1/deployments/{deployment_id}"): lambda ids: (
+        "GET",
+        f"/api/v1/deployments/{ids['deployment']}",
+        None,
+    ),
+    ("GET", "/api/v1/deployments/{deployment_id}/logs"): lambda ids: (
+        "GET",
+        f"/api/v1/deployments/{ids['deployment']}/logs",
+        None,
+    ),
     ("GET", "/api/v1/vps/{vps_id}/metrics"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/metrics", None),
     ("GET", "/api/v1/vps/{vps_id}/console"): lambda ids: ("GET", f"/api/v1/vps/vps-{ids['server']}/console", None),
     ("GET", "/api/v1/apps/{app_id}"): lambda ids: ("GET", f"/api/v1/apps/{ids['app']}", None),
@@ -191,6 +202,7 @@ ID_FREE |= {
     ("POST", "/api/v1/vps"),
     ("GET", "/api/v1/apps"),
     ("POST", "/api/v1/apps"),
+    ("GET", "/api/v1/deployments"),
     ("GET", "/api/v1/operations"),
     ("GET", "/api/v1/support/tickets"),
     ("POST", "/api/v1/support/tickets"),
@@ -326,6 +338,11 @@ BODY_IDS: dict[tuple[str, str, str], Callable[[Ids, Ids], tuple[str, str, Any]]]
         "/api/v1/support/tickets",
         {"subject": "about yours", "description": "d", "vps_id": f"vps-{owner['server']}"},
     ),
+    ("POST", "/api/v1/deployments", "app_id"): lambda owner, intruder: (
+        "POST",
+        "/api/v1/deployments",
+        {"app_id": owner["app"]},
+    ),
     ("POST", "/api/v1/billing/payment-methods", "payment_method_id"): lambda owner, intruder: (
         "POST",
         "/api/v1/billing/payment-methods",
@@ -431,6 +448,7 @@ async def test_every_non_public_route_requires_credentials(client, app) -> None:
             backup_id="backup-1",
             plan_id="plan-starter",
             app_id="00000000-0000-4000-8000-000000000000",
+            deployment_id="00000000-0000-4000-8000-000000000000",
             ticket_id="ticket-1",
             attachment_id="attachment-1",
             webhook_id="webhook-1",
@@ -487,7 +505,9 @@ async def holdings(
     body = {"subject": "s", "description": "d", "vps_id": f"vps-{server['id']}", "attachments": [file]}
     ticket = (await client.post("/api/v1/support/tickets", json=body, headers=headers)).json()["data"]
     card = saved_card(core, tenant)
+    deployment = recorded_deployment(core, tenant, app.json()["id"])
     return {
+        "deployment": deployment,
         "server": server["id"],
         "stopped": stopped["id"],
         "key": key["id"],
@@ -501,6 +521,30 @@ async def holdings(
         "invoice": seed_invoice(core, tenant.principal.account_id, server["id"]),
         "card": card,
     }
+
+
+def recorded_deployment(core: Any, tenant: Tenant, app_id: str) -> str:
+    """A deployment of the app, as a finished build leaves one (building needs a git server: its own tests)."""
+    import uuid
+
+    from cloudplane.db.tables import Deployment
+
+    deployment_id = str(uuid.uuid4())
+    with core.db.write() as s:
+        s.add(
+            Deployment(
+                id=deployment_id,
+                account_id=tenant.principal.account_id,
+                app_id=app_id,
+                source="github",
+                source_url="https://github.com/user/repo",
+                branch="main",
+                status="failed",
+                log="$ git fetch\n",
+                error="fetching branch main failed",
+            )
+        )
+    return deployment_id
 
 
 def saved_card(core: Any, tenant: Tenant) -> str:
@@ -537,6 +581,8 @@ async def everything_of(client: httpx.AsyncClient, tenant: Tenant, ids: Ids) -> 
         "/api/v1/vps",
         f"/api/v1/instances/{ids['gpu']}",
         f"/api/v1/apps/{ids['app']}",
+        f"/api/v1/deployments/{ids['deployment']}",
+        f"/api/v1/deployments/{ids['deployment']}/logs",
         f"/api/v1/support/tickets/{ids['ticket']}",
         f"/api/v1/billing/invoices/inv-{ids['invoice']}",
         "/api/v1/billing/payment-methods",
@@ -567,6 +613,7 @@ async def test_another_accounts_ids_are_404_and_nothing_changes(
         ("/api/ssh-keys", "ssh_keys"),
         ("/api/v1/vps", "data"),
         ("/api/v1/apps", "items"),
+        ("/api/v1/deployments", "items"),
         ("/api/v1/operations", "data"),
         ("/api/v1/support/tickets", "data"),
         ("/api/v1/billing/invoices", "data"),

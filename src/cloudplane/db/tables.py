@@ -557,6 +557,40 @@ class App(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class Deployment(Base):
+    """A build of an app from its git source into an immutable release (later also its rollout): what was asked
+    (source URL, branch, commit), what was found (the commit's sha, the framework), where the release is and the
+    build's log (its last CLOUDPLANE_APPS_BUILD_LOG_BYTES)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        # The account's deployments newest first, whole, by app or by status (the document's filters).
+        Index("ix_deployments_account_created", "account_id", "created_at", "id"),
+        Index("ix_deployments_app_created", "app_id", "created_at", "id"),
+        Index("ix_deployments_account_status", "account_id", "status", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    # The document's `source` ("github"), and the URL cloned: the app's github_repo when it was asked for.
+    source: Mapped[str] = mapped_column(String(20))
+    source_url: Mapped[str] = mapped_column(String(2048))
+    branch: Mapped[str] = mapped_column(String(255))
+    commit_requested: Mapped[str | None] = mapped_column(String(40))
+    commit_sha: Mapped[str | None] = mapped_column(String(64))
+    framework: Mapped[str | None] = mapped_column(String(50))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    release_path: Mapped[str | None] = mapped_column(String(1024))
+    log: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    operation_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Ticket(Base):
     """A support ticket an account opened; its first message is its description (TicketMessage)."""
 

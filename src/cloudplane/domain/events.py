@@ -73,6 +73,10 @@ class EventType(StrEnum):
     APP_CREATED = "app.created"
     APP_UPDATED = "app.updated"
     APP_DELETED = "app.deleted"
+    DEPLOYMENT_REQUESTED = "deployment.requested"
+    # Built into a release (later seams: and rolled out).
+    DEPLOYMENT_SUCCEEDED = "deployment.succeeded"
+    DEPLOYMENT_FAILED = "deployment.failed"
     TICKET_CREATED = "ticket.created"
     TICKET_REPLIED = "ticket.replied"
     TICKET_STATUS_CHANGED = "ticket.status_changed"
@@ -148,5 +152,8 @@ OPERATION_EVENTS: dict[str, OperationEvents] = {
     ),
     "reset_password": OperationEvents(
         EventType.VPS_PASSWORD_RESET_REQUESTED, EventType.VPS_PASSWORD_RESET, EventType.VPS_ACTION_FAILED
+    ),
+    "deploy": OperationEvents(
+        EventType.DEPLOYMENT_REQUESTED, EventType.DEPLOYMENT_SUCCEEDED, EventType.DEPLOYMENT_FAILED
     ),
 }

@@ -20,7 +20,7 @@ from cloudplane.db.tables import Account, App, User, utcnow
 from cloudplane.domain.errors import Conflict, NotFound, QuotaExceeded, ValidationFailed
 from cloudplane.domain.events import EventType
 from cloudplane.domain.tiers import QUOTAS
-from cloudplane.services import events
+from cloudplane.services import events, sources
 from cloudplane.services.accounts import Principal
 from cloudplane.services.pages import counted, paged_window, window
 from cloudplane.services.servers import Page
@@ -37,17 +37,11 @@ MAX_ENV_NAME = 255
 ENV_VALUE = re.compile(r"^[^\x00]*$")
 MAX_ENV_VALUE = 32_768
 MAX_ENV_VARS = 100
-# An https URL without credentials, query or fragment, on a DNS name (no IP literals). Whether the name resolves
-# to public addresses only is for the deployment that clones it to check, when it connects.
-GIT_URL = re.compile(
-    r"^https://(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+/-]*)?$"
-)
 # Text fields: the pattern each must match and its greatest length.
 TEXT_FIELDS: dict[str, tuple[re.Pattern[str], int]] = {
     "description": (re.compile(r"^[^\x00]*$"), 1000),
     "framework": (re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$"), 50),
-    "github_repo": (GIT_URL, 2048),
+    "github_repo": (sources.SOURCE, 2048),
     "branch": (re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"), 255),
     "health_check_path": (re.compile(r"^/[\x21-\x7e]*$"), 255),
 }
@@ -139,6 +133,16 @@ def _validate(field: str, value: Any) -> Any:
     return value
 
 
+def _check_source(core: Core, values: dict[str, Any]) -> None:
+    if values.get("github_repo") is not None:
+        settings = core.settings
+        sources.check_source(
+            values["github_repo"],
+            allow_local=settings.apps_allow_local_sources,
+            allow_private=settings.apps_allow_private_sources,
+        )
+
+
 def check_quotas(tier: str, values: dict[str, Any]) -> None:
     """Refuse resource limits above what the tier allows one app, naming the field and the limit."""
     quotas = QUOTAS[tier]
@@ -201,6 +205,7 @@ def create_app(core: Core, principal: Principal, *, name: str, **fields: Any) ->
     """Record a new app, stopped; the name is unique in the account and the limits within the tier's quotas."""
     validate_name(name)
     values = {**DEFAULTS, **{field: _validate(field, value) for field, value in fields.items()}}
+    _check_source(core, values)
     duplicate = Conflict(f"An app named {name!r} already exists in your account", field="name", name=name)
     try:
         with core.db.write() as s:
@@ -249,7 +254,8 @@ def list_apps(core: Core, principal: Principal, *, page: int, per_page: int, sta
     return Page(items=[_view(core, app, owner) for app in rows], total=total, page=page, per_page=per_page)
 
 
-def _owned(session: Session, principal: Principal, app_id: str) -> App:
+def owned_app(session: Session, principal: Principal, app_id: str) -> App:
+    """The caller's app of that id; NotFound for another account's, as for one that never existed."""
     app = session.scalar(select(App).where(App.id == canonical_id(app_id), mine(App, principal)))
     if app is None:
         raise NotFound("Application not found", app_id=app_id)
@@ -258,7 +264,7 @@ def _owned(session: Session, principal: Principal, app_id: str) -> App:
 
 def get_app(core: Core, principal: Principal, app_id: str) -> AppView:
     with core.db.read() as s:
-        return _view(core, _owned(s, principal, app_id), _owner_label(s, principal.account_id))
+        return _view(core, owned_app(s, principal, app_id), _owner_label(s, principal.account_id))
 
 
 def update_app(core: Core, principal: Principal, app_id: str, **changes: Any) -> AppView:
@@ -272,8 +278,9 @@ def update_app(core: Core, principal: Principal, app_id: str, **changes: Any) ->
         # Every name must be a variable name, even one whose null removes it.
         validate_environment({name: "" if value is None else value for name, value in patch.items()})
     values = {field: _validate(field, value) for field, value in changes.items()}
+    _check_source(core, values)
     with core.db.write() as s:
-        app = _owned(s, principal, app_id)
+        app = owned_app(s, principal, app_id)
         if patching:
             merged = dict(app.environment_variables) | patch
             values["environment_variables"] = validate_environment({k: v for k, v in merged.items() if v is not None})

@@ -201,7 +201,7 @@ class OperationView:
     finished_at: datetime | None
 
 
-def _view(op: Operation) -> OperationView:
+def view(op: Operation) -> OperationView:
     return OperationView(
         id=op.id,
         kind=op.kind,
@@ -225,7 +225,7 @@ def get_operation(db: Database, principal: Principal, op_id: str) -> OperationVi
         op = s.scalar(select(Operation).where(Operation.id == op_id, mine(Operation, principal)))
         if op is None:
             raise NotFound("Operation not found", operation_id=op_id)
-        return _view(op)
+        return view(op)
 
 
 def list_operations(
@@ -254,4 +254,4 @@ def list_operations(
         ops = s.scalars(
             paged_window(select(Operation), Operation.id, where, order, window(total, page, per_page))
         ).all()
-        return Page(items=[_view(op) for op in ops], total=total, page=page, per_page=per_page)
+        return Page(items=[view(op) for op in ops], total=total, page=page, per_page=per_page)

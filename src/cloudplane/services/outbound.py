@@ -1,4 +1,4 @@
-"""The guard on URLs Cloudplane calls on someone's behalf (webhook endpoints; app git URLs should use it too): https
+"""The guard on URLs Cloudplane calls on someone's behalf (webhook endpoints, app git URLs): https
 only, no credentials in the URL, and every address the host resolves to public, so that a URL cannot make this
 service reach its own network (SSRF). An address is judged after unwrapping the IPv6 forms that carry an IPv4 one
 (IPv4-mapped `::ffff:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4, Teredo). The check runs when a URL is saved and again
@@ -97,7 +97,7 @@ def resolve(url: str, *, allow_private: bool, field: str = "url") -> Target:
         for address in addresses:
             if not is_public(address):
                 raise ValidationFailed(
-                    f"The URL's host {host!r} resolves to {address}, which is not a public address; webhooks go to "
+                    f"The URL's host {host!r} resolves to {address}, which is not a public address; Cloudplane calls "
                     "public addresses only",
                     field=field,
                 )

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloudplane import observability
 from cloudplane.core import Core
-from cloudplane.db.tables import IpAddress, Operation, Server, Snapshot, table_of, utcnow
+from cloudplane.db.tables import Deployment, IpAddress, Operation, Server, Snapshot, table_of, utcnow
 from cloudplane.domain.errors import CloudplaneError, ProviderError
 from cloudplane.domain.states import ServerStatus, SnapshotStatus
 from cloudplane.providers.base import (
@@ -260,6 +260,7 @@ _HELD = update(_ops).where(
     _ops.c.id == bindparam("b_id"), _ops.c.executor_id == bindparam("b_me"), _ops.c.status == "running"
 )
 _SERVER = update(_servers).where(_servers.c.id == bindparam("b_id"))
+_DEPLOYMENT = update(table_of(Deployment)).where(table_of(Deployment).c.id == bindparam("b_id"))
 _SNAPSHOT = update(_snapshots).where(_snapshots.c.id == bindparam("b_id"))
 # A server's task taken by an operation that did not claim it with its request: only once nothing else holds it.
 _TAKE_SERVER = (
@@ -324,6 +325,8 @@ class Changes:
     delete_server_snapshots: bool = False
     # The server's extra addresses go back to their pools (a deleted server: its machine is gone).
     release_addresses: bool = False
+    # The operation's deployment (its target).
+    deployment: dict[str, Any] | None = None
 
 
 def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
@@ -344,6 +347,8 @@ def _update_rows(job: Job, op_values: dict[str, Any], changes: Changes) -> None:
             conn.execute(delete(IpAddress).where(IpAddress.server_id == job.server_id))
         if changes.snapshot and job.snapshot_id is not None:
             conn.execute(_SNAPSHOT, {"b_id": job.snapshot_id, **changes.snapshot})
+        if changes.deployment and job.target_type == "deployment":
+            conn.execute(_DEPLOYMENT, {"b_id": job.target_id, "updated_at": now, **changes.deployment})
         outcome = op_values.get("status")
         if outcome == "succeeded":
             operations.record_event(conn, job, "succeeded")

@@ -3,9 +3,8 @@ start/stop/restart/scale/logs/metrics actions are not served yet."""
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -15,8 +14,8 @@ from cloudplane.api.accounts.schemas import ErrorEnvelope, errors
 from cloudplane.api.common.deps import CoreDep, PrincipalDep, read, reply
 from cloudplane.api.common.faces import Responses, face_route_class
 from cloudplane.api.common.schemas import Request as BaseRequest
-from cloudplane.api.vibecaas.envelope import vibecaas_renderer
-from cloudplane.services import apps
+from cloudplane.api.vibecaas.envelope import page_fields, vibecaas_renderer
+from cloudplane.services import apps, sources
 from cloudplane.services.apps import (
     DEFAULTS,
     ENV_NAME,
@@ -52,6 +51,13 @@ WholeNumber = Annotated[int, BeforeValidator(lambda v: int(v) if isinstance(v, f
 _ENV_NAMES: JsonDict = {"propertyNames": {"pattern": ENV_NAME.pattern, "maxLength": MAX_ENV_NAME}}
 
 
+# Published as https only: the other sources (git://, file://, paths, addresses) depend on the operator's settings.
+def _SOURCE_DOCUMENTED(schema: JsonDict) -> None:  # noqa: N802 - stands where a constant of its kind does
+    for branch in cast(list[JsonDict], schema.get("anyOf", [schema])):
+        if "pattern" in branch:
+            branch["pattern"] = sources.DOCUMENTED.pattern
+
+
 def _text(field: str, description: str, **kwargs: Any) -> Any:
     pattern, longest = TEXT_FIELDS[field]
     return Field(pattern=pattern.pattern, max_length=longest, description=description, **kwargs)
@@ -71,7 +77,8 @@ def _omittable(**kwargs: Any) -> Any:
 _DESCRIPTIONS = {
     "description": "What the app is for",
     "framework": 'The framework it is built with, e.g. "fastapi"',
-    "github_repo": "The https URL of its git repository (no credentials in it)",
+    "github_repo": "The https URL of its git repository (no credentials in it); git://, file:// URLs and local "
+    "paths where the operator allows them",
     "branch": "The branch deployed",
     "port": "The port the app listens on",
     "cpu_limit": "CPU per replica, in millicores (at most your tier's max_cpu)",
@@ -95,7 +102,9 @@ class AppCreate(Request):
     )
     description: str | None = _text("description", _DESCRIPTIONS["description"], default=None)
     framework: str | None = _text("framework", _DESCRIPTIONS["framework"], default=None)
-    github_repo: str | None = _text("github_repo", _DESCRIPTIONS["github_repo"], default=None)
+    github_repo: str | None = _text(
+        "github_repo", _DESCRIPTIONS["github_repo"], default=None, json_schema_extra=_SOURCE_DOCUMENTED
+    )
     branch: str = _text("branch", _DESCRIPTIONS["branch"], default=DEFAULTS["branch"])
     environment_variables: dict[EnvName, EnvValue] = Field(
         default_factory=dict,
@@ -118,7 +127,9 @@ class AppUpdate(Request):
 
     description: str | None = _text("description", _DESCRIPTIONS["description"], default=None)
     framework: str | None = _text("framework", _DESCRIPTIONS["framework"], default=None)
-    github_repo: str | None = _text("github_repo", _DESCRIPTIONS["github_repo"], default=None)
+    github_repo: str | None = _text(
+        "github_repo", _DESCRIPTIONS["github_repo"], default=None, json_schema_extra=_SOURCE_DOCUMENTED
+    )
     branch: str = _text("branch", _DESCRIPTIONS["branch"], default=None)
     environment_variables: dict[EnvName, EnvValue | None] = _omittable(
         max_length=MAX_ENV_VARS,
@@ -196,13 +207,7 @@ def app_out(view: AppView) -> AppOut:
 
 
 def app_list(result: Page) -> AppList:
-    return AppList(
-        items=[app_out(v) for v in result.items],
-        total=result.total,
-        page=result.page,
-        pages=math.ceil(result.total / result.per_page),
-        limit=result.per_page,
-    )
+    return AppList(items=[app_out(v) for v in result.items], **page_fields(result))
 
 
 @router.get("/apps", response_model=AppList)

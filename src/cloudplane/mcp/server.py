@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -330,16 +331,32 @@ async def follow(caller: Caller, ctx: Context, operation_id: str, timeout_s: flo
         await asyncio.sleep(POLL_S)
 
 
+@contextmanager
+def _logging_left_alone() -> Iterator[None]:
+    """The SDK's server configures the root logger when it is made (`logging.basicConfig` with a Rich handler, when
+    the root has none yet): in `cloudplane serve`, which builds it before its own JSON logging is set up, every
+    line would then also be printed in Rich's format (the log test caught alembic's). Whatever it adds goes."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
 def build_server(identify: Identify) -> MCPServer:
     """The MCP server with every tool; `identify` names the caller of each call."""
-    mcp: MCPServer = MCPServer(
-        name="cloudplane",
-        title="Cloudplane",
-        instructions=INSTRUCTIONS,
-        version=__version__,
-        # The SDK's own INFO lines (one per call) would go to stderr beside ours; ours say what matters.
-        log_level="WARNING",
-    )
+    with _logging_left_alone():
+        mcp: MCPServer = MCPServer(
+            name="cloudplane",
+            title="Cloudplane",
+            instructions=INSTRUCTIONS,
+            version=__version__,
+            # The SDK's own INFO lines (one per call) would go to stderr beside ours; ours say what matters.
+            log_level="WARNING",
+        )
 
     def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
         def register(fn: Callable[..., Awaitable[Any]]) -> Any:
